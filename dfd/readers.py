@@ -1,0 +1,212 @@
+"""``tf.data`` readers of face shards: a frame dataset and a clip dataset.
+
+Both read the schema of :mod:`dfd.schema` and nothing else. Elements are dicts, so callers
+pick what they need; :func:`as_xy` turns them into ``(inputs, label)`` pairs for ``fit``.
+
+* :func:`frame_dataset` yields one face per element:
+  ``{"face": uint8[S,S,3], "label", "video_id", "track", "frame_index", "group"}``.
+* :func:`clip_dataset` yields ``T`` faces of one record per element:
+  ``{"faces": uint8[T,S,S,3], "mask": bool[T], "frame_indices": int64[T], ...}``; records
+  with fewer than ``T`` faces are padded with zeros and ``mask=False``.
+
+Unknown-label records (label -1) are dropped unless ``keep_unknown=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from dfd import schema
+
+AUTOTUNE = -1  # tf.data.AUTOTUNE
+
+
+def _records(source, shuffle_files: bool, seed: int | None):
+    import tensorflow as tf
+
+    files = [str(f) for f in schema.resolve_shards(source)]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files and len(files) > 1:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f),
+        cycle_length=min(4, len(files)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not shuffle_files,
+    )
+    return ds.map(schema.parse_record, num_parallel_calls=AUTOTUNE)
+
+
+def decode_face(data, face_size: int = schema.FACE_SIZE):
+    """Decode encoded face bytes to ``uint8[face_size, face_size, 3]`` (resizing if needed)."""
+    import tensorflow as tf
+
+    img = tf.io.decode_image(data, channels=3, expand_animations=False)
+    shape = tf.shape(img)
+    img = tf.cond(
+        tf.logical_and(tf.equal(shape[0], face_size), tf.equal(shape[1], face_size)),
+        lambda: img,
+        lambda: tf.cast(
+            tf.clip_by_value(
+                tf.round(tf.image.resize(img, [face_size, face_size], antialias=True)), 0, 255
+            ),
+            tf.uint8,
+        ),
+    )
+    return tf.ensure_shape(img, [face_size, face_size, 3])
+
+
+def _keep(rec, keep_unknown: bool):
+    import tensorflow as tf
+
+    return tf.constant(True) if keep_unknown else rec[schema.LABEL] >= 0
+
+
+def frame_dataset(
+    source: str | Path | Sequence[str | Path],
+    face_size: int = schema.FACE_SIZE,
+    shuffle: bool = False,
+    shuffle_buffer: int = 2048,
+    seed: int | None = None,
+    keep_unknown: bool = False,
+    max_faces_per_record: int | None = None,
+):
+    """One face per element, with its label and where it came from.
+
+    ``max_faces_per_record`` keeps at most that many faces of each record (evenly spaced),
+    so long videos do not outweigh short ones in training.
+    """
+    import tensorflow as tf
+
+    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown))
+
+    def explode(rec):
+        n = tf.shape(rec[schema.FACE])[0]
+        idx = tf.range(n)
+        if max_faces_per_record:
+            k = tf.minimum(n, max_faces_per_record)
+            idx = tf.cast(
+                tf.math.floor(tf.range(k, dtype=tf.float32) * tf.cast(n, tf.float32)
+                              / tf.cast(k, tf.float32)),
+                tf.int32,
+            )
+        k = tf.shape(idx)[0]
+        return tf.data.Dataset.from_tensor_slices({
+            "face_bytes": tf.gather(rec[schema.FACE], idx),
+            "frame_index": tf.gather(rec[schema.FRAME_INDEX], idx),
+            "label": tf.fill([k], rec[schema.LABEL]),
+            "video_id": tf.fill([k], rec[schema.VIDEO_ID]),
+            "group": tf.fill([k], rec[schema.GROUP]),
+            "track": tf.fill([k], rec[schema.TRACK]),
+        })
+
+    ds = ds.flat_map(explode)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def decode(el):
+        el = dict(el)
+        el["face"] = decode_face(el.pop("face_bytes"), face_size)
+        return el
+
+    return ds.map(decode, num_parallel_calls=AUTOTUNE)
+
+
+def clip_positions(n, clip_len: int, mode: str = "uniform", seed=None):
+    """Indices of ``clip_len`` faces out of ``n`` (graph function).
+
+    ``uniform``: evenly spaced over the whole record. ``random``: a random stride (1 up to
+    what fits) and a random start, so training sees different spans of the video.
+    Returns ``(indices int32[clip_len], mask bool[clip_len])``; when ``n < clip_len`` the
+    tail is padded (index 0, mask False).
+    """
+    import tensorflow as tf
+
+    n = tf.cast(n, tf.int32)
+    steps = tf.range(clip_len, dtype=tf.int32)
+    if mode == "uniform":
+        pos = tf.cast(
+            tf.math.floor(tf.cast(steps, tf.float32) * tf.cast(n, tf.float32) / clip_len),
+            tf.int32,
+        )
+    elif mode == "random":
+        max_stride = tf.maximum(1, n // clip_len)
+        stride = tf.random.uniform([], 1, max_stride + 1, dtype=tf.int32, seed=seed)
+        span = stride * (clip_len - 1) + 1
+        start = tf.random.uniform([], 0, tf.maximum(1, n - span + 1), dtype=tf.int32, seed=seed)
+        pos = start + steps * stride
+    else:
+        raise ValueError(f"clip mode {mode!r} is not one of 'uniform', 'random'")
+    short = n < clip_len
+    pos = tf.where(short, steps, pos)
+    mask = steps < n
+    pos = tf.where(mask, tf.minimum(pos, n - 1), 0)
+    return pos, mask
+
+
+def clip_dataset(
+    source: str | Path | Sequence[str | Path],
+    clip_len: int = 16,
+    face_size: int = schema.FACE_SIZE,
+    mode: str = "uniform",
+    shuffle: bool = False,
+    shuffle_buffer: int = 256,
+    seed: int | None = None,
+    keep_unknown: bool = False,
+):
+    """``clip_len`` faces of one record per element, padded with a mask when shorter."""
+    import tensorflow as tf
+
+    if clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown))
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def to_clip(rec):
+        n = tf.shape(rec[schema.FACE])[0]
+        pos, mask = clip_positions(n, clip_len, mode, seed)
+        faces = tf.map_fn(
+            lambda b: decode_face(b, face_size),
+            tf.gather(rec[schema.FACE], pos),
+            fn_output_signature=tf.TensorSpec([face_size, face_size, 3], tf.uint8),
+        )
+        faces = faces * tf.cast(mask, tf.uint8)[:, None, None, None]
+        return {
+            "faces": faces,
+            "mask": mask,
+            "frame_indices": tf.where(mask, tf.gather(rec[schema.FRAME_INDEX], pos), -1),
+            "label": rec[schema.LABEL],
+            "video_id": rec[schema.VIDEO_ID],
+            "group": rec[schema.GROUP],
+            "track": rec[schema.TRACK],
+        }
+
+    return ds.map(to_clip, num_parallel_calls=AUTOTUNE)
+
+
+def as_xy(ds, input_key: str = "face", with_mask: bool = False):
+    """``(inputs, label)`` pairs for ``model.fit``; labels as float32 P(fake) targets.
+
+    With ``with_mask`` the inputs are ``{"faces": ..., "mask": ...}`` (the temporal model's
+    two inputs).
+    """
+    import tensorflow as tf
+
+    def pick(el):
+        y = tf.cast(el["label"], tf.float32)
+        if with_mask:
+            return {"faces": el[input_key], "mask": el["mask"]}, y
+        return el[input_key], y
+
+    return ds.map(pick, num_parallel_calls=AUTOTUNE)
+
+
+def count_records(source) -> int:
+    """Number of records in the shards (read from the index when given a directory)."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return int(schema.read_index(source)["records"])
+    import tensorflow as tf
+
+    return sum(1 for f in schema.resolve_shards(source) for _ in tf.data.TFRecordDataset(str(f)))

@@ -1,0 +1,56 @@
+"""Shared fixtures: the research data in ../shared (skipped when absent) and tiny inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DFD_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with a clear message when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"research data not available at {p} (set DFD_SHARED to its folder)")
+    return p
+
+
+@pytest.fixture
+def shared():
+    return shared_path
+
+
+@pytest.fixture(scope="session")
+def tiny_video_factory(tmp_path_factory):
+    """Make small synthetic videos with OpenCV's writer: ``make(name, frames=..., size=...)``."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("videos")
+
+    def make(name="clip.mp4", frames=30, size=(160, 120), fps=15.0, draw=None):
+        path = root / name
+        w, h = size
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        assert writer.isOpened(), "OpenCV cannot write mp4v here"
+        rng = np.random.default_rng(0)
+        for i in range(frames):
+            frame = np.full((h, w, 3), 40, np.uint8)
+            if draw is not None:
+                draw(frame, i)
+            else:
+                frame[:] = rng.integers(0, 255, (h, w, 3), dtype=np.uint8) // 4
+                cv2.putText(frame, str(i), (5, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 1,
+                            (255, 255, 255), 2)
+            writer.write(frame)
+        writer.release()
+        return path
+
+    return make
