@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,18 +68,41 @@ class ShardWriter:
         return f"{self.prefix}-{self._n:05d}{schema.SHARD_SUFFIX}"
 
     def add(self, rec: schema.FaceRecord) -> None:
+        """Encode and append one record."""
+        self.add_serialized(schema.encode_record(rec), rec.video_id, len(rec.faces), rec.track)
+
+    def add_serialized(self, data: bytes, video_id: str, n_faces: int, track: int = 0,
+                       autoflush: bool = True) -> None:
+        """Append one record already encoded by :func:`dfd.schema.encode_record`.
+
+        With ``autoflush=False`` the shard is not closed even when full: callers writing
+        several records of one item (tracks of a video) call :meth:`maybe_flush` after the
+        last, so an item never straddles two shards.
+        """
         import tensorflow as tf
 
-        data = schema.encode_record(rec)
         if self._fh is None:
             self._tmp = self.out_dir / (self._name + ".tmp")
             self._fh = tf.io.TFRecordWriter(str(self._tmp))
+            self._opened = time.monotonic()
         self._fh.write(data)
-        self._ids.append(rec.video_id if rec.track == 0 else f"{rec.video_id}#{rec.track}")
-        self._faces += len(rec.faces)
+        self._ids.append(video_id if track == 0 else f"{video_id}#{track}")
+        self._faces += n_faces
         self._bytes += len(data) + 16
-        if len(self._ids) >= self.max_records or self._bytes >= self.max_bytes:
+        if autoflush:
+            self.maybe_flush()
+
+    def maybe_flush(self, max_seconds: float | None = None) -> None:
+        """Close the shard when full, or when open longer than ``max_seconds``."""
+        if self._fh is None:
+            return
+        if (len(self._ids) >= self.max_records or self._bytes >= self.max_bytes
+                or (max_seconds is not None and self.open_seconds() > max_seconds)):
             self.flush()
+
+    def open_seconds(self) -> float:
+        """How long the current shard has been open (0 when none is)."""
+        return time.monotonic() - self._opened if self._fh is not None else 0.0
 
     def flush(self) -> schema.ShardInfo | None:
         """Close the open shard (if any) and make it complete on disk."""

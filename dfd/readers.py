@@ -57,10 +57,13 @@ def decode_face(data, face_size: int = schema.FACE_SIZE):
     return tf.ensure_shape(img, [face_size, face_size, 3])
 
 
-def _keep(rec, keep_unknown: bool):
+def _keep(rec, keep_unknown: bool, split: str | None = None):
     import tensorflow as tf
 
-    return tf.constant(True) if keep_unknown else rec[schema.LABEL] >= 0
+    ok = tf.constant(True) if keep_unknown else rec[schema.LABEL] >= 0
+    if split:
+        ok = tf.logical_and(ok, tf.equal(rec[schema.SPLIT], split))
+    return ok
 
 
 def frame_dataset(
@@ -71,15 +74,18 @@ def frame_dataset(
     seed: int | None = None,
     keep_unknown: bool = False,
     max_faces_per_record: int | None = None,
+    split: str | None = None,
 ):
     """One face per element, with its label and where it came from.
+
+    ``split`` keeps only records whose manifest split (``dfd split``) has that name.
 
     ``max_faces_per_record`` keeps at most that many faces of each record (evenly spaced),
     so long videos do not outweigh short ones in training.
     """
     import tensorflow as tf
 
-    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown))
+    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
 
     def explode(rec):
         n = tf.shape(rec[schema.FACE])[0]
@@ -154,13 +160,17 @@ def clip_dataset(
     shuffle_buffer: int = 256,
     seed: int | None = None,
     keep_unknown: bool = False,
+    split: str | None = None,
 ):
-    """``clip_len`` faces of one record per element, padded with a mask when shorter."""
+    """``clip_len`` faces of one record per element, padded with a mask when shorter.
+
+    ``split`` keeps only records whose manifest split has that name.
+    """
     import tensorflow as tf
 
     if clip_len < 1:
         raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown))
+    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 

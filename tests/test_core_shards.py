@@ -97,3 +97,15 @@ def test_resolve_shards_errors(tmp_path):
         schema.resolve_shards(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="index.json"):
         schema.resolve_shards(tmp_path)
+
+
+def test_split_filter(tmp_path):
+    a, b = _rec("a", 2), _rec("b", 3, label=0)
+    a.split, b.split = "train", "val"
+    _write(tmp_path, [a, b])
+    got = {e["video_id"] for e in readers.frame_dataset(tmp_path, face_size=32, split="val")
+           .as_numpy_iterator()}
+    assert got == {b"b"}
+    clips = list(readers.clip_dataset(tmp_path, clip_len=2, face_size=32, split="train")
+                 .as_numpy_iterator())
+    assert [c["video_id"] for c in clips] == [b"a"]
