@@ -1,0 +1,99 @@
+"""Scoring: faces -> P(fake), shards -> frame and video tables, and ``dfd predict``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from data_prep import shard_writer  # noqa: E402
+from dfd import cli, readers, schema  # noqa: E402
+from dfd.scores import FRAME_COLUMNS, VIDEO_COLUMNS, read_table  # noqa: E402
+from mesonet_tf.models import Meso4  # noqa: E402
+from mesonet_tf.predict import predict, predict_frames, predict_videos, score_faces  # noqa: E402
+
+SIZE = 32
+
+
+def _rec(vid, n, label, seed, track=0):
+    rng = np.random.default_rng(seed)
+    faces = [schema.encode_png(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+             for _ in range(n)]
+    return schema.FaceRecord(video_id=vid, label=label, faces=faces, track=track,
+                             frame_indices=list(range(0, 5 * n, 5)))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    with shard_writer.ShardWriter(d, "part", max_records=2) as w:
+        for r in (_rec("a", 3, 1, 0), _rec("b", 2, 0, 1), _rec("b", 2, 0, 2, track=1),
+                  _rec("u", 1, -1, 3)):
+            w.add(r)
+    shard_writer.build_index(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Meso4(input_shape=(SIZE, SIZE, 3), name="tiny")
+
+
+def test_score_faces_shapes_and_errors(model):
+    x = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    p = score_faces(model, x, batch_size=2)
+    assert p.shape == (5,) and p.dtype == np.float64
+    np.testing.assert_allclose(p, model.predict(x, verbose=0).ravel(), atol=1e-6)
+    np.testing.assert_allclose(score_faces(model, x[0]), p[:1], atol=1e-6)  # one face
+    assert score_faces(model, np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0,)
+    with pytest.raises(ValueError, match=r"\(5, 32, 32\)"):
+        score_faces(model, x[..., 0])
+    with pytest.raises(ValueError, match="16x16.*32x32"):
+        score_faces(model, np.zeros((1, 16, 16, 3), np.uint8))
+
+
+def test_predict_frames_scores_every_face(model, shards):
+    frames = predict_frames(model, shards, batch_size=3)
+    assert list(frames.columns) == FRAME_COLUMNS and len(frames) == 8  # unknown kept
+    assert set(frames["model"]) == {"tiny"}
+    els = list(readers.frame_dataset(shards, face_size=SIZE, keep_unknown=True).as_numpy_iterator())
+    direct = model.predict(np.stack([e["face"] for e in els]), verbose=0).ravel()
+    np.testing.assert_allclose(frames["p_fake"].to_numpy(), direct, atol=1e-6)
+    assert frames[frames.video_id == "a"]["frame_index"].tolist() == [0, 5, 10]
+
+
+def test_predict_videos_aggregates_with_labels(model, shards):
+    frames, videos = predict(model, shards, aggregation="mean", model_name="m")
+    assert list(videos.columns) == VIDEO_COLUMNS
+    v = videos.set_index("video_id")
+    assert v.loc["a", "label"] == 1 and v.loc["b", "label"] == 0 and v.loc["u", "label"] == -1
+    assert v.loc["a", "p_fake"] == pytest.approx(frames[frames.video_id == "a"]["p_fake"].mean())
+    b = frames[frames.video_id == "b"].groupby("track")["p_fake"].mean()
+    assert v.loc["b", "p_fake"] == pytest.approx(b.max())  # most suspicious person
+    assert v.loc["b", "n_faces"] == 4 and set(videos["aggregation"]) == {"mean"}
+    voted = predict_videos(model, shards, aggregation="vote").set_index("video_id")
+    assert set(np.round(voted["p_fake"] * 6)) <= set(range(7))
+    with pytest.raises(ValueError, match="'median'"):
+        predict_videos(model, shards, aggregation="median")
+
+
+def test_predict_accepts_a_frame_dataset(model, shards):
+    ds = readers.frame_dataset(shards, face_size=SIZE)
+    frames = predict_frames(model, ds, model_name="x")
+    assert len(frames) == 7 and set(frames["video_id"]) == {"a", "b"}
+
+
+def test_dfd_predict_command(model, shards, tmp_path):
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    out, fr = tmp_path / "v.csv", tmp_path / "f.csv"
+    rc = cli.main(["predict", "--model", str(path), "--shards", str(shards), "--out", str(out),
+                   "--frames-out", str(fr), "--aggregation", "max", "--batch-size", "4"])
+    assert rc == 0
+    videos, frames = read_table(out), read_table(fr)
+    assert len(videos) == 3 and len(frames) == 8 and set(videos["model"]) == {"tiny"}
+    a = frames[frames.video_id == "a"]["p_fake"].max()
+    assert videos.set_index("video_id").loc["a", "p_fake"] == pytest.approx(a)
+    np.testing.assert_allclose(
+        frames["p_fake"], predict_frames(model, shards)["p_fake"], atol=1e-6)
