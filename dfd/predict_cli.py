@@ -23,6 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames-out", help="also write the per-face frame table here")
     parser.add_argument("--aggregation", default="mean", choices=sorted(AGGREGATIONS),
                         help="frame scores -> video score rule (default: mean)")
+    parser.add_argument("--split", help="score only records of this manifest split (e.g. test)")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per batch (default 64)")
     parser.add_argument("--model-name", help="name written in the tables' model column")
     parser.add_argument("--weights-dir", help="cache folder of registered weights "
@@ -38,7 +39,7 @@ def run(args) -> int:
     source = args.shards[0] if len(args.shards) == 1 else args.shards
     frames, videos = predict(args.model, source, aggregation=args.aggregation,
                              batch_size=args.batch_size, model_name=args.model_name,
-                             weights_dir=args.weights_dir)
+                             weights_dir=args.weights_dir, split=args.split)
     write_table(videos, args.out)
     if args.frames_out:
         write_table(frames, args.frames_out)

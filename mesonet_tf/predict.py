@@ -68,12 +68,14 @@ def _text(v) -> str:
 
 
 def score_dataset(model, source, batch_size: int = 64, model_name: str | None = None,
-                  face_size: int | None = None, weights_dir=None) -> tuple[pd.DataFrame, dict]:
+                  face_size: int | None = None, weights_dir=None,
+                  split: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Score every face of ``source`` (shard paths or a frame dataset of dicts with ``face``,
     ``video_id``, ``track``, ``frame_index`` and optionally ``label``).
 
     Returns ``(frame table, {video_id: label})``. Faces that fail to decode are skipped with
     a warning (TensorFlow logs each); unknown-label records are kept (label -1).
+    ``split`` scores only the records of that manifest split (e.g. ``"test"``).
     """
     import tensorflow as tf
 
@@ -85,7 +87,7 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
         from dfd import readers
 
         size = face_size or (_expected_size(scorer) or (None,))[0] or 256
-        ds = readers.frame_dataset(source, face_size=size, keep_unknown=True)
+        ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split)
         ds = ds.apply(tf.data.experimental.ignore_errors(log_warning=True))
     ds = ds.batch(batch_size).prefetch(2)
 

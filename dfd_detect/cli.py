@@ -1,0 +1,147 @@
+"""``dfd detect``: is this video fake? Score video files, folders or list files.
+
+Writes one row per video as it is done (CSV by default, JSON lines with ``--format jsonl``)
+to stdout or ``--out``; a progress bar goes to stderr on a terminal only. Exit status: 0 when
+every video was read (``ok`` or ``no_face``), 1 when any row has ``status=error``, 2 on bad
+options or a model that cannot load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from contextlib import nullcontext
+
+from dfd_detect import pipeline
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="video files, folders (searched recursively) or @list.txt files")
+    parser.add_argument("--list", action="append", default=[], metavar="FILE",
+                        help="a file listing videos or folders, one per line (repeatable)")
+    parser.add_argument("--model", action="append", default=[], metavar="PATH|NAME",
+                        help="model: .keras file, SavedModel dir or registered weights name "
+                             "(default: the shipped model); with --stacker: NAME=PATH, repeated")
+    parser.add_argument("--stacker", metavar="JSON", help="stacker JSON from `dfd stack`")
+    parser.add_argument("--threshold", type=float, default=pipeline.DEFAULT_THRESHOLD,
+                        help="FAKE when P(fake) >= threshold (default: %(default)s)")
+    parser.add_argument("--aggregation", default=pipeline.DEFAULT_AGGREGATION,
+                        choices=["mean", "vote", "confident", "max"],
+                        help="face scores -> person score; the video takes its most suspicious "
+                             "person (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=pipeline.DEFAULT_N_FRAMES,
+                        help="frames sampled per video (default: %(default)s)")
+    parser.add_argument("--sampler", default=pipeline.DEFAULT_SAMPLER,
+                        choices=["keyframe", "uniform"], help="frame sampler (default: %(default)s)")
+    parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
+    parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
+                        help="csv: one row per video; jsonl: adds per-frame/per-person scores and "
+                             "face boxes (default: %(default)s)")
+    parser.add_argument("--out", "-o", metavar="FILE", help="write the table here (default: stdout)")
+    parser.add_argument("--plot", metavar="DIR", help="write per-video frame-score timelines (PNG)")
+    parser.add_argument("--faces", metavar="DIR", help="write the face crops used (JPEG)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _csv_value(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalar
+        return _json_safe(obj.item())
+    return obj
+
+
+def to_json(rec: dict) -> str:
+    """One result as a JSON line (NaN -> null)."""
+    return json.dumps(_json_safe(rec), separators=(",", ":"), allow_nan=False)
+
+
+class RowWriter:
+    """Writes results one by one (flushed), as CSV rows or JSON lines."""
+
+    def __init__(self, fh, fmt: str = "csv"):
+        self.fh, self.fmt = fh, fmt
+        if fmt == "csv":
+            self._csv = csv.DictWriter(fh, fieldnames=pipeline.CSV_COLUMNS, extrasaction="ignore",
+                                       lineterminator="\n")
+            self._csv.writeheader()
+        elif fmt != "jsonl":
+            raise ValueError(f"unknown format {fmt!r}; use csv or jsonl")
+
+    def write(self, rec: dict) -> None:
+        if self.fmt == "csv":
+            self._csv.writerow({k: _csv_value(rec.get(k, "")) for k in pipeline.CSV_COLUMNS})
+        else:
+            self.fh.write(to_json(rec) + "\n")
+        self.fh.flush()
+
+
+def _progress(no_progress: bool):
+    from tqdm import tqdm
+
+    quiet = no_progress or not sys.stderr.isatty()
+    return tqdm(desc="videos", unit="video", file=sys.stderr, disable=quiet, dynamic_ncols=True)
+
+
+def run(args) -> int:
+    from dfd_detect import inputs as inputs_mod
+    from dfd_detect.models import ModelLoadError
+
+    if not args.inputs and not args.list:
+        log.error("no input: give video files, folders, @list.txt or --list FILE")
+        return 2
+    if args.stacker and not args.model:
+        log.error("--stacker needs --model NAME=PATH for each model the stacker combines")
+        return 2
+    if not args.stacker and len(args.model) > 1:
+        log.error("several --model values need --stacker (got %s)", args.model)
+        return 2
+    if args.frames < 1:
+        log.error("--frames must be >= 1, got %d", args.frames)
+        return 2
+    try:
+        ctx = pipeline.build_context(
+            model=None if args.stacker or not args.model else args.model[0],
+            stacker=args.stacker, stack_models=args.model if args.stacker else None,
+            detector=args.detector, n_frames=args.frames, sampler=args.sampler,
+            threshold=args.threshold, aggregation=args.aggregation,
+            plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl")
+    except (ModelLoadError, ValueError, ImportError) as err:
+        log.error("%s", err)
+        return 2
+    items = inputs_mod.iter_inputs(args.inputs, args.list)
+    return detect_to(items, ctx, args.out, args.format, args.no_progress)
+
+
+def detect_to(items, ctx, out: str | None, fmt: str, no_progress: bool = True) -> int:
+    """Stream results of ``items`` to ``out`` (None: stdout); returns the exit status."""
+    counts = {"ok": 0, "no_face": 0, "error": 0}
+    target = open(out, "w", newline="", encoding="utf-8") if out else nullcontext(sys.stdout)
+    with target as fh, _progress(no_progress) as bar:
+        writer = RowWriter(fh, fmt)
+        for rec in pipeline.iter_detect(items, ctx):
+            writer.write(rec)
+            counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+            bar.update(1)
+            if rec["status"] != "ok":
+                log.warning("%s: %s (%s)", rec["video"], rec["status"], rec["error"])
+    log.info("%d video(s): %d scored, %d without a face, %d failed", sum(counts.values()),
+             counts["ok"], counts["no_face"], counts["error"])
+    return 1 if counts["error"] else 0

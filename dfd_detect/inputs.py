@@ -1,0 +1,94 @@
+"""Which videos ``dfd detect`` scores: files, folders (recursive) and list files, streamed.
+
+:func:`iter_inputs` yields one :class:`InputItem` per video, lazily, so a folder of a
+million videos costs constant memory. A missing path or an unreadable list file is yielded as
+an item with an ``error`` (reported as a ``status=error`` row) instead of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".wmv", ".flv", ".3gp", ".ogv",
+})
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One video to score; ``error`` set when the input itself is unusable."""
+
+    path: str
+    error: str = ""
+
+
+def is_video_name(name: str | Path) -> bool:
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def walk_videos(folder: Path) -> Iterator[Path]:
+    """Video files under ``folder``, recursively, in a stable (sorted per directory) order."""
+    for root, dirs, files in os.walk(folder, onerror=lambda e: log.warning("cannot list %s", e)):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in sorted(files):
+            if is_video_name(f) and not f.startswith("."):
+                yield Path(root) / f
+
+
+def read_list_file(path: str | Path) -> Iterator[str]:
+    """Entries of a list file: one path per line; blank lines and ``#`` comments skipped.
+
+    Relative entries are taken relative to the list file's folder.
+    """
+    path = Path(path)
+    base = path.parent
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            p = Path(entry).expanduser()
+            yield str(p if p.is_absolute() else base / p)
+
+
+def _expand_one(value: str) -> Iterator[InputItem]:
+    if value.startswith("@"):
+        yield from iter_list(value[1:])
+        return
+    p = Path(value).expanduser()
+    if p.is_dir():
+        n = 0
+        for v in walk_videos(p):
+            n += 1
+            yield InputItem(str(v))
+        if n == 0:
+            log.warning("no video files (%s) under %s", ", ".join(sorted(VIDEO_EXTENSIONS)), p)
+    elif p.exists():
+        yield InputItem(str(p))
+    else:
+        yield InputItem(str(p), error=f"no such file or folder: {p}")
+
+
+def iter_list(list_path: str) -> Iterator[InputItem]:
+    """Items named in a list file (each entry may itself be a file or a folder)."""
+    try:
+        entries = read_list_file(list_path)
+        for entry in entries:
+            yield from _expand_one(entry)
+    except OSError as err:
+        yield InputItem(str(list_path), error=f"cannot read list file {list_path}: {err.strerror or err}")
+
+
+def iter_inputs(inputs: Iterable[str], list_files: Iterable[str] = ()) -> Iterator[InputItem]:
+    """All videos named by ``inputs`` (files, folders, ``@list.txt``) and ``list_files``."""
+    for value in inputs:
+        yield from _expand_one(str(value))
+    for lf in list_files:
+        yield from iter_list(str(lf))

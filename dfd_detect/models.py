@@ -1,0 +1,177 @@
+"""What scores the faces in ``dfd detect`` / ``dfd serve``: one model, or a stacker over several.
+
+A *scorer* is any object with a ``name`` and ``__call__(faces) -> P(fake)`` where ``faces`` is
+a ``uint8 [N, 256, 256, 3]`` array; the pipeline needs nothing else, so tests inject fakes.
+
+* :func:`default_model` names the model used when none is given (the one place to change it).
+* :func:`load_scorer` loads ``PATH`` (``.keras``, SavedModel dir) or a registered weights name.
+* :class:`StackScorer` scores faces with several named models and combines the per-video
+  features with a fitted :class:`dfd_eval.stacker.Stacker` (``dfd stack`` writes its JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: file stem of the shipped default model in ``mesonet_tf/assets`` (preferred when present)
+DEFAULT_ASSET_STEM = "dfd_default"
+#: registered weights used while no trained model is shipped
+FALLBACK_WEIGHTS = "meso4_df"
+
+
+class ModelLoadError(ValueError):
+    """A model, weights name or stacker could not be loaded (the message says which and why)."""
+
+
+def default_model() -> str:
+    """The model ``dfd detect`` / ``dfd serve`` use when none is named: a path or weights name.
+
+    Order: ``mesonet_tf/assets/<DEFAULT_ASSET_STEM>.keras``, else the only ``*.keras`` file in
+    the assets folder, else the registered authors' weights :data:`FALLBACK_WEIGHTS` when
+    they are on disk (``$DFD_WEIGHTS_DIR`` or the cache; nothing is downloaded), else a
+    :class:`ModelLoadError` saying how to provide one.
+    """
+    from mesonet_tf import weights
+
+    assets = Path(weights.ASSETS_DIR)
+    preferred = assets / f"{DEFAULT_ASSET_STEM}.keras"
+    if preferred.exists():
+        return str(preferred)
+    shipped = sorted(assets.glob("*.keras")) if assets.is_dir() else []
+    if len(shipped) == 1:
+        return str(shipped[0])
+    if len(shipped) > 1:
+        raise ModelLoadError(f"several models in {assets} ({[p.name for p in shipped]}) and none is "
+                             f"named {DEFAULT_ASSET_STEM}.keras; pass --model")
+    try:
+        weights.locate(FALLBACK_WEIGHTS, download=False)
+    except Exception as err:  # noqa: BLE001 - any failure means "not available here"
+        raise ModelLoadError(
+            f"no default model: no trained model in {assets} and the authors' weights "
+            f"{FALLBACK_WEIGHTS!r} are not on disk ({err}); pass --model PATH|NAME or set "
+            f"${weights.ENV_DIR} to a folder holding Meso4_DF.h5") from None
+    log.warning("no shipped model; using the authors' weights %r (trained on their Deepfake "
+                "set, not on DFDC)", FALLBACK_WEIGHTS)
+    return FALLBACK_WEIGHTS
+
+
+class ModelScorer:
+    """A :class:`dfd.export.Scorer` (Keras or SavedModel) as a frame scorer.
+
+    Calls are serialised by a lock: the service scores from several threads, and model
+    inference is a small part of a video's time next to decoding and face detection.
+    """
+
+    def __init__(self, scorer, name: str):
+        self.scorer, self.name = scorer, name
+        self._lock = threading.Lock()
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        from mesonet_tf.predict import score_faces
+
+        if len(faces) == 0:
+            return np.zeros(0, np.float64)
+        with self._lock:
+            return np.asarray(score_faces(self.scorer, faces), dtype=np.float64).reshape(-1)
+
+
+def _model_label(spec: str) -> str:
+    p = Path(spec)
+    return p.stem if (p.suffix or p.is_dir()) else spec
+
+
+def load_scorer(spec: str | None = None, name: str | None = None) -> ModelScorer:
+    """Load a scorer from a ``.keras`` file, a SavedModel dir or a registered name (None: default)."""
+    spec = default_model() if spec is None else str(spec)
+    try:
+        from dfd.export import load_any
+    except ImportError as err:
+        raise ModelLoadError(f"cannot load model {spec!r}: dfd.export is not available ({err})") from None
+    try:
+        scorer = load_any(spec)
+    except Exception as err:  # noqa: BLE001 - reported with the spec
+        raise ModelLoadError(f"cannot load model {spec!r}: {type(err).__name__}: {err}") from None
+    if getattr(scorer, "n_inputs", 1) != 1:
+        raise ModelLoadError(f"model {spec!r} takes {scorer.n_inputs} inputs (a temporal clip "
+                             "model); dfd detect scores single faces with a frame model")
+    return ModelScorer(scorer, name or _model_label(spec))
+
+
+def parse_model_specs(values: list[str] | None) -> dict[str, str]:
+    """``["a=path1", "b=meso4_df"]`` -> ``{"a": "path1", "b": "meso4_df"}`` (names must be unique)."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, spec = v.partition("=")
+        if not sep or not name.strip() or not spec.strip():
+            raise ModelLoadError(f"--model {v!r} with --stacker must be NAME=PATH|WEIGHTS")
+        if name.strip() in out:
+            raise ModelLoadError(f"model name {name.strip()!r} given twice")
+        out[name.strip()] = spec.strip()
+    return out
+
+
+class StackScorer:
+    """Several frame models combined per video by a fitted stacker.
+
+    ``__call__`` gives each face the mean of the models' P(fake) (for plots and per-frame
+    output); :meth:`video_score` applies the stacker to per-video features built exactly as
+    :func:`dfd_eval.stacker.model_features` builds them from frame tables.
+    """
+
+    def __init__(self, stacker, scorers: dict, name: str = "stacker"):
+        self.stacker, self.scorers, self.name = stacker, dict(scorers), name
+        video_level = [c for c in stacker.feature_names if ":" not in c]
+        if video_level:
+            raise ModelLoadError(
+                f"stacker feature(s) {video_level} are video-level (temporal) model scores; "
+                "dfd detect can only feed frame models (features NAME:mean/vote/max)")
+        missing = sorted(set(stacker.models) - set(self.scorers))
+        if missing:
+            raise ModelLoadError(f"stacker needs model(s) {missing}; given {sorted(self.scorers)} "
+                                 "(pass --model NAME=PATH for each)")
+        self.scorers = {k: v for k, v in self.scorers.items() if k in stacker.models}
+
+    def score_models(self, faces: np.ndarray) -> dict[str, np.ndarray]:
+        return {n: np.asarray(s(faces), dtype=np.float64).reshape(-1) for n, s in self.scorers.items()}
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        per = self.score_models(faces)
+        return np.mean(np.stack(list(per.values())), axis=0)
+
+    def video_score(self, per_model: dict[str, np.ndarray]) -> float:
+        """Stacked P(fake) from each model's face scores of one video (or one track)."""
+        import pandas as pd
+
+        from dfd_eval.stacker import model_features
+
+        blocks = []
+        for n, p in per_model.items():
+            frames = pd.DataFrame({"video_id": "v", "track": 0, "frame_index": np.arange(len(p)),
+                                   "p_fake": p})
+            blocks.append(model_features(n, frames))
+        feats = pd.concat(blocks, axis=1)
+        return float(self.stacker.predict_features(feats).iloc[0])
+
+
+def load_stacker(path: str, model_specs: list[str] | None) -> StackScorer:
+    """A :class:`StackScorer` from a stacker JSON and ``NAME=PATH`` model entries."""
+    try:
+        from dfd_eval.stacker import Stacker
+    except ImportError as err:
+        raise ModelLoadError(f"--stacker needs dfd_eval.stacker, which is not available ({err})") from None
+    try:
+        stacker = Stacker.load(path)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"cannot load stacker {path!r}: {err}") from None
+    specs = parse_model_specs(model_specs)
+    unused = sorted(set(specs) - set(stacker.models))
+    if unused:
+        log.warning("model(s) %s are not used by the stacker; not loaded", unused)
+    scorers = {n: load_scorer(s, name=n) for n, s in specs.items() if n in stacker.models}
+    return StackScorer(stacker, scorers, name=f"stacker({','.join(sorted(stacker.models))})")

@@ -1,0 +1,279 @@
+"""dfd detect: inputs, detect_video (real decode + fake detector + fake model), CLI outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dfd_detect import cli as detect_cli
+from dfd_detect import inputs, pipeline
+
+SAMPLE = Path(__file__).resolve().parents[1] / "dfd_detect" / "samples" / "astronaut.mp4"
+
+
+class BrightnessScorer:
+    """P(fake) = mean brightness of the face / 255: deterministic and checkable."""
+
+    name = "fake-brightness"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, faces):
+        self.calls += 1
+        return np.asarray(faces, np.float64).reshape(len(faces), -1).mean(1) / 255.0
+
+
+def fake_ctx(n_frames=4, detector_fn=None, scorer=None, **kw) -> pipeline.DetectContext:
+    from data_prep.faces.detectors import FakeDetector
+
+    return pipeline.DetectContext(scorer=scorer or BrightnessScorer(),
+                                  detector=FakeDetector(detector_fn),
+                                  extract_cfg=pipeline.make_extract_config(n_frames, "uniform"),
+                                  **kw)
+
+
+def fake_video_faces(tracks: dict[int, list[float]], frames_searched=8):
+    """A VideoFaces stand-in whose faces have constant brightness value*255 per face."""
+    tr = []
+    for t, values in tracks.items():
+        faces = [np.full((256, 256, 3), round(v * 255), np.uint8) for v in values]
+        tr.append(SimpleNamespace(track=t, faces=faces, frame_indices=list(range(len(values))),
+                                  boxes=[(0, 0, 10, 10)] * len(values),
+                                  confidences=[0.99] * len(values)))
+    return SimpleNamespace(fps=25.0, frame_count=100, width=64, height=48, sampler="uniform:8",
+                           frames_searched=frames_searched, tracks=tr,
+                           timings={"decode": 0.1, "detect": 0.2, "align": 0.05})
+
+
+# ------------------------------------------------------------------ inputs
+
+def test_iter_inputs_files_folders_lists(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.mp4", "a/b/two.MOV", "a/b/notes.txt", "a/.hidden.mp4", "three.webm"):
+        (tmp_path / name).write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("# comment\n\nthree.webm\n" + str(tmp_path / "a" / "one.mp4") + "\nmissing.mp4\n")
+    got = list(inputs.iter_inputs([str(tmp_path / "a"), "@" + str(lst)]))
+    paths = [Path(i.path).name for i in got]
+    assert paths == ["one.mp4", "two.MOV", "three.webm", "one.mp4", "missing.mp4"]
+    assert [bool(i.error) for i in got] == [False, False, False, False, True]
+    assert "no such file" in got[-1].error
+    bad = list(inputs.iter_inputs([], [str(tmp_path / "nolist.txt")]))
+    assert len(bad) == 1 and "cannot read list file" in bad[0].error
+
+
+def test_iter_inputs_is_lazy(tmp_path):
+    gen = inputs.iter_inputs([str(tmp_path / "nothing.mp4")])
+    assert iter(gen) is gen  # a generator: nothing is listed up front
+
+
+# ------------------------------------------------------------------ detect_video
+
+def test_detect_video_real_decode(tiny_video_factory):
+    path = tiny_video_factory("bright.mp4", frames=12, size=(160, 120),
+                              draw=lambda f, i: f.__setitem__(slice(None), 200))
+    ctx = fake_ctx(n_frames=4)
+    rec = pipeline.detect_video(path, ctx)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["n_faces"] == 4 and rec["n_frames"] == 4
+    assert rec["p_fake"] == pytest.approx(200 / 255, abs=0.03)
+    assert rec["label"] == "FAKE" and rec["model"] == "fake-brightness"
+    assert len(rec["frames"]) == 4 and len(rec["frames"][0]["box"]) == 4
+    assert rec["tracks"][0]["n_faces"] == 4
+    assert set(rec["timings"]) >= {"decode", "detect", "align", "model", "total"}
+    dark = pipeline.detect_video(path, fake_ctx(threshold=0.9))
+    assert dark["label"] == "REAL"  # the same score under a higher threshold
+
+
+def test_no_face_and_unreadable_are_explicit(tiny_video_factory, tmp_path):
+    path = tiny_video_factory("noface.mp4", frames=8, size=(64, 48))
+    rec = pipeline.detect_video(path, fake_ctx(detector_fn=lambda f, i: []))
+    assert rec["status"] == "no_face" and rec["label"] == "UNKNOWN"
+    assert math.isnan(rec["p_fake"]) and rec["n_faces"] == 0
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 100)
+    rec = pipeline.detect_video(junk, fake_ctx())
+    assert rec["status"] == "error" and rec["label"] == "UNKNOWN" and math.isnan(rec["p_fake"])
+    assert "VideoReadError" in rec["error"]
+
+
+def test_batch_continues_after_a_bad_file(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    items = inputs.iter_inputs([str(bad), str(tmp_path / "gone.mp4"), str(SAMPLE)])
+    recs = list(pipeline.iter_detect(items, fake_ctx(n_frames=2)))
+    assert [r["status"] for r in recs] == ["error", "error", "ok"]
+
+
+@pytest.mark.parametrize("how, expected", [("mean", 0.5), ("max", 0.9), ("vote", 0.5)])
+def test_tracks_aggregation_and_max_over_people(how, expected):
+    vf = fake_video_faces({0: [0.1, 0.1, 0.1, 0.1], 1: [0.1, 0.9, 0.9, 0.1]})
+    ctx = fake_ctx(aggregation=how)
+    ctx.extract = lambda path, det, cfg: vf
+    rec = pipeline.detect_video("x.mp4", ctx)
+    assert rec["status"] == "ok" and rec["n_frames"] == 8 and rec["n_faces"] == 8
+    assert {t["track"] for t in rec["tracks"]} == {0, 1}
+    assert rec["p_fake"] == pytest.approx(expected, abs=0.01)  # the most suspicious person
+
+
+def test_bad_model_output_is_an_error_row():
+    vf = fake_video_faces({0: [0.2, 0.3]})
+    for out in (lambda f: np.full(len(f), 1.5), lambda f: np.zeros(len(f) + 1)):
+        ctx = fake_ctx(scorer=type("Broken", (), {"name": "broken", "__call__": staticmethod(out)})())
+        ctx.extract = lambda path, det, cfg: vf
+        rec = pipeline.detect_video("x.mp4", ctx)
+        assert rec["status"] == "error" and math.isnan(rec["p_fake"]), rec
+
+
+def test_stack_scorer_matches_the_stacker():
+    pd = pytest.importorskip("pandas")
+    from dfd_detect.models import ModelLoadError, StackScorer
+    from dfd_eval.stacker import Stacker, build_features
+
+    rng = np.random.default_rng(0)
+    frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(20)], 3),
+                               "track": 0, "frame_index": np.tile([0, 1, 2], 20),
+                               "p_fake": rng.random(60)}) for n in ("a", "b")}
+    y = pd.Series({f"v{i}": i % 2 for i in range(20)})
+    stacker = Stacker.fit(build_features(frames), y)
+    scorers = {"a": lambda f: np.full(len(f), 0.8), "b": lambda f: np.full(len(f), 0.3)}
+    ss = StackScorer(stacker, scorers)
+    per = ss.score_models(np.zeros((3, 256, 256, 3), np.uint8))
+    feats = pd.DataFrame({"a:mean": [0.8], "a:vote": [1.0], "a:max": [0.8],
+                          "b:mean": [0.3], "b:vote": [0.0], "b:max": [0.3]})
+    assert ss.video_score(per) == pytest.approx(float(stacker.predict_features(feats).iloc[0]))
+    with pytest.raises(ModelLoadError, match="needs model"):
+        StackScorer(stacker, {"a": scorers["a"]})
+    ctx = fake_ctx(scorer=ss)
+    ctx.extract = lambda path, det, cfg: fake_video_faces({0: [0.5, 0.5, 0.5]})
+    rec = pipeline.detect_video("x.mp4", ctx)
+    assert rec["p_fake"] == pytest.approx(ss.video_score(per))
+    assert rec["frames"][0]["p_fake"] == pytest.approx(0.55)  # mean of the models per face
+
+
+def test_parse_model_specs():
+    from dfd_detect.models import ModelLoadError, parse_model_specs
+
+    assert parse_model_specs(["a=x.keras", "b = meso4_df"]) == {"a": "x.keras", "b": "meso4_df"}
+    for bad in (["x.keras"], ["a=1", "a=2"], ["=x"]):
+        with pytest.raises(ModelLoadError):
+            parse_model_specs(bad)
+
+
+def test_default_model_prefers_the_shipped_file(tmp_path, monkeypatch):
+    from dfd_detect import models
+    from mesonet_tf import weights
+
+    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
+    (tmp_path / "other.keras").write_bytes(b"")
+    assert models.default_model() == str(tmp_path / "other.keras")
+    (tmp_path / "second.keras").write_bytes(b"")
+    with pytest.raises(models.ModelLoadError, match="several models"):
+        models.default_model()
+    (tmp_path / f"{models.DEFAULT_ASSET_STEM}.keras").write_bytes(b"")
+    assert models.default_model().endswith(f"{models.DEFAULT_ASSET_STEM}.keras")
+
+
+def test_default_model_without_any_model_is_a_clear_error(tmp_path, monkeypatch):
+    from dfd_detect import models
+    from mesonet_tf import weights
+
+    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
+    monkeypatch.setenv(weights.ENV_DIR, str(tmp_path / "empty"))
+
+    def nowhere(name, directory=None, download=True):
+        raise FileNotFoundError(f"{name} not cached")
+
+    monkeypatch.setattr(weights, "locate", nowhere)
+    with pytest.raises(models.ModelLoadError, match="--model"):
+        models.default_model()
+
+
+# ------------------------------------------------------------------ CLI
+
+@pytest.fixture
+def cli_ctx(monkeypatch):
+    seen = {}
+
+    def build(**kw):
+        seen.update(kw)
+        opts = {k: kw[k] for k in ("threshold", "aggregation", "plot_dir", "faces_dir", "details")}
+        return fake_ctx(n_frames=kw["n_frames"], **opts)
+
+    monkeypatch.setattr(pipeline, "build_context", build)
+    return seen
+
+
+def run_cli(argv, capsys):
+    from dfd.cli import main
+
+    code = main(["-q", "detect", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_cli_csv_round_trip(tmp_path, capsys, cli_ctx):
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"RIFF0000AVI garbage")
+    code, out = run_cli([str(SAMPLE), str(bad), "--frames", "2", "--threshold", "0.3"], capsys)
+    assert code == 1  # one row failed
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == pipeline.CSV_COLUMNS
+    assert rows[0]["status"] == "ok" and rows[0]["label"] in ("FAKE", "REAL")
+    assert float(rows[0]["threshold"]) == 0.3 and rows[0]["n_faces"] == "2"
+    assert rows[1]["status"] == "error" and rows[1]["p_fake"] == "" and rows[1]["label"] == "UNKNOWN"
+    assert cli_ctx["model"] is None and cli_ctx["aggregation"] == "mean"
+
+
+def test_cli_jsonl_plot_and_faces(tmp_path, capsys, cli_ctx):
+    out_file = tmp_path / "out.jsonl"
+    code, _ = run_cli([str(SAMPLE), "--frames", "3", "--format", "jsonl", "--out", str(out_file),
+                       "--plot", str(tmp_path / "plots"), "--faces", str(tmp_path / "faces"),
+                       "--aggregation", "max"], capsys)
+    assert code == 0
+    recs = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(recs) == 1 and recs[0]["aggregation"] == "max"
+    assert len(recs[0]["frames"]) == 3 and recs[0]["frames"][0]["box"]
+    assert recs[0]["p_fake"] == pytest.approx(max(f["p_fake"] for f in recs[0]["frames"]))
+    pngs = list((tmp_path / "plots").glob("*.png"))
+    jpgs = list((tmp_path / "faces").rglob("*.jpg"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(jpgs) == 3 and jpgs[0].read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_cli_option_errors(capsys, cli_ctx):
+    assert run_cli([], capsys)[0] == 2
+    assert run_cli([str(SAMPLE), "--model", "a", "--model", "b"], capsys)[0] == 2
+    assert run_cli([str(SAMPLE), "--stacker", "s.json"], capsys)[0] == 2
+
+
+def test_json_line_has_no_nan():
+    line = detect_cli.to_json({"p_fake": float("nan"), "x": [np.float32(0.5)], "y": {"z": np.int64(3)}})
+    assert json.loads(line) == {"p_fake": None, "x": [0.5], "y": {"z": 3}}
+
+
+def test_load_stacker_round_trip(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    from dfd_detect import models
+    from dfd_eval.stacker import Stacker, build_features
+
+    rng = np.random.default_rng(1)
+    frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(12)], 2),
+                               "track": 0, "frame_index": np.tile([0, 1], 12),
+                               "p_fake": rng.random(24)}) for n in ("a", "b")}
+    path = Stacker.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(12)})) \
+        .save(tmp_path / "stacker.json")
+    loaded = []
+    monkeypatch.setattr(models, "load_scorer",
+                        lambda spec, name=None: loaded.append((name, spec)) or BrightnessScorer())
+    ss = models.load_stacker(str(path), ["a=x.keras", "b=meso4_df", "c=unused.keras"])
+    assert sorted(loaded) == [("a", "x.keras"), ("b", "meso4_df")] and ss.name == "stacker(a,b)"
+    with pytest.raises(models.ModelLoadError, match="cannot load stacker"):
+        models.load_stacker(str(tmp_path / "missing.json"), ["a=x"])
