@@ -1,0 +1,192 @@
+"""Training throughput of Meso-4: our tf.data shard pipeline vs the original study's input path.
+
+Both paths read the SAME DFDC face crops (224x224 JPEGs from ../shared/data/dfdc_faces,
+resized to 256 on load, as the study's ``flow_from_directory(target_size=(256, 256))``):
+
+* ours: shards of the original JPEG bytes (what ``dfd prep`` stores for crop sets), read by
+  ``dfd.training.data.make_dataset`` (parallel decode + resize in tf.data, prefetch);
+* study: Keras' ``ImageDataGenerator().flow_from_directory`` over a ``df/`` + ``real/`` folder
+  of the JPEGs (per-image PIL load + resize + numpy, in Python). Keras 3 removed the public
+  ``keras.preprocessing.image.ImageDataGenerator``; it still ships the same code as
+  ``keras.src.legacy.preprocessing.image.ImageDataGenerator``, which is used here. When that
+  import fails, a per-image PIL/numpy generator doing the same steps stands in (printed).
+
+Printed for each path: input pipeline alone (images/s, no model) and ``model.fit`` training
+images/s (epoch 2 of 2; epoch 1 warms up), then the ratios. Crops and shards go to
+``--work`` (default /tmp/dfd-bench-train), never into the repository.
+
+    .venv/bin/python bench/train.py [--n 1000] [--batch 32] [--work /tmp/dfd-bench-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED = Path(os.environ.get("DFD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+FACES = SHARED / "data" / "dfdc_faces"
+
+
+def prepare(work: Path, n: int):
+    """Extract ``n`` crops into ``work/jpeg/{df,real}`` and write them as shards."""
+    from data_prep.shard_writer import ShardWriter
+    from dfd import schema
+    from dfd.labels import parse_label
+
+    jpeg_dir, shard_dir = work / "jpeg", work / "shards"
+    if (shard_dir / schema.INDEX_FILE).exists() and len(list(jpeg_dir.rglob("*.jpg"))) == n:
+        return jpeg_dir, shard_dir
+    if not FACES.exists():
+        sys.exit(f"research data not found at {FACES} (set DFD_SHARED)")
+    labels = {}
+    with open(FACES / "metadata.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            labels[(row["archive"], row["file"])] = parse_label(row["label"])
+    for sub in ("df", "real"):
+        (jpeg_dir / sub).mkdir(parents=True, exist_ok=True)
+    taken = 0
+    with ShardWriter(shard_dir, "crops", max_records=256) as writer:
+        for tar_path in sorted(FACES.glob("faces-*.tar")):
+            with tarfile.open(tar_path) as tar:
+                for member in tar:
+                    name = Path(member.name).name
+                    label = labels.get((tar_path.name, name))
+                    if not member.isfile() or label not in (0, 1):
+                        continue
+                    data = tar.extractfile(member).read()
+                    (jpeg_dir / ("df" if label == 1 else "real") / name).write_bytes(data)
+                    writer.add(schema.FaceRecord(video_id=name, label=label, faces=[data],
+                                                 frame_indices=[0], source="dfdc_faces"))
+                    taken += 1
+                    if taken >= n:
+                        break
+            if taken >= n:
+                break
+    schema.write_index(shard_dir, writer.committed)
+    return jpeg_dir, shard_dir
+
+
+def study_generator(jpeg_dir: Path, batch: int):
+    """The study's input path; returns (iterator, description)."""
+    try:
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    except ImportError:
+        return _pil_generator(jpeg_dir, batch), "per-image PIL/numpy generator (stand-in)"
+    gen = ImageDataGenerator().flow_from_directory(
+        str(jpeg_dir), target_size=(256, 256), batch_size=batch, class_mode="binary",
+        shuffle=True, seed=0)
+    return gen, "ImageDataGenerator.flow_from_directory (keras.src.legacy)"
+
+
+def _pil_generator(jpeg_dir: Path, batch: int):
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(jpeg_dir.rglob("*.jpg"))
+    labels = np.array([0.0 if f.parent.name == "df" else 1.0 for f in files], np.float32)
+
+    class Gen(keras.utils.PyDataset):
+        def __len__(self):
+            return len(files) // batch
+
+        def __getitem__(self, i):
+            idx = range(i * batch, (i + 1) * batch)
+            x = np.stack([np.asarray(Image.open(files[j]).convert("RGB")
+                                     .resize((256, 256), Image.NEAREST), np.float32)
+                          for j in idx])
+            return x, labels[list(idx)]
+
+    return Gen()
+
+
+def input_rate(batches, steps: int, batch: int) -> float:
+    it = iter(batches)
+    next(it)  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def fit_rate(data, steps: int | None, images: int) -> float:
+    """Training images/s of a fresh Meso-4 over epoch 2 (``steps`` None: one pass of data)."""
+    import keras
+
+    from dfd.training.models import compile_metrics
+    from mesonet_tf.models import Meso4
+
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    keras.utils.set_random_seed(0)
+    model = Meso4()
+    model.compile(keras.optimizers.Adam(1e-3), "mse", metrics=compile_metrics(),
+                  jit_compile=False)
+    model.fit(data, steps_per_epoch=steps, epochs=2, callbacks=[Timer()], verbose=0,
+              shuffle=False)
+    return images / times[-1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="face crops to use")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/dfd-bench-train"))
+    ap.add_argument("--input-only", action="store_true", help="skip the model.fit timing")
+    args = ap.parse_args()
+
+    import tensorflow as tf
+
+    from dfd.training.config import AugmentConfig, TrainConfig
+    from dfd.training.data import make_dataset
+
+    jpeg_dir, shard_dir = prepare(args.work, args.n)
+    steps = args.n // args.batch  # input-only timing: whole batches
+    fit_steps = -(-args.n // args.batch)  # model.fit: one pass, as the study's epoch
+    cfg = TrainConfig(run_dir=str(args.work / "run"), train=[str(shard_dir)],
+                      batch_size=args.batch, face_size=256, class_balance="none",
+                      augment=AugmentConfig(enabled=False), shuffle_buffer=1024)
+    ours = make_dataset(cfg, training=True).repeat()
+    gen, study_name = study_generator(jpeg_dir, args.batch)
+    print(f"images: {args.n} DFDC crops (224x224 JPEG -> 256), batch {args.batch}, "
+          f"{fit_steps} steps/epoch, {os.cpu_count()} CPUs "
+          f"(load {os.getloadavg()[0]:.1f}), "
+          f"GPU: {bool(tf.config.list_physical_devices('GPU'))}")
+    print("ours : dfd.training.data.make_dataset over shards of the JPEG bytes")
+    print(f"study: {study_name}")
+    rows = {}
+    rows["input"] = (input_rate(ours, steps, args.batch),
+                     input_rate(_cycle(gen), steps, args.batch))
+    if not args.input_only:
+        rows["fit"] = (fit_rate(ours, fit_steps, fit_steps * args.batch),
+                       fit_rate(gen, None, args.n))
+    print(f"{'':<22}{'ours img/s':>12}{'study img/s':>13}{'ratio':>8}")
+    for name, (a, b) in rows.items():
+        label = "input pipeline alone" if name == "input" else "Meso-4 model.fit"
+        print(f"{label:<22}{a:>12.1f}{b:>13.1f}{a / b:>7.1f}x")
+    return 0
+
+
+def _cycle(gen):
+    while True:
+        for i in range(len(gen)):
+            yield gen[i]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

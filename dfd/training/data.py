@@ -1,0 +1,126 @@
+"""Training / validation ``tf.data`` pipelines over face shards: ``(inputs, label, weight)``.
+
+* frames: ``inputs`` is a uint8 face ``[S, S, 3]``; clips: ``{"faces": uint8[T,S,S,3],
+  "mask": bool[T]}``. Labels are float32 P(fake) targets; ``weight`` is the per-example
+  class weight (1.0 unless ``class_balance="weights"``).
+* ``class_balance="sampling"`` draws FAKE and REAL 50/50 with ``sample_from_datasets``
+  (an endless stream: an epoch is ``steps_per_epoch`` batches).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from dfd import readers, schema
+from dfd.labels import FAKE, REAL
+from dfd.training.augment import make_augment_fn
+from dfd.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelCounts:
+    """Training examples per class (faces for frames, records for clips)."""
+
+    real: int
+    fake: int
+
+    @property
+    def total(self) -> int:
+        return self.real + self.fake
+
+    def class_weights(self) -> dict[int, float]:
+        """``total / (2 * n_class)`` per class, so both classes weigh the same overall."""
+        if self.real == 0 or self.fake == 0:
+            raise ValueError(
+                f"class weights need both classes in the training data, got {self.real} REAL "
+                f"and {self.fake} FAKE examples"
+            )
+        return {REAL: self.total / (2.0 * self.real), FAKE: self.total / (2.0 * self.fake)}
+
+
+def count_labels(source, input_kind: str = "frames", max_faces_per_record: int | None = None,
+                 split: str | None = None):
+    """Count REAL / FAKE examples in shards (parses labels and frame indices only)."""
+    import tensorflow as tf
+
+    ctx = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+           schema.SPLIT: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    seq = {schema.FRAME_INDEX: tf.io.FixedLenSequenceFeature([], tf.int64)}
+
+    def parse(s):
+        c, q = tf.io.parse_single_sequence_example(s, context_features=ctx,
+                                                   sequence_features=seq)
+        return (c[schema.LABEL], tf.shape(q[schema.FRAME_INDEX], out_type=tf.int64)[0],
+                c[schema.SPLIT])
+
+    files = [str(f) for f in schema.resolve_shards(source)]
+    ds = tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=readers.AUTOTUNE)
+    if split:
+        ds = ds.filter(lambda lab, n, sp: tf.equal(sp, split))
+    ds = ds.map(lambda lab, n, sp: (lab, n))
+    counts = {REAL: 0, FAKE: 0}
+    for labels, n in ds.batch(4096).as_numpy_iterator():
+        if input_kind == "frames":
+            n = n if max_faces_per_record is None else n.clip(max=max_faces_per_record)
+        else:
+            n = n * 0 + 1
+        for lab in (REAL, FAKE):
+            counts[lab] += int(n[labels == lab].sum())
+    return LabelCounts(real=counts[REAL], fake=counts[FAKE])
+
+
+def _examples(cfg: TrainConfig, source, training: bool):
+    """Unbatched ``(inputs, label)`` pairs of one source."""
+    split = cfg.train_split if training else cfg.val_split
+    if cfg.input_kind == "frames":
+        ds = readers.frame_dataset(
+            source, face_size=cfg.face_size, shuffle=training, shuffle_buffer=cfg.shuffle_buffer,
+            seed=cfg.seed, max_faces_per_record=cfg.max_faces_per_record, split=split,
+        )
+        return readers.as_xy(ds, "face")
+    ds = readers.clip_dataset(
+        source, clip_len=cfg.clip_len, face_size=cfg.face_size,
+        mode="random" if training else "uniform", shuffle=training,
+        shuffle_buffer=max(1, cfg.shuffle_buffer // 8), seed=cfg.seed, split=split,
+    )
+    return readers.as_xy(ds, "faces", with_mask=True)
+
+
+def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = None,
+                 batch_size: int | None = None, drop_remainder: bool | None = None):
+    """The batched training (``training=True``) or validation pipeline of ``cfg``.
+
+    ``counts`` (from :func:`count_labels`) is needed for ``class_balance="weights"``.
+    Training data repeats forever when ``repeat`` is implied (sampling balance) - callers
+    then give ``steps_per_epoch``.
+    """
+    import tensorflow as tf
+
+    source = cfg.train if training else cfg.val
+    if not source:
+        raise ValueError(f"no {'training' if training else 'validation'} shards given in the config")
+    batch_size = batch_size or cfg.batch_size
+    ds = _examples(cfg, source, training)
+    weights = {REAL: 1.0, FAKE: 1.0}
+    if training and cfg.class_balance == "sampling":
+        per_class = [ds.filter(lambda x, y, lab=lab: tf.equal(y, float(lab))).repeat()
+                     for lab in (REAL, FAKE)]
+        ds = tf.data.Dataset.sample_from_datasets(per_class, weights=[0.5, 0.5], seed=cfg.seed)
+    elif training and cfg.class_balance == "weights":
+        if counts is None:
+            raise ValueError("class_balance='weights' needs the training label counts")
+        weights = counts.class_weights()
+        log.info("class weights: REAL %.3f, FAKE %.3f (from %d REAL, %d FAKE)",
+                 weights[REAL], weights[FAKE], counts.real, counts.fake)
+    w_real, w_fake = float(weights[REAL]), float(weights[FAKE])
+    ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, w_fake, w_real)),
+                num_parallel_calls=readers.AUTOTUNE)
+    if training and cfg.augment.active:
+        ds = ds.map(make_augment_fn(cfg.augment, cfg.input_kind),
+                    num_parallel_calls=readers.AUTOTUNE)
+    if drop_remainder is None:
+        drop_remainder = False
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(readers.AUTOTUNE)
