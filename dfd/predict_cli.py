@@ -23,11 +23,39 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames-out", help="also write the per-face frame table here")
     parser.add_argument("--aggregation", default="mean", choices=sorted(AGGREGATIONS),
                         help="frame scores -> video score rule (default: mean)")
+    parser.add_argument("--clip-len", type=int,
+                        help="temporal models: faces per clip (default: the model's own)")
+    parser.add_argument("--max-clips", type=int, default=4,
+                        help="temporal models: at most this many clips per video (default 4)")
     parser.add_argument("--split", help="score only records of this manifest split (e.g. test)")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per batch (default 64)")
     parser.add_argument("--model-name", help="name written in the tables' model column")
     parser.add_argument("--weights-dir", help="cache folder of registered weights "
                                               "(default $DFD_WEIGHTS_DIR or ~/.cache/dfd/weights)")
+
+
+def _predict_clips(scorer, source, args):
+    """Clip table and video table of a temporal model (several clips per long video)."""
+    import numpy as np
+
+    from temporal_tf.predict import predict_shards
+
+    if scorer.model is not None:
+        model = scorer.model
+        clip_len = args.clip_len or int(model.input["faces"].shape[1])
+    else:
+        shape = ((scorer.info or {}).get("inputs", {}).get("faces", {}).get("shape") or [None] * 2)
+        clip_len = args.clip_len or shape[1]
+        if not clip_len:
+            raise SystemExit(f"cannot tell the clip length of {args.model}: give --clip-len")
+
+        def model(x):
+            return scorer(np.asarray(x["faces"]), np.asarray(x["mask"]))
+
+    return predict_shards(model, source, clip_len=int(clip_len), max_clips=args.max_clips,
+                          batch_size=max(1, min(args.batch_size, 8)),
+                          aggregation=args.aggregation, model_name=args.model_name or scorer.name,
+                          split=args.split)
 
 
 def run(args) -> int:
@@ -37,9 +65,15 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
     source = args.shards[0] if len(args.shards) == 1 else args.shards
-    frames, videos = predict(args.model, source, aggregation=args.aggregation,
-                             batch_size=args.batch_size, model_name=args.model_name,
-                             weights_dir=args.weights_dir, split=args.split)
+    from dfd.export import load_any
+
+    scorer = load_any(args.model, weights_dir=args.weights_dir, batch_size=args.batch_size)
+    if scorer.n_inputs == 2:  # a clip (temporal) model: faces + mask
+        frames, videos = _predict_clips(scorer, source, args)
+    else:
+        frames, videos = predict(scorer, source, aggregation=args.aggregation,
+                                 batch_size=args.batch_size, model_name=args.model_name,
+                                 weights_dir=args.weights_dir, split=args.split)
     write_table(videos, args.out)
     if args.frames_out:
         write_table(frames, args.frames_out)

@@ -111,6 +111,7 @@ def MesoNet(
     name: str | None = None,
     weights_output: str = "auto",
     weights_dir=None,
+    fold_flip: bool = False,
 ):
     """Build a MesoNet variant; see :func:`Meso4` and :func:`MesoInception4`.
 
@@ -129,6 +130,10 @@ def MesoNet(
             unknown files are taken as ``"p_fake"``).
         weights_dir: cache directory for registered weights (default: ``$DFD_WEIGHTS_DIR``
             or ``~/.cache/dfd/weights``).
+        fold_flip: with P(real) weights, fold the flip into the output layer instead of
+            appending a frozen flip layer: its kernel and bias are negated, since
+            sigmoid(-z) = 1 - sigmoid(z). The model is then a plain P(fake) model with the
+            authors' initialisation, the starting point for fine-tuning.
 
     Returns:
         A ``keras.Model`` whose output is P(fake) (``include_top=True``).
@@ -151,6 +156,8 @@ def MesoNet(
         if weights_output == "auto":
             weights_output = resolved.outputs
     flip = include_top and weights is not None and weights_output == "p_real"
+    fold = flip and fold_flip
+    flip = flip and not fold
 
     inputs = keras.Input(shape=shape, name="faces")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
@@ -183,8 +190,12 @@ def MesoNet(
         from mesonet_tf import weights as registry
 
         registry.load_into(model, resolved, variant=variant, skip_top=not include_top)
+        if fold:
+            out = model.get_layer(OUTPUT_LAYER)
+            out.set_weights([-w for w in out.get_weights()])
         log.info("%s: loaded weights %s (%s%s)", model.name, resolved.label, weights_output,
-                 ", flipped to p_fake" if flip else "")
+                 ", flipped to p_fake" if flip else ", flip folded into the output layer"
+                 if fold else "")
     return model
 
 

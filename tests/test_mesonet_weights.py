@@ -74,6 +74,15 @@ def test_meso4_df_parity_with_the_original(cache, faces):
     np.testing.assert_allclose(inner.predict(faces, verbose=0).ravel(), p_real, atol=1e-6)
 
 
+def test_fold_flip_gives_a_plain_p_fake_model(cache, faces):
+    flipped = MesoInception4(weights="mesoinception_df")
+    folded = MesoInception4(weights="mesoinception_df", fold_flip=True)
+    assert folded.layers[-1].name == "p_fake" and folded.layers[-1].trainable
+    assert "p_real" not in [layer.name for layer in folded.layers]
+    np.testing.assert_allclose(folded.predict(faces, verbose=0), flipped.predict(faces, verbose=0),
+                               atol=1e-5)
+
+
 def test_mesoinception_df_separates_the_test_faces(cache, faces):
     p = MesoInception4(weights="mesoinception_df").predict(faces, verbose=0).ravel()
     assert p[0] > 0.9 and p[1] > 0.9 and p[2] < 0.1 and p[3] < 0.1

@@ -1,0 +1,138 @@
+"""Score face shards with a temporal model: clips over the whole video -> clip and video tables.
+
+Each record (a video track of ``n`` faces) is cut into ``k = clamp(ceil(n / T), 1, max_clips)``
+consecutive segments and each segment gives one clip of ``T`` faces sampled uniformly over it
+(:func:`dfd.readers.clip_positions`, ``mode="uniform"``); so short videos give one clip over
+the whole video (exactly the evaluation clip of :func:`dfd.readers.clip_dataset`) and long
+ones several clips that together cover it. Segments shorter than ``T`` are padded and masked.
+
+The clip table has the frame-table columns of :mod:`dfd.scores` (one row per clip;
+``frame_index`` is the clip's first frame) plus ``clip``, ``last_frame`` and ``n_valid``. The
+video table aggregates a video's clips with a :mod:`dfd.scores` rule (default ``mean``), with
+``n_faces`` / ``n_frames`` counting the faces the clips used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfd import readers, schema, scores
+
+log = logging.getLogger(__name__)
+
+CLIP_COLUMNS = [*scores.FRAME_COLUMNS, "clip", "last_frame", "n_valid"]
+
+
+def clip_count(n, clip_len: int, max_clips: int):
+    """Clips taken from a record of ``n`` faces (graph function)."""
+    import tensorflow as tf
+
+    n = tf.cast(n, tf.int32)
+    k = (n + clip_len - 1) // clip_len
+    return tf.clip_by_value(k, 1, max_clips)
+
+
+def segment_clip(n, j, k, clip_len: int):
+    """Indices and mask of clip ``j`` of ``k``: uniform over the ``j``-th of ``k`` segments."""
+    import tensorflow as tf
+
+    n, j, k = (tf.cast(v, tf.int64) for v in (n, j, k))
+    start = tf.cast(j * n // k, tf.int32)
+    end = tf.cast((j + 1) * n // k, tf.int32)
+    pos, mask = readers.clip_positions(end - start, clip_len, "uniform")
+    return tf.where(mask, pos + start, 0), mask
+
+
+def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int = 16,
+                       max_clips: int = 4, face_size: int = schema.FACE_SIZE,
+                       split: str | None = None):
+    """Every record as ``k`` clips (unknown labels kept): ``clip_dataset``-style elements plus
+    ``clip`` (its number within the record). ``split`` keeps only that manifest split."""
+    import tensorflow as tf
+
+    if clip_len < 1 or max_clips < 1:
+        raise ValueError(f"clip_len and max_clips must be >= 1, got {clip_len}, {max_clips}")
+    files = [str(f) for f in schema.resolve_shards(source)]
+    ds = tf.data.TFRecordDataset(files).map(schema.parse_record,
+                                            num_parallel_calls=readers.AUTOTUNE)
+    if split:
+        ds = ds.filter(lambda r: tf.equal(r[schema.SPLIT], split))
+
+    def clips_of(rec):
+        n = tf.shape(rec[schema.FACE])[0]
+        k = clip_count(n, clip_len, max_clips)
+
+        def one(j):
+            pos, mask = segment_clip(n, j, k, clip_len)
+            faces = tf.map_fn(
+                lambda b: readers.decode_face(b, face_size),
+                tf.gather(rec[schema.FACE], pos),
+                fn_output_signature=tf.TensorSpec([face_size, face_size, 3], tf.uint8),
+            )
+            faces = faces * tf.cast(mask, tf.uint8)[:, None, None, None]
+            return {
+                "faces": faces,
+                "mask": mask,
+                "frame_indices": tf.where(mask, tf.gather(rec[schema.FRAME_INDEX], pos), -1),
+                "label": rec[schema.LABEL],
+                "video_id": rec[schema.VIDEO_ID],
+                "track": rec[schema.TRACK],
+                "clip": tf.cast(j, tf.int32),
+            }
+
+        return tf.data.Dataset.range(tf.cast(k, tf.int64)).map(one)
+
+    return ds.flat_map(clips_of)
+
+
+def _model_name(model, given: str | None) -> str:
+    if given:
+        return given
+    name = str(getattr(model, "name", "temporal"))
+    return name.replace("_", "-", 1) if name.startswith("temporal_") else name
+
+
+def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 4,
+                   batch_size: int = 4, aggregation: str = "mean",
+                   model_name: str | None = None, split: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every record of the shards; returns ``(clip_table, video_table)``.
+
+    ``model`` is a Keras temporal model (inputs ``faces``/``mask``) or any callable taking
+    that dict and returning ``[B,1]`` P(fake). ``clip_len`` defaults to the model's ``T``.
+    """
+    if clip_len is None:
+        clip_len = int(model.input["faces"].shape[1]) if hasattr(model, "input") else 16
+    if aggregation not in scores.AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(scores.AGGREGATIONS)}")
+    name = _model_name(model, model_name)
+    ds = multi_clip_dataset(source, clip_len, max_clips, split=split).batch(batch_size).prefetch(2)
+    rows, labels, used = [], {}, {}
+    for batch in ds:
+        x = {"faces": batch["faces"], "mask": batch["mask"]}
+        out = model.predict_on_batch(x) if hasattr(model, "predict_on_batch") else model(x)
+        p = np.asarray(out, dtype=np.float64).reshape(-1)
+        if len(p) != len(batch["clip"]):
+            raise ValueError(f"model returned {p.shape} scores for {len(batch['clip'])} clips")
+        for i in range(len(p)):
+            vid = batch["video_id"][i].numpy().decode()
+            frames = batch["frame_indices"][i].numpy()
+            frames = frames[batch["mask"][i].numpy()]
+            labels[vid] = int(batch["label"][i])
+            used.setdefault(vid, set()).update((int(batch["track"][i]), int(f)) for f in frames)
+            rows.append({
+                "video_id": vid, "track": int(batch["track"][i]),
+                "frame_index": int(frames[0]), "p_fake": float(p[i]), "model": name,
+                "clip": int(batch["clip"][i]), "last_frame": int(frames[-1]),
+                "n_valid": int(len(frames)),
+            })
+    clips = pd.DataFrame(rows, columns=CLIP_COLUMNS)
+    videos = scores.video_scores(clips, how=aggregation, labels=labels, model=name)
+    videos["n_faces"] = videos["video_id"].map(lambda v: len(used[v])).astype(int)
+    videos["n_frames"] = videos["video_id"].map(lambda v: len({f for _, f in used[v]})).astype(int)
+    log.info("%s: scored %d clips of %d videos", name, len(clips), len(videos))
+    return clips, videos
