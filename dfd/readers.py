@@ -22,6 +22,12 @@ from dfd import schema
 AUTOTUNE = -1  # tf.data.AUTOTUNE
 
 
+def records(source, shuffle: bool = False, seed: int | None = None, keep_unknown: bool = False,
+            split: str | None = None):
+    """Parsed records (dicts of :func:`dfd.schema.parse_record`) of shards, filtered."""
+    return _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
+
+
 def _records(source, shuffle_files: bool, seed: int | None):
     import tensorflow as tf
 
@@ -92,7 +98,7 @@ def frame_dataset(
     """
     import tensorflow as tf
 
-    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
+    ds = records(source, shuffle, seed, keep_unknown, split)
 
     def explode(rec):
         n = tf.shape(rec[schema.FACE])[0]
@@ -177,30 +183,38 @@ def clip_dataset(
 
     if clip_len < 1:
         raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
+    ds = records(source, shuffle, seed, keep_unknown, split)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
     def to_clip(rec):
-        n = tf.shape(rec[schema.FACE])[0]
-        pos, mask = clip_positions(n, clip_len, mode, seed)
-        faces = tf.map_fn(
-            lambda b: decode_face(b, face_size),
-            tf.gather(rec[schema.FACE], pos),
-            fn_output_signature=tf.TensorSpec([face_size, face_size, 3], tf.uint8),
-        )
-        faces = faces * tf.cast(mask, tf.uint8)[:, None, None, None]
-        return {
-            "faces": faces,
-            "mask": mask,
-            "frame_indices": tf.where(mask, tf.gather(rec[schema.FRAME_INDEX], pos), -1),
-            "label": rec[schema.LABEL],
-            "video_id": rec[schema.VIDEO_ID],
-            "group": rec[schema.GROUP],
-            "track": rec[schema.TRACK],
-        }
+        pos, mask = clip_positions(tf.shape(rec[schema.FACE])[0], clip_len, mode, seed)
+        return clip_from_record(rec, pos, mask, face_size)
 
     return ds.map(to_clip, num_parallel_calls=AUTOTUNE)
+
+
+def clip_from_record(rec, pos, mask, face_size: int = schema.FACE_SIZE) -> dict:
+    """The clip element of a parsed record: faces at ``pos``, zeroed where ``mask`` is False.
+
+    Used by :func:`clip_dataset` and by readers that cut several clips from one record.
+    """
+    import tensorflow as tf
+
+    faces = tf.map_fn(
+        lambda b: decode_face(b, face_size),
+        tf.gather(rec[schema.FACE], pos),
+        fn_output_signature=tf.TensorSpec([face_size, face_size, 3], tf.uint8),
+    )
+    return {
+        "faces": faces * tf.cast(mask, tf.uint8)[:, None, None, None],
+        "mask": mask,
+        "frame_indices": tf.where(mask, tf.gather(rec[schema.FRAME_INDEX], pos), -1),
+        "label": rec[schema.LABEL],
+        "video_id": rec[schema.VIDEO_ID],
+        "group": rec[schema.GROUP],
+        "track": rec[schema.TRACK],
+    }
 
 
 def as_xy(ds, input_key: str = "face", with_mask: bool = False):

@@ -57,11 +57,7 @@ def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int 
 
     if clip_len < 1 or max_clips < 1:
         raise ValueError(f"clip_len and max_clips must be >= 1, got {clip_len}, {max_clips}")
-    files = [str(f) for f in schema.resolve_shards(source)]
-    ds = tf.data.TFRecordDataset(files).map(schema.parse_record,
-                                            num_parallel_calls=readers.AUTOTUNE)
-    if split:
-        ds = ds.filter(lambda r: tf.equal(r[schema.SPLIT], split))
+    ds = readers.records(source, keep_unknown=True, split=split)
 
     def clips_of(rec):
         n = tf.shape(rec[schema.FACE])[0]
@@ -69,21 +65,8 @@ def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int 
 
         def one(j):
             pos, mask = segment_clip(n, j, k, clip_len)
-            faces = tf.map_fn(
-                lambda b: readers.decode_face(b, face_size),
-                tf.gather(rec[schema.FACE], pos),
-                fn_output_signature=tf.TensorSpec([face_size, face_size, 3], tf.uint8),
-            )
-            faces = faces * tf.cast(mask, tf.uint8)[:, None, None, None]
-            return {
-                "faces": faces,
-                "mask": mask,
-                "frame_indices": tf.where(mask, tf.gather(rec[schema.FRAME_INDEX], pos), -1),
-                "label": rec[schema.LABEL],
-                "video_id": rec[schema.VIDEO_ID],
-                "track": rec[schema.TRACK],
-                "clip": tf.cast(j, tf.int32),
-            }
+            return {**readers.clip_from_record(rec, pos, mask, face_size),
+                    "clip": tf.cast(j, tf.int32)}
 
         return tf.data.Dataset.range(tf.cast(k, tf.int64)).map(one)
 
@@ -99,18 +82,25 @@ def _model_name(model, given: str | None) -> str:
 
 def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 4,
                    batch_size: int = 4, aggregation: str = "mean",
-                   model_name: str | None = None, split: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   model_name: str | None = None, split: str | None = None,
+                   face_size: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every record of the shards; returns ``(clip_table, video_table)``.
 
     ``model`` is a Keras temporal model (inputs ``faces``/``mask``) or any callable taking
-    that dict and returning ``[B,1]`` P(fake). ``clip_len`` defaults to the model's ``T``.
+    that dict and returning ``[B,1]`` P(fake). ``clip_len`` defaults to the model's ``T``;
+    ``face_size`` (side the faces are decoded at) to the model's fixed input side, else the
+    shards' 256 px.
     """
+    faces_shape = model.input["faces"].shape if hasattr(model, "input") else (None,) * 5
     if clip_len is None:
-        clip_len = int(model.input["faces"].shape[1]) if hasattr(model, "input") else 16
+        clip_len = int(faces_shape[1]) if faces_shape[1] else 16
+    if face_size is None:
+        face_size = int(faces_shape[2]) if faces_shape[2] else schema.FACE_SIZE
     if aggregation not in scores.AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(scores.AGGREGATIONS)}")
     name = _model_name(model, model_name)
-    ds = multi_clip_dataset(source, clip_len, max_clips, split=split).batch(batch_size).prefetch(2)
+    ds = multi_clip_dataset(source, clip_len, max_clips, face_size, split=split)
+    ds = ds.batch(batch_size).prefetch(2)
     rows, labels, used = [], {}, {}
     for batch in ds:
         x = {"faces": batch["faces"], "mask": batch["mask"]}
