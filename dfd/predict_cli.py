@@ -40,19 +40,22 @@ def _predict_clips(scorer, source, args):
 
     from temporal_tf.predict import predict_shards
 
+    face_size = None  # a Keras model tells its own fixed input side, if any
     if scorer.model is not None:
         model = scorer.model
         clip_len = args.clip_len or int(model.input["faces"].shape[1])
     else:
-        shape = ((scorer.info or {}).get("inputs", {}).get("faces", {}).get("shape") or [None] * 2)
+        shape = ((scorer.info or {}).get("inputs", {}).get("faces", {}).get("shape") or [None] * 3)
         clip_len = args.clip_len or shape[1]
         if not clip_len:
             raise SystemExit(f"cannot tell the clip length of {args.model}: give --clip-len")
+        face_size = shape[2] if len(shape) > 2 and shape[2] else None
 
         def model(x):
             return scorer(np.asarray(x["faces"]), np.asarray(x["mask"]))
 
     return predict_shards(model, source, clip_len=int(clip_len), max_clips=args.max_clips,
+                          face_size=face_size,
                           batch_size=max(1, min(args.batch_size, 8)),
                           aggregation=args.aggregation, model_name=args.model_name or scorer.name,
                           split=args.split)
