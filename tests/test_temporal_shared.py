@@ -3,7 +3,7 @@
 prep (RetinaFace, 8 frames a video) -> ``dfd.training.train`` on clips of 4 faces, backbone
 frozen then fine-tuned -> ``predict_shards`` -> SavedModel export and reload -> ``dfd predict``.
 The CNN is the tiny injected one of test_temporal_model.py, reached by the trainer through its
-``"package.module:builder"`` model path. Skipped without ../shared; about a minute in all.
+``"package.module:builder"`` model path. Skipped without ../shared; about a minute in all; runs in CI.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import shared_path
 from tests.test_temporal_model import FACE, run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.shared
 
 CLIP_LEN = 4
 MAX_CLIPS = 3
