@@ -15,6 +15,7 @@ import logging
 import math
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from dfd_detect import pipeline
 
@@ -127,7 +128,12 @@ def run(args) -> int:
         log.error("%s", err)
         return 2
     items = inputs_mod.iter_inputs(args.inputs, args.list)
-    return detect_to(items, ctx, args.out, args.format, args.no_progress)
+    status = detect_to(items, ctx, args.out, args.format, args.no_progress)
+    for what, where in (("per-frame score plots", args.plot), ("face crops", args.faces),
+                        ("verdict table", args.out)):
+        if where:
+            log.info("%s written to %s", what, Path(where).resolve())
+    return status
 
 
 def detect_to(items, ctx, out: str | None, fmt: str, no_progress: bool = True) -> int:

@@ -29,6 +29,11 @@ text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:
 img{max-width:100%;margin:0.5em 0 1em}.note{color:#666;font-size:90%}"""
 
 
+_FIGURE_TITLES = {"roc": "ROC curves", "pr": "Precision-recall curves",
+                  "confusion": "Confusion matrix", "hist": "Score histograms by class",
+                  "timeline": "Per-frame score timeline"}
+
+
 def render_figures(out_dir, curves: dict, main: str, metrics: dict, frames: pd.DataFrame | None = None,
                    videos: pd.DataFrame | None = None, n_timelines: int = 2) -> dict[str, Path]:
     """Draw the standard figures for the model ``main`` (and ROC/PR of every entry of ``curves``).
@@ -123,7 +128,8 @@ def write_report(out_dir, metrics: dict, scores: pd.DataFrame, figures: dict[str
         c.columns = ["count", "value"]
         parts.append(f"<h2>Videos used and left out</h2>{_table_html(c)}")
     for name, path in (figures or {}).items():
-        parts.append(f"<h3>{html.escape(name)}</h3>{_img_html(path, name)}")
+        heading = _FIGURE_TITLES.get(name.split("_")[0], name)
+        parts.append(f"<h3>{html.escape(heading)}</h3>{_img_html(path, name)}")
     parts.append(f"<h2>Scores</h2>{_table_html(scores)}</body></html>")
     page = out / HTML_FILE
     page.write_text("\n".join(parts), encoding="utf-8")
