@@ -1,0 +1,51 @@
+"""The models shipped in mesonet_tf/assets: load without our code, P(fake), card, real detect."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfd_detect import pipeline
+from dfd_detect.models import default_model
+from mesonet_tf import weights
+
+ASSETS = Path(weights.ASSETS_DIR)
+SHIPPED = sorted(ASSETS.glob("*.keras"))
+SAMPLE = Path(__file__).resolve().parents[1] / "dfd_detect" / "samples" / "astronaut.mp4"
+
+
+def test_default_is_the_shipped_file_and_has_a_card():
+    assert default_model() == str(ASSETS / "dfd_default.keras")
+    card = (ASSETS / "MODEL_CARD.md").read_text()
+    for stem in (p.stem for p in SHIPPED):
+        assert f"`{stem}.keras`" in card
+    assert "ROC-AUC" in card and "split **by `original`**" in card
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_model_loads_without_package_code(path):
+    import keras
+
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["outputs"] == "p_fake" and info["arch"] in ("meso4", "mesoinception4")
+    model = keras.models.load_model(path, compile=False)  # built-in layers only
+    assert model.input_shape == (None, 256, 256, 3)
+    assert model.layers[-1].name == "p_fake"
+    faces = np.random.default_rng(0).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+    p = model.predict(faces, verbose=0).ravel()
+    assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
+    # registered under its stem, so `--model <stem>` works too
+    again = weights.resolve_weights(path.stem)
+    assert Path(again.path) == path
+
+
+def test_detect_the_sample_clip_with_the_shipped_model():
+    ctx = pipeline.build_context(n_frames=8)
+    rec = pipeline.detect_video(str(SAMPLE), ctx)
+    assert rec["status"] == "ok" and rec["n_faces"] >= 6, rec
+    assert 0.0 <= rec["p_fake"] <= 1.0 and not math.isnan(rec["p_fake"])
+    assert rec["label"] in ("FAKE", "REAL") and rec["model"] == "dfd_default"
