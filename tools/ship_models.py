@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--authors", nargs="*", default=[], help="registered authors' weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--init-note", action="append", default=[],
+                    help="NAME=TEXT describing a run's initialisation in the card")
     args = ap.parse_args()
     setup_logging()
     out = Path(args.out)
@@ -116,7 +118,9 @@ def write_card(out, runs, shipped, val_auc, metrics, args) -> None:
     for name, stem in shipped.items():
         cfg = json.loads((Path(runs[name]) / "config.json").read_text())["config"]
         hist = json.loads((Path(runs[name]) / "history.json").read_text())
-        init = cfg.get("model_kwargs", {}).get("weights") or "random (He/Glorot) initialisation"
+        notes = dict(n.split("=", 1) for n in args.init_note)
+        init = notes.get(name) or cfg.get("model_kwargs", {}).get("weights") or \
+            "random (Glorot) initialisation"
         lines += [f"### `{stem}.keras` ({cfg['model']})", "",
                   f"* Initialisation: {init}.",
                   f"* Training: {len(hist.get('epoch', []))} epochs run (of {cfg['epochs']}), "
