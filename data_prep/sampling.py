@@ -14,7 +14,7 @@ Three samplers (``mode``):
               Indices are exact (presentation timestamps mapped to frame ranks); each is
               within a frame or two of the uniform target. DFDC clips have only two real
               keyframes in 300 frames, so seeking to keyframes cannot spread 32 frames; see
-              docs/readme/frames-faces.md for the measurements. Falls back to ``uniform`` for
+              the README ("Frames and faces") for the measurements. Falls back to ``uniform`` for
               short videos or streams without usable timestamps; ``sampler`` records which ran.
 ``stride``    every ``stride``-th frame of the whole video (``n_frames`` is ignored).
 """

@@ -78,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.verbose, args.quiet)
     module = importlib.import_module(args._module)
-    if hasattr(module, "run_for"):
-        return int(module.run_for(args.command, args) or 0)
-    return int(module.run(args) or 0)
+    try:
+        if hasattr(module, "run_for"):
+            return int(module.run_for(args.command, args) or 0)
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, exit 2
+        logging.getLogger("dfd").debug("dfd %s failed", args.command, exc_info=True)
+        logging.getLogger("dfd").error("%s", err)
+        return 2
 
 
 if __name__ == "__main__":

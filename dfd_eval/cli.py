@@ -77,7 +77,7 @@ def print_summary(name: str, res: dict) -> None:
         print(f"  {k:<18} {'-' if val is None else f'{val:.4f}'}{span}{why}")
 
 
-def _run(args) -> int:
+def run(args) -> int:
     labels = read_labels(args.labels)
     videos = apply_labels(read_table(args.scores), labels)
     val = apply_labels(read_table(args.val), labels) if args.val else None
@@ -97,11 +97,3 @@ def _run(args) -> int:
     print_summary(name, res)
     print(f"report: {Path(args.out) / report.HTML_FILE}")
     return 0
-
-
-def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 2

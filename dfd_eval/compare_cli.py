@@ -95,7 +95,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(args) -> int:
+def run(args) -> int:
     tables, labels = read_models(args.model, args.labels)
     val_specs = dict(args.val)
     unknown = sorted(set(val_specs) - set(tables))
@@ -136,11 +136,3 @@ def _run(args) -> int:
     print(md, end="")
     print(f"report: {out / report.HTML_FILE}")
     return 0
-
-
-def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 2

@@ -126,13 +126,5 @@ def predict(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    return fit(args) if args.stack_command == "fit" else predict(args)
-
-
 def run(args) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
-        return 2
+    return fit(args) if args.stack_command == "fit" else predict(args)

@@ -33,13 +33,7 @@ def _check_keras_args(weights, input_shape, pooling):
             f"weights must be None, 'imagenet' or the path of an existing weights file, "
             f"got {weights!r}"
         )
-    if (len(input_shape) != 3 or input_shape[-1] != 3
-            or any(s is not None and int(s) < 32 for s in input_shape[:2])):
-        raise ValueError(
-            f"input_shape must be (height, width, 3) with sides >= 32 (or None), got {input_shape!r}"
-        )
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    resnext.check_shape_and_pooling(input_shape, pooling)
 
 
 def _keras_resnet(builder, include_top, weights, input_shape, pooling, classes, trainable, name):

@@ -10,7 +10,7 @@ strided convs pad like PyTorch), so torchvision ImageNet weights convert exactly
 
 * No Keras ImageNet weights exist for ResNeXt; ``weights="imagenet"`` raises and says so.
 * ``weights="x.npz"``: a torchvision ``state_dict`` saved as NumPy arrays (see
-  ``docs/readme/temporal.md``) is converted on load (:func:`load_torchvision_state`).
+  the README, "Temporal model") is converted on load (:func:`load_torchvision_state`).
 * any other path: Keras weights (``.weights.h5``) loaded with ``model.load_weights``.
 
 Inputs are RGB normalised the torchvision way (``x/255``, ImageNet mean/std per channel);
@@ -43,7 +43,7 @@ def _check_args(blocks, groups, width_per_group, base_planes, weights, input_sha
     if weights == "imagenet":
         raise ValueError(
             "weights='imagenet': no Keras ImageNet weights are published for ResNeXt. Convert "
-            "torchvision's weights on a machine with internet (docs/readme/temporal.md) and pass "
+            "torchvision's weights on a machine with internet (README, temporal model) and pass "
             "the file: weights='/path/resnext50_32x4d.npz' (or a Keras .weights.h5 file)"
         )
     if weights is not None and not Path(str(weights)).is_file():
@@ -51,6 +51,11 @@ def _check_args(blocks, groups, width_per_group, base_planes, weights, input_sha
             f"weights must be None, 'imagenet' or the path of an existing weights file, "
             f"got {weights!r}"
         )
+    check_shape_and_pooling(input_shape, pooling)
+
+
+def check_shape_and_pooling(input_shape, pooling) -> None:
+    """The ``input_shape`` and ``pooling`` checks every backbone builder shares."""
     if (len(input_shape) != 3 or input_shape[-1] != 3
             or any(s is not None and int(s) < 32 for s in input_shape[:2])):
         raise ValueError(

