@@ -76,13 +76,12 @@ def build_model(cfg: TrainConfig, model_fn: Callable | None = None):
 def set_backbone_trainable(model, trainable: bool, model_name: str = "") -> None:
     """Freeze / unfreeze the layer named ``backbone`` (raises when there is none).
 
-    The temporal model's own function is used for it (it keeps BatchNorm frozen).
+    A time-distributed backbone (the temporal model, whether built as ``"temporal"`` or by a
+    ``package.module:builder``) goes through the temporal model's own function, which keeps
+    its BatchNormalization frozen.
     """
-    if model_name == "temporal":
-        from temporal_tf.model import set_backbone_trainable as temporal_set
+    import keras
 
-        temporal_set(model, trainable)
-        return
     try:
         layer = model.get_layer(BACKBONE_LAYER)
     except ValueError:
@@ -92,6 +91,11 @@ def set_backbone_trainable(model, trainable: bool, model_name: str = "") -> None
             f"a phase freezes the backbone, but model {model.name!r} has no layer named "
             f"{BACKBONE_LAYER!r}"
         ) from None
+    if model_name == "temporal" or isinstance(layer, keras.layers.TimeDistributed):
+        from temporal_tf.model import set_backbone_trainable as temporal_set
+
+        temporal_set(model, trainable)
+        return
     layer.trainable = trainable
 
 
