@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfd.scores import FRAME_COLUMNS, video_scores
+from dfd.scores import FRAME_COLUMNS, STATUS_ERROR, failure_row, video_scores
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,25 @@ def predict(model, source, aggregation: str = "mean", batch_size: int = 64,
     frames, labels = score_dataset(model, source, batch_size, model_name, **kwargs)
     name = model_name or (str(frames["model"].iloc[0]) if len(frames) else None)
     videos = video_scores(frames, how=aggregation, labels=labels, model=name)
+    if not hasattr(source, "element_spec"):  # shards: every record must show up
+        missing = [failure_row(vid, STATUS_ERROR, "no face of this record could be decoded",
+                               label=lab, model=name or "", aggregation=aggregation)
+                   for vid, lab in _record_labels(source, kwargs.get("split")).items()
+                   if vid not in set(videos["video_id"])]
+        if missing:
+            log.warning("%d record(s) had no decodable face: %s", len(missing),
+                        [m["video_id"] for m in missing[:10]])
+            videos = pd.concat([videos, pd.DataFrame(missing)], ignore_index=True)
     return frames, videos
+
+
+def _record_labels(source, split=None) -> dict[str, int]:
+    """``{video_id: label}`` of every record in the shards (faces are not decoded)."""
+    from dfd import readers
+
+    ds = readers.records(source, keep_unknown=True, split=split)
+    ds = ds.map(lambda r: (r["video_id"], r["label"]))
+    return {_text(v): int(lab) for v, lab in ds.as_numpy_iterator()}
 
 
 def predict_videos(model, source, aggregation: str = "mean", batch_size: int = 64,

@@ -97,3 +97,17 @@ def test_dfd_predict_command(model, shards, tmp_path):
     assert videos.set_index("video_id").loc["a", "p_fake"] == pytest.approx(a)
     np.testing.assert_allclose(
         frames["p_fake"], predict_frames(model, shards)["p_fake"], atol=1e-6)
+
+
+def test_a_record_without_decodable_faces_is_an_error_row(model, tmp_path):
+    bad = schema.FaceRecord(video_id="broken", label=1, faces=[b"not an image"] * 2,
+                            frame_indices=[0, 1])
+    with shard_writer.ShardWriter(tmp_path, "part") as w:
+        w.add(_rec("ok", 2, 0, 5))
+        w.add(bad)
+    shard_writer.build_index(tmp_path)
+    frames, videos = predict(model, tmp_path)
+    assert set(frames["video_id"]) == {"ok"}
+    row = videos.set_index("video_id").loc["broken"]
+    assert row["status"] == "error" and np.isnan(row["p_fake"]) and row["label"] == 1
+    assert "decoded" in row["error"]
