@@ -45,6 +45,21 @@ def _row(metrics: dict, name: str) -> dict:
             "log_loss": v["log_loss"], "n": v["n"], "cm": v["confusion_matrix"]}
 
 
+def _augmentations(aug: dict) -> str:
+    """The augmentations a run used, in words."""
+    if not aug.get("enabled", True):
+        return "none"
+    used = ["horizontal flip"] if aug.get("flip") else []
+    if aug.get("jpeg"):
+        lo, hi = aug.get("jpeg_quality", (40, 95))
+        used.append(f"JPEG re-compression q {lo}-{hi} (p {aug.get('jpeg_prob')})")
+    if aug.get("brightness") or aug.get("contrast"):
+        used.append(f"brightness ±{aug.get('brightness')}, contrast ±{aug.get('contrast')}")
+    if aug.get("rotation") or aug.get("zoom"):
+        used.append(f"rotation ±{aug.get('rotation')}°, zoom ±{aug.get('zoom')}")
+    return ", ".join(used) or "none"
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -125,9 +140,8 @@ def write_card(out, runs, shipped, val_auc, metrics, args) -> None:
                   f"* Initialisation: {init}.",
                   f"* Training: {len(hist.get('epoch', []))} epochs run (of {cfg['epochs']}), "
                   f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
-                  f"loss {cfg['loss']}, class balance {cfg['class_balance']}, augmentations "
-                  f"{'on' if cfg['augment']['enabled'] else 'off'} (flip, JPEG q 40-95, "
-                  "brightness/contrast, rotation/zoom); best epoch kept by validation AUC.",
+                  f"loss {cfg['loss']}, class balance {cfg['class_balance']}, augmentations: "
+                  f"{_augmentations(cfg['augment'])}; best epoch kept by validation AUC.",
                   f"* Validation ROC-AUC (model selection): {val_auc[name]:.3f}.", ""]
     lines += ["## Data", "",
               "DFDC face crops of `../shared/data/dfdc_faces` (12,000 crops, one per DFDC video, "
