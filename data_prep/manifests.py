@@ -89,6 +89,10 @@ class _Collector:
 
     def finish(self, check_files: bool = True) -> Manifest:
         items = pd.DataFrame(self.rows, columns=COLUMNS) if self.rows else _empty_items()
+        return self.validate(items, check_files)
+
+    def validate(self, items: pd.DataFrame, check_files: bool = True) -> Manifest:
+        """Integer labels, existing files, no duplicates; problems logged and kept."""
         items["label"] = items["label"].astype("int64")
         if check_files and len(items):
             items = items[_files_exist(items, self)]
@@ -396,10 +400,4 @@ def read_manifest(path: str | Path, check_files: bool = False) -> Manifest:
             bad[idx] = True
     items = items[~bad].copy()
     items["label"] = [parse_label(v) for v in items["label"]]
-    items["label"] = items["label"].astype("int64")
-    if check_files and len(items):
-        items = items[_files_exist(items, col)]
-    items = _drop_duplicates(items, col)
-    problems = pd.DataFrame(col.problems, columns=PROBLEM_COLUMNS)
-    _log_problems(col.source, problems)
-    return Manifest(items.reset_index(drop=True), problems)
+    return col.validate(items, check_files)
