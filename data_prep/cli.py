@@ -26,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default=d.detector, help="face detector (default, mtcnn, ...)")
     p.add_argument("--detect-side", type=int, default=d.detect_side,
                    help="frames are downscaled to this long side for face search")
+    p.add_argument("--margin", type=float, default=d.margin,
+                   help="face crop framing for videos: crop side / face scale (default: "
+                        "%(default)s, MesoNet's alignment; DFDC's given crops are 1.05)")
+    p.add_argument("--crop-margin", type=float, default=None,
+                   help="framing of a face-crop set's images, recorded in index.json so trained "
+                        "models know it (dfdc_faces: 1.05, measured)")
     p.add_argument("--all-faces", action="store_true",
                    help="keep every face, grouped into per-person tracks (default: largest face)")
     p.add_argument("--shard-records", type=int, default=d.shard_records,
@@ -43,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = PrepConfig(
         sources=list(args.sources), out_dir=args.out, layout=args.layout, workers=args.workers,
         n_frames=args.frames, sampler=args.sampler, stride=args.stride, detector=args.detector,
-        detect_side=args.detect_side, all_faces=args.all_faces,
-        shard_records=args.shard_records, retry_failures=args.retry_failures, limit=args.limit,
+        detect_side=args.detect_side, all_faces=args.all_faces, margin=args.margin,
+        crop_margin=args.crop_margin, shard_records=args.shard_records, retry_failures=args.retry_failures, limit=args.limit,
     )
     res = run_prep(cfg)
     print(f"{res.written} items written ({res.faces} faces), {res.failed} failed, "

@@ -56,12 +56,17 @@ class PrepConfig:
     detect_side: int = 640
     all_faces: bool = False
     face_size: int = 256
-    margin: float = 1.3
+    margin: float = 1.3  # face framing of the crops made from videos (data_prep.faces.align)
+    crop_margin: float | None = None  # framing of a crop set's given images, when known
     shard_records: int = 64
     image_shard_records: int = 2000
     commit_seconds: float = 120.0
     retry_failures: bool = False
     limit: int | None = None
+
+    def __post_init__(self):
+        if self.crop_margin is not None and not 0.5 <= float(self.crop_margin) <= 3.0:
+            raise ValueError(f"crop_margin must be within [0.5, 3], got {self.crop_margin!r}")
 
     def extract_config(self):
         from data_prep.extract import ExtractConfig
@@ -277,10 +282,27 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
             failures_by_status=dict(Counter(fails["status"])),
             labels=dict(Counter(str(x) for x in items["label"])),
             sources=[str(s) for s in cfg.sources], sampler=cfg.sampler, detector=cfg.detector,
+            face_margin=index_margin(cfg, set(items["kind"]) if "kind" in items else set()),
         )
     log.info("prep done in %.1fs: %d items written (%d faces), %d failed, %d skipped -> %s",
              time.monotonic() - t0, written["items"], written["faces"], failures.count, skipped, out)
     return PrepResult(out, written["items"], failures.count, skipped, written["faces"], fails)
+
+
+def index_margin(cfg: PrepConfig, kinds: set) -> float | None:
+    """The face framing the shards hold (``face_margin`` in ``index.json``): the video margin,
+    the crop set's ``crop_margin``, or None when unknown or mixed."""
+    margins = set()
+    if "video" in kinds:
+        margins.add(float(cfg.margin))
+    if "image" in kinds:
+        margins.add(None if cfg.crop_margin is None else float(cfg.crop_margin))
+    if len(margins) == 1:
+        return margins.pop()
+    if len(margins) > 1:
+        log.warning("shards mix face crops framed at margins %s; index face_margin left unknown",
+                    sorted(margins, key=str))
+    return None
 
 
 def _run_videos(cfg: PrepConfig, videos: pd.DataFrame, out: Path, failures: _FailureLog,

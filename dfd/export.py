@@ -8,7 +8,8 @@
   it loads with ``tf.saved_model.load``, ``keras.layers.TFSMLayer`` and TF Serving;
 * ``model.keras``: the Keras model itself (``keras.models.load_model``);
 * ``model_info.json``: input names, shapes and dtypes, ``outputs: "p_fake"``, the source
-  weights and the library versions.
+  weights, the face framing the model was trained on (``face_margin``, see
+  :mod:`data_prep.faces.align`; absent when unknown) and the library versions.
 
 :func:`load_any` turns a ``.keras`` file, a SavedModel folder, a registered weights name or
 an in-memory Keras model into a :class:`Scorer`: ``scorer(faces) -> np.ndarray`` of P(fake).
@@ -84,11 +85,11 @@ def _model_caller(model, specs):
     return call
 
 
-def model_info(model, specs, source=None) -> dict:
+def model_info(model, specs, source=None, face_margin: float | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    return {
+    info = {
         "format_version": INFO_VERSION,
         "model_name": model.name,
         "signature": SIGNATURE,
@@ -99,15 +100,19 @@ def model_info(model, specs, source=None) -> dict:
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
     }
+    if face_margin is not None:
+        info["face_margin"] = float(face_margin)
+    return info
 
 
 def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,
-                      save_keras: bool = True) -> Path:
+                      save_keras: bool = True, face_margin: float | None = None) -> Path:
     """Write ``model`` to ``out_dir`` as SavedModel + ``model.keras`` + ``model_info.json``.
 
     ``input_spec``: named ``tf.TensorSpec`` list (or ``{name: (shape, dtype)}``) in the
     model's input order; by default :func:`default_input_spec`. ``source`` (e.g. the weights
-    name) is recorded in the info file. Returns ``out_dir``.
+    name) is recorded in the info file, and ``face_margin`` (None: that of ``source`` when the
+    registry knows it). Returns ``out_dir``.
     """
     import keras
 
@@ -121,7 +126,9 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
     archive.write_out(str(out), verbose=False)
     if save_keras:
         model.save(out / KERAS_FILE)
-    info = model_info(model, specs, source)
+    if face_margin is None and source is not None:
+        face_margin = _registry_margin(source)
+    info = model_info(model, specs, source, face_margin)
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     log.info("exported %s to %s (inputs %s)", model.name, out, list(info["inputs"]))
     return out
@@ -147,9 +154,12 @@ class Scorer:
     """
 
     def __init__(self, fn, name: str, kind: str, n_inputs: int = 1, model=None,
-                 batch_size: int = 64, info: dict | None = None):
+                 batch_size: int = 64, info: dict | None = None,
+                 face_margin: float | None = None):
         self._fn, self.name, self.kind = fn, name, kind
         self.n_inputs, self.model, self.batch_size, self.info = n_inputs, model, batch_size, info
+        #: the face framing the model was trained on (data_prep.faces.align); None: unknown
+        self.face_margin = face_margin if face_margin is not None else (info or {}).get("face_margin")
 
     def __repr__(self):
         return f"Scorer(name={self.name!r}, kind={self.kind!r})"
@@ -250,6 +260,21 @@ def load_any(path_or_name, weights_dir=None, batch_size: int = 64) -> Scorer:
     if is_savedmodel(path_or_name):
         return scorer_from_savedmodel(path_or_name, batch_size)
     model = load_keras(path_or_name, weights_dir)
-    name = Path(str(path_or_name)).stem if Path(str(path_or_name)).exists() else str(path_or_name)
-    return scorer_from_keras(model, name, batch_size, read_model_info(path_or_name)
-                             if Path(str(path_or_name)).exists() else None)
+    exists = Path(str(path_or_name)).exists()
+    name = Path(str(path_or_name)).stem if exists else str(path_or_name)
+    scorer = scorer_from_keras(model, name, batch_size,
+                               read_model_info(path_or_name) if exists else None)
+    if scorer.face_margin is None:
+        scorer.face_margin = _registry_margin(path_or_name)
+    return scorer
+
+
+def _registry_margin(spec) -> float | None:
+    try:
+        from mesonet_tf.weights import face_margin_of
+    except ImportError:
+        return None
+    try:
+        return face_margin_of(spec)
+    except (OSError, ValueError):
+        return None

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=pipeline.DEFAULT_SAMPLER,
                         choices=["keyframe", "uniform"], help="frame sampler (default: %(default)s)")
     parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
+    parser.add_argument("--margin", default="auto", metavar="auto|FLOAT",
+                        help="face crop framing: auto = the one each model was trained on "
+                             "(1.05 for the shipped models, 1.3 for the authors' weights), or a "
+                             "number for every model (default: %(default)s)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="csv: one row per video; jsonl: adds per-frame/per-person scores and "
                              "face boxes (default: %(default)s)")
@@ -122,7 +126,7 @@ def run(args) -> int:
             model=None if args.stacker or not args.model else args.model[0],
             stacker=args.stacker, stack_models=args.model if args.stacker else None,
             detector=args.detector, n_frames=args.frames, sampler=args.sampler,
-            threshold=args.threshold, aggregation=args.aggregation,
+            margin=args.margin, threshold=args.threshold, aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl")
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)

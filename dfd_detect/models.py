@@ -7,6 +7,8 @@ a ``uint8 [N, 256, 256, 3]`` array; the pipeline needs nothing else, so tests in
 * :func:`load_scorer` loads ``PATH`` (``.keras``, SavedModel dir) or a registered weights name.
 * :class:`StackScorer` scores faces with several named models and combines the per-video
   features with a fitted :class:`dfd_eval.stacker.Stacker` (``dfd stack`` writes its JSON).
+* :func:`choose_margin` picks the face framing to extract: each model's own (recorded with
+  it, see :mod:`data_prep.faces.align`) unless the user names one.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ class ModelScorer:
 
     def __init__(self, scorer, name: str):
         self.scorer, self.name = scorer, name
+        #: the face framing the model was trained on (None: unknown)
+        self.face_margin = getattr(scorer, "face_margin", None)
+        #: the framing of the faces it is given (set by the pipeline); when larger than
+        #: ``face_margin`` the faces are centre-cropped to ``face_margin`` before scoring
+        self.input_margin: float | None = None
         self._lock = threading.Lock()
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
@@ -77,6 +84,11 @@ class ModelScorer:
 
         if len(faces) == 0:
             return np.zeros(0, np.float64)
+        if (self.input_margin is not None and self.face_margin is not None
+                and self.face_margin < self.input_margin - 1e-6):
+            from data_prep.faces.align import recrop_margin
+
+            faces = recrop_margin(faces, self.input_margin, self.face_margin)
         with self._lock:
             return np.asarray(score_faces(self.scorer, faces), dtype=np.float64).reshape(-1)
 
@@ -175,3 +187,40 @@ def load_stacker(path: str, model_specs: list[str] | None) -> StackScorer:
         log.warning("model(s) %s are not used by the stacker; not loaded", unused)
     scorers = {n: load_scorer(s, name=n) for n, s in specs.items() if n in stacker.models}
     return StackScorer(stacker, scorers, name=f"stacker({','.join(sorted(stacker.models))})")
+
+
+def model_scorers(scorer) -> list:
+    """The :class:`ModelScorer` objects inside ``scorer`` (itself, or a stacker's models)."""
+    if isinstance(scorer, StackScorer):
+        return list(scorer.scorers.values())
+    return [scorer] if isinstance(scorer, ModelScorer) else []
+
+
+def choose_margin(scorer, margin: float | str | None = "auto") -> float:
+    """The margin to extract faces at for ``scorer``, and set each model to get its own.
+
+    ``margin="auto"`` (or None): the models' recorded margins (1.3, MesoNet's alignment, for a
+    model that records none); with several models the largest is extracted and each model
+    gets a centre crop at its own. A number: faces at that margin for every model.
+    """
+    from data_prep.faces.align import MESONET_MARGIN
+
+    inner = model_scorers(scorer)
+    if margin not in (None, "auto"):
+        try:
+            m = float(margin)
+        except (TypeError, ValueError):
+            raise ValueError(f"margin must be 'auto' or a number, got {margin!r}") from None
+        if not 0.5 <= m <= 3.0:
+            raise ValueError(f"margin must be within [0.5, 3], got {margin!r}")
+        for s in inner:
+            s.face_margin = s.input_margin = m
+        return m
+    for s in inner:
+        if s.face_margin is None:
+            log.info("model %r records no face margin; using MesoNet's %.2f", s.name, MESONET_MARGIN)
+            s.face_margin = MESONET_MARGIN
+    m = max((s.face_margin for s in inner), default=MESONET_MARGIN)
+    for s in inner:
+        s.input_margin = m
+    return m

@@ -6,7 +6,7 @@ turns one video into one result dict (never raises); :func:`iter_detect` streams
 Result dict (also the ``--format jsonl`` object and the service's JSON)::
 
     video, p_fake, label, threshold, n_frames, n_faces, status, error, model,   <- CSV columns
-    aggregation, frames_with_face, meta{fps, frame_count, width, height, sampler},
+    aggregation, frames_with_face, meta{fps, frame_count, width, height, sampler, face_margin},
     tracks[{track, p_fake, n_faces}], frames[{track, frame_index, p_fake, box, confidence}],
     timings{decode, detect, align, model, total}
 
@@ -77,11 +77,14 @@ def make_extract_config(n_frames: int = DEFAULT_N_FRAMES, sampler: str = DEFAULT
 def build_context(model: str | None = None, stacker: str | None = None,
                   stack_models: list[str] | None = None, detector: str = "default",
                   detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
-                  sampler: str = DEFAULT_SAMPLER, **options) -> DetectContext:
+                  sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
+                  **options) -> DetectContext:
     """Load the model(s) and the face detector once and return a :class:`DetectContext`.
 
     ``model``: path or weights name (None: :func:`dfd_detect.models.default_model`).
     ``stacker``: stacker JSON; then ``stack_models`` lists ``NAME=PATH`` entries.
+    ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd_detect.models.choose_margin`)
+    or a number for every model.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
     """
     from dfd_detect import models
@@ -95,9 +98,12 @@ def build_context(model: str | None = None, stacker: str | None = None,
               else models.load_scorer(model))
     from data_prep.faces import get_detector
 
+    face_margin = models.choose_margin(scorer, margin)
+    log.info("faces framed at margin %.2f for %s", face_margin, scorer.name)
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
-                         extract_cfg=make_extract_config(n_frames, sampler), **options)
+                         extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin),
+                         **options)
 
 
 def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
@@ -128,8 +134,10 @@ def _fail(rec: dict, status: str, error: str) -> dict:
     return rec
 
 
-def _meta(vf) -> dict:
-    return {k: getattr(vf, k, None) for k in ("fps", "frame_count", "width", "height", "sampler")}
+def _meta(vf, ctx: DetectContext) -> dict:
+    meta = {k: getattr(vf, k, None) for k in ("fps", "frame_count", "width", "height", "sampler")}
+    meta["face_margin"] = getattr(ctx.extract_cfg, "margin", None)
+    return meta
 
 
 def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
@@ -171,7 +179,7 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
             from data_prep.extract import extract_faces as extract
         vf = extract(str(path), ctx.detector, ctx.extract_cfg)
         timings.update({k: float(v) for k, v in (getattr(vf, "timings", None) or {}).items()})
-        rec["meta"] = _meta(vf)
+        rec["meta"] = _meta(vf, ctx)
         tracks = list(vf.tracks)
         face_list = [np.asarray(f, dtype=np.uint8) for t in tracks for f in t.faces]
         if not face_list:

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames sampled per video (default: %(default)s)")
     parser.add_argument("--sampler", default=pipeline.DEFAULT_SAMPLER, choices=["keyframe", "uniform"])
     parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
+    parser.add_argument("--margin", default="auto", metavar="auto|FLOAT",
+                        help="face crop framing (as in dfd detect; default: %(default)s)")
     parser.add_argument("--max-upload-mb", type=float, default=200.0,
                         help="largest accepted upload in MB (default: %(default)s) -> 413")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -49,7 +51,7 @@ def settings_from_args(args):
     return ServiceSettings(
         model=None if args.stacker or not args.model else args.model[0], stacker=args.stacker,
         stack_models=args.model if args.stacker else None, detector=args.detector,
-        n_frames=args.frames, sampler=args.sampler, threshold=args.threshold,
+        n_frames=args.frames, sampler=args.sampler, margin=args.margin, threshold=args.threshold,
         aggregation=args.aggregation, max_upload_mb=args.max_upload_mb, timeout_s=args.timeout,
         workers=args.workers, max_queue=args.max_queue)
 

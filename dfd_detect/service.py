@@ -48,6 +48,7 @@ class ServiceSettings:
     detector: str = "default"
     n_frames: int = pipeline.DEFAULT_N_FRAMES
     sampler: str = pipeline.DEFAULT_SAMPLER
+    margin: float | str = "auto"  # face crop framing (pipeline.build_context)
     threshold: float = pipeline.DEFAULT_THRESHOLD
     aggregation: str = pipeline.DEFAULT_AGGREGATION
     max_upload_mb: float = 200.0
@@ -66,7 +67,7 @@ class ServiceSettings:
         return pipeline.build_context(
             model=self.model, stacker=self.stacker, stack_models=self.stack_models,
             detector=self.detector, n_frames=self.n_frames, sampler=self.sampler,
-            threshold=self.threshold, aggregation=self.aggregation)
+            margin=self.margin, threshold=self.threshold, aggregation=self.aggregation)
 
 
 def _safe_record(rec: dict, name: str) -> tuple[int, dict]:

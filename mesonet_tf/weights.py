@@ -19,6 +19,11 @@ checked against its sha256, and downloaded with ``keras.utils.get_file`` when ab
 
 Trained models shipped in ``mesonet_tf/assets/*.keras`` are registered under their file
 stem with ``outputs="p_fake"``; :func:`register_local` adds others at run time.
+
+Each entry also records ``face_margin``, the face framing its model was trained on (see
+:mod:`data_prep.faces.align`): 1.3 for the authors' weights (MesoNet's alignment), what the
+``<stem>.json`` sidecar says for the assets (1.05 for models trained on DFDC's given crops).
+:func:`face_margin_of` answers it for a name or a file.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ DEFAULT_DIR = Path("~/.cache/dfd/weights")
 BASE_URL = "https://github.com/DariusAf/MesoNet/raw/master/weights/"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 OUTPUTS = ("p_real", "p_fake")
+MESONET_MARGIN = 1.3  # = data_prep.faces.align.MESONET_MARGIN (no data_prep import here)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class WeightsEntry:
     description: str = ""
     path: Path | None = None  # a fixed local file (assets, register_local) instead of the cache
     kind: str = "weights"
+    face_margin: float | None = None  # face framing it was trained on (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class ResolvedWeights:
 
 def _authors(name, arch, stem, sha, what):
     return WeightsEntry(name=name, arch=arch, filename=f"{stem}.h5", sha256=sha,
-                        url=f"{BASE_URL}{stem}.h5", outputs="p_real",
+                        url=f"{BASE_URL}{stem}.h5", outputs="p_real", face_margin=MESONET_MARGIN,
                         description=f"authors' {what} (Afchar et al. 2018), Keras 2.1.5 HDF5")
 
 
@@ -112,7 +119,7 @@ def _guess_arch(stem: str) -> str | None:
 
 def register_local(name: str, path, arch: str | None = None, outputs: str = "p_fake",
                    description: str = "", sha256: str | None = None,
-                   kind: str | None = None) -> WeightsEntry:
+                   kind: str | None = None, face_margin: float | None = None) -> WeightsEntry:
     """Register a local weights file or ``.keras`` model under ``name`` (replacing any entry).
 
     ``kind`` defaults to ``"model"`` for ``.keras`` files and ``"weights"`` otherwise.
@@ -127,14 +134,15 @@ def register_local(name: str, path, arch: str | None = None, outputs: str = "p_f
         raise ValueError(f"kind must be 'weights' or 'model', got {kind!r}")
     entry = WeightsEntry(name=_normalise(name), arch=arch or _guess_arch(path.stem),
                          filename=path.name, sha256=sha256, outputs=outputs,
-                         description=description or f"local file {path}", path=path, kind=kind)
+                         description=description or f"local file {path}", path=path, kind=kind,
+                         face_margin=_check_margin(face_margin, name))
     REGISTRY[entry.name] = entry
     return entry
 
 
 def register_assets(assets_dir: Path = ASSETS_DIR) -> list[str]:
     """Register every ``*.keras`` in ``assets_dir`` under its stem (a ``<stem>.json`` beside
-    it may give ``arch``, ``outputs`` and ``description``)."""
+    it may give ``arch``, ``outputs``, ``description`` and ``face_margin``)."""
     names = []
     for path in sorted(Path(assets_dir).glob("*.keras")):
         meta = {}
@@ -142,10 +150,40 @@ def register_assets(assets_dir: Path = ASSETS_DIR) -> list[str]:
         if side.exists():
             meta = json.loads(side.read_text())
         register_local(path.stem, path, arch=meta.get("arch"),
-                       outputs=meta.get("outputs", "p_fake"),
+                       outputs=meta.get("outputs", "p_fake"), face_margin=meta.get("face_margin"),
                        description=meta.get("description", "trained by dfd-tf (package asset)"))
         names.append(_normalise(path.stem))
     return names
+
+
+def _check_margin(margin, name) -> float | None:
+    if margin is None:
+        return None
+    try:
+        m = float(margin)
+    except (TypeError, ValueError):
+        raise ValueError(f"face_margin of {name!r} must be a number, got {margin!r}") from None
+    if not 0.5 <= m <= 3.0:
+        raise ValueError(f"face_margin of {name!r} must be within [0.5, 3], got {margin!r}")
+    return m
+
+
+def face_margin_of(spec) -> float | None:
+    """The face margin a registered name, registered file or authors' ``.h5`` was trained on
+    (None when nothing records it)."""
+    if is_registered(spec):
+        return get_entry(spec).face_margin
+    try:
+        path = Path(str(spec)).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    for entry in REGISTRY.values():
+        if entry.path is not None and Path(entry.path).resolve() == path:
+            return entry.face_margin
+    if path.is_file() and path.suffix == ".h5":
+        entry = _entry_by_sha(path)
+        return entry.face_margin if entry else None
+    return None
 
 
 def registered_names() -> list[str]:

@@ -277,3 +277,76 @@ def test_load_stacker_round_trip(tmp_path, monkeypatch):
     assert sorted(loaded) == [("a", "x.keras"), ("b", "meso4_df")] and ss.name == "stacker(a,b)"
     with pytest.raises(models.ModelLoadError, match="cannot load stacker"):
         models.load_stacker(str(tmp_path / "missing.json"), ["a=x"])
+
+
+# ------------------------------------------------------------------ face framing (margin)
+
+def _recording_scorer(name, margin):
+    """A ModelScorer over a Scorer that remembers the faces it was given."""
+    from dfd.export import Scorer
+    from dfd_detect.models import ModelScorer
+
+    seen = []
+
+    def fn(faces):
+        seen.append(np.array(faces))
+        return np.full(len(faces), 0.25, np.float32)
+
+    return ModelScorer(Scorer(fn, name, "fake", face_margin=margin), name), seen
+
+
+def test_each_model_gets_faces_framed_as_it_was_trained():
+    pd = pytest.importorskip("pandas")
+    from data_prep.faces.align import recrop_margin
+    from dfd_detect.models import StackScorer, choose_margin
+    from dfd_eval.stacker import Stacker, build_features
+
+    tight, tight_seen = _recording_scorer("tight", 1.05)
+    wide, wide_seen = _recording_scorer("wide", 1.3)
+    rng = np.random.default_rng(0)
+    frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(10)], 2),
+                               "track": 0, "frame_index": np.tile([0, 1], 10),
+                               "p_fake": rng.random(20)}) for n in ("tight", "wide")}
+    stacker = Stacker.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(10)}))
+    ss = StackScorer(stacker, {"tight": tight, "wide": wide})
+    assert choose_margin(ss) == 1.3  # extract at the widest, crop for the tighter model
+    faces = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    ss.score_models(faces)
+    np.testing.assert_array_equal(wide_seen[-1], faces)
+    np.testing.assert_array_equal(tight_seen[-1], recrop_margin(faces, 1.3, 1.05))
+    assert not np.array_equal(tight_seen[-1], faces)
+    # a number given by the user: every model gets those faces as they are
+    assert choose_margin(ss, "1.2") == 1.2
+    ss.score_models(faces)
+    np.testing.assert_array_equal(tight_seen[-1], faces)
+    # one model alone: extracted at its own margin, nothing cropped
+    alone, alone_seen = _recording_scorer("alone", 1.05)
+    assert choose_margin(alone) == 1.05
+    alone(faces)
+    np.testing.assert_array_equal(alone_seen[-1], faces)
+    # a model recording nothing gets MesoNet's framing
+    unknown, _ = _recording_scorer("unknown", None)
+    assert choose_margin(unknown, "auto") == 1.3 and unknown.face_margin == 1.3
+    for bad, msg in (("wide", "'auto' or a number, got 'wide'"), (9, r"\[0.5, 3\], got 9")):
+        with pytest.raises(ValueError, match=msg):
+            choose_margin(unknown, bad)
+
+
+def test_build_context_extracts_at_the_models_margin(monkeypatch):
+    from dfd_detect import models
+
+    scorer, _ = _recording_scorer("tight", 1.05)
+    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: scorer)
+    ctx = pipeline.build_context(model="x", detector="fake")
+    assert ctx.extract_cfg.margin == 1.05
+    ctx = pipeline.build_context(model="x", detector="fake", margin=1.3)
+    assert ctx.extract_cfg.margin == 1.3
+    ctx.extract = lambda path, det, cfg: fake_video_faces({0: [0.5, 0.5]})
+    assert pipeline.detect_video("x.mp4", ctx)["meta"]["face_margin"] == 1.3
+
+
+def test_cli_passes_the_margin(capsys, cli_ctx):
+    assert run_cli([str(SAMPLE), "--frames", "2"], capsys)[0] == 0
+    assert cli_ctx["margin"] == "auto"
+    assert run_cli([str(SAMPLE), "--frames", "2", "--margin", "1.2"], capsys)[0] == 0
+    assert cli_ctx["margin"] == "1.2"

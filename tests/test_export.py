@@ -118,3 +118,18 @@ def test_authors_model_exports_p_fake(tmp_path, monkeypatch):
     back = keras.models.load_model(tmp_path / "df" / "model.keras")  # flip is a built-in layer
     np.testing.assert_allclose(back.predict(x, verbose=0).ravel(), ref, atol=1e-6)
     assert export.read_model_info(tmp_path / "df")["source_weights"] == "meso4_df"
+
+
+def test_face_margin_travels_with_the_export(tmp_path, exported, faces):
+    _, out = exported
+    assert "face_margin" not in export.read_model_info(out)  # source "test": unknown
+    assert export.load_any(out).face_margin is None
+    model = Meso4(input_shape=(64, 64, 3))
+    tight = export.export_savedmodel(model, tmp_path / "tight", face_margin=1.05)
+    assert export.read_model_info(tight)["face_margin"] == 1.05
+    assert export.load_any(tight).face_margin == 1.05  # SavedModel
+    assert export.load_any(tight / "model.keras").face_margin == 1.05  # .keras beside its info
+    # from a registered source the registry's margin is recorded (no download needed for this)
+    authors = export.export_savedmodel(model, tmp_path / "authors", source="meso4_df",
+                                       save_keras=False)
+    assert export.read_model_info(authors)["face_margin"] == 1.3

@@ -18,6 +18,7 @@ from data_prep.faces import (
     centred_face,
     get_detector,
 )
+from data_prep.faces.align import DFDC_CROP_MARGIN, MESONET_MARGIN, recrop_margin
 from tests.conftest import shared_path
 
 
@@ -60,6 +61,38 @@ def test_alignment_levels_the_eyes_and_centres_the_face(roll):
     cx, cy, s, r = alignment_geometry(det)
     assert r == pytest.approx(roll, abs=1e-6)
     assert s == pytest.approx(side)
+
+
+def test_recrop_to_a_smaller_margin_equals_aligning_at_it():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    # smooth texture, so resampling differences stay small
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (400, 500, 3), dtype=np.uint8), (0, 0), 6)
+    frame = cv2.normalize(frame, None, 0, 255, cv2.NORM_MINMAX)
+    det = _face(250, 200, 90, roll=12.0)
+    wide = align_face(frame, det, size=256, margin=MESONET_MARGIN)
+    tight = align_face(frame, det, size=256, margin=DFDC_CROP_MARGIN)
+    got = recrop_margin(wide[None], MESONET_MARGIN, DFDC_CROP_MARGIN)
+    assert got.shape == (1, 256, 256, 3) and got.dtype == np.uint8
+    err = np.abs(got[0].astype(int) - tight.astype(int))
+    assert err.mean() < 2.0, err.mean()
+    # a crop at the wrong framing is far off: the check above can fail
+    assert np.abs(wide.astype(int) - tight.astype(int)).mean() > 8
+    # same margin: unchanged; other output size: resized
+    assert recrop_margin(wide[None], 1.3, 1.3) is not None
+    np.testing.assert_array_equal(recrop_margin(wide[None], 1.3, 1.3)[0], wide)
+    assert recrop_margin(wide[None], 1.3, 1.05, size=64).shape == (1, 64, 64, 3)
+
+
+def test_recrop_cannot_widen_and_checks_its_input():
+    faces = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="cannot make margin 1.3 from faces cropped at margin 1.05"):
+        recrop_margin(faces, 1.05, 1.3)
+    with pytest.raises(ValueError, match=r"\[N, S, S, 3\].*\(2, 32, 16, 3\)"):
+        recrop_margin(np.zeros((2, 32, 16, 3), np.uint8), 1.3, 1.05)
+    with pytest.raises(ValueError, match="want=0"):
+        recrop_margin(faces, 1.3, 0)
 
 
 def test_alignment_pads_black_outside_the_frame_and_downscales_large_faces():

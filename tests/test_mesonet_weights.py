@@ -156,3 +156,24 @@ def test_registered_local_model_loads_without_flip(tmp_path, monkeypatch):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), trained.predict(x, verbose=0))
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         weights.register_local("x", tmp_path / "missing.keras")
+
+
+def test_each_model_records_the_face_framing_it_was_trained_on(tmp_path, monkeypatch):
+    from data_prep.faces.align import DFDC_CROP_MARGIN, MESONET_MARGIN
+
+    for name in ("meso4_df", "mesonet_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f"):
+        assert weights.face_margin_of(name) == MESONET_MARGIN
+    assert weights.MESONET_MARGIN == MESONET_MARGIN  # the registry's copy agrees
+    for stem in ("dfd_default", "dfdc_mesoinception4"):  # the shipped assets' sidecars
+        assert weights.face_margin_of(stem) == DFDC_CROP_MARGIN
+        assert weights.face_margin_of(weights.ASSETS_DIR / f"{stem}.keras") == DFDC_CROP_MARGIN
+    assert weights.face_margin_of(tmp_path / "unknown.keras") is None
+    monkeypatch.setattr(weights, "REGISTRY", dict(weights.REGISTRY))
+    Meso4(input_shape=(32, 32, 3)).save(tmp_path / "m.keras")
+    (tmp_path / "m.json").write_text(json.dumps({"arch": "meso4", "face_margin": 1.2}))
+    weights.register_assets(tmp_path)
+    assert weights.face_margin_of("m") == 1.2
+    with pytest.raises(ValueError, match=r"face_margin of 'x' must be within \[0.5, 3\], got 13"):
+        weights.register_local("x", tmp_path / "m.keras", face_margin=13)
+    with pytest.raises(ValueError, match="must be a number, got 'wide'"):
+        weights.register_local("x", tmp_path / "m.keras", face_margin="wide")

@@ -54,6 +54,21 @@ def test_crops_to_shards(crop_set, tmp_path):
     # the source JPEG bytes are stored unchanged: decoding gives the JPEG's own pixels
     assert abs(int(els["img2.jpg"]["face"].mean()) - 60) <= 2
     assert (out / "prep_config.json").exists() and (out / "manifest.csv").exists()
+    assert index["face_margin"] is None  # a crop set's framing is unknown unless given
+
+
+def test_index_records_the_face_framing(crop_set, tmp_path):
+    out = tmp_path / "shards"
+    prep.run_prep(prep.PrepConfig(sources=[str(crop_set)], out_dir=str(out), crop_margin=1.05))
+    assert schema.read_index(out)["face_margin"] == 1.05
+    cfg = prep.PrepConfig(margin=1.3, crop_margin=1.05)
+    assert prep.index_margin(cfg, {"video"}) == 1.3
+    assert prep.index_margin(cfg, {"image"}) == 1.05
+    assert prep.index_margin(cfg, {"image", "video"}) is None  # mixed framings
+    assert prep.index_margin(prep.PrepConfig(margin=1.3, crop_margin=1.3), {"image", "video"}) == 1.3
+    assert prep.index_margin(cfg, set()) is None
+    with pytest.raises(ValueError, match=r"crop_margin must be within \[0.5, 3\], got 9"):
+        prep.PrepConfig(crop_margin=9)
 
 
 def test_rerun_skips_done_and_failed(crop_set, tmp_path):

@@ -66,6 +66,9 @@ def test_lstm_has_bias_and_head_is_float32():
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_padded_garbage_frames_change_nothing(pooling):
+    import keras
+
+    keras.utils.set_random_seed(0)  # fixed weights: the "would change" margin is seen, not luck
     rng = np.random.default_rng(0)
     long = build(pooling=pooling, clip_len=8, dropout=0.0)
     short = build(pooling=pooling, clip_len=5, dropout=0.0)
@@ -78,10 +81,13 @@ def test_padded_garbage_frames_change_nothing(pooling):
     np.testing.assert_allclose(run(long, garbage, mask), ref, atol=1e-5)
     # the masked steps would change the output if they were used
     feats = pooled(short, faces[:, :5], np.ones((2, 5), bool))
-    assert np.abs(pooled(long, garbage, np.ones((2, 8), bool)) - feats).max() > 1e-3
+    assert np.abs(pooled(long, garbage, np.ones((2, 8), bool)) - feats).max() > 1e-2
 
 
 def test_last_and_mean_pooling_differ():
+    import keras
+
+    keras.utils.set_random_seed(1)
     rng = np.random.default_rng(1)
     last = build(pooling="last", dropout=0.0)
     mean = build(pooling="mean", dropout=0.0)

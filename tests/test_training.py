@@ -317,6 +317,32 @@ def test_fit_run_writes_every_artefact(tmp_path, shards):
     np.testing.assert_allclose(last.predict(x, verbose=0), res.model.predict(x, verbose=0),
                                rtol=1e-5)
     keras.models.load_model(run / "best.keras")
+    # the model's inputs are recorded; the tiny shards' index names no face framing
+    info = json.loads((run / "model_info.json").read_text())
+    assert info["inputs"]["faces"]["dtype"] == "uint8" and "face_margin" not in info
+
+
+def test_model_records_the_face_framing_of_its_training_shards(tmp_path):
+    from dfd import schema
+    from dfd.training.trainer import training_margin
+
+    a = write_tiny_shards(tmp_path / "a", records=2, seed=0, prefix="a")
+    b = write_tiny_shards(tmp_path / "b", records=2, seed=1, prefix="b")
+
+    def set_margin(d, m):
+        index = schema.read_index(d)
+        index["face_margin"] = m
+        (Path(d) / schema.INDEX_FILE).write_text(json.dumps(index))
+
+    cfg = TrainConfig(train=[str(a), str(b)])
+    assert training_margin(cfg) is None  # neither index says
+    set_margin(a, 1.05)
+    assert training_margin(cfg) is None  # one unknown
+    set_margin(b, 1.3)
+    assert training_margin(cfg) is None  # they disagree
+    set_margin(b, 1.05)
+    assert training_margin(cfg) == 1.05
+    assert training_margin(TrainConfig(train=[str(a)])) == 1.05
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep.faces.align import DFDC_CROP_MARGIN
 from dfd.cli import main as dfd
 from dfd.cli import setup_logging
 
@@ -114,6 +115,8 @@ def main() -> int:
         arch = json.loads((Path(runs[name]) / "config.json").read_text())["config"]["model"]
         (ASSETS / f"{stem}.json").write_text(json.dumps({
             "arch": arch, "outputs": "p_fake", "trained_as": name,
+            # DFDC's given crops, measured (data_prep.faces.align.DFDC_CROP_MARGIN)
+            "face_margin": DFDC_CROP_MARGIN,
             "description": f"{arch} trained on 8,400 DFDC face crops (dfd-tf), "
                            f"val ROC-AUC {val_auc[name]:.3f}; see MODEL_CARD.md",
         }, indent=2) + "\n")

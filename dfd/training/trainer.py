@@ -11,6 +11,8 @@ Run directory (``config.run_dir``)::
     best.keras         the model of the best val AUC epoch
     last.keras         the model after the last epoch
     metrics.json       exact final val metrics of best and last model
+    model_info.json    inputs, and the face framing of the training shards (``face_margin``,
+                       from their index.json) that dfd detect then crops faces at
     tensorboard/       TensorBoard logs
     backup/ checkpoints/ phases/   resume state (a re-run continues where a killed run stopped)
 """
@@ -199,6 +201,7 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
     hist = history.write_history_json(out_dir) if info.is_chief else {}
     if info.is_chief:
         (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+        _write_model_info(cfg, model, out_dir)
     log.info("run finished: %s", json.dumps(_json_safe(metrics.get("best", metrics.get("last")))))
     return RunResult(
         run_dir=run_dir, loop=loop, strategy=cfg.strategy,
@@ -207,6 +210,38 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
         last_model=run_dir / LAST_MODEL, resumed_from_epoch=resumed_from,
         stopped_early=stopped_any, model=model,
     )
+
+
+def training_margin(cfg: TrainConfig) -> float | None:
+    """The face framing (``face_margin`` of the shards' index.json) shared by all training
+    shards; None when any index lacks it or they disagree."""
+    from dfd import schema
+
+    margins = set()
+    for d in sorted({f.parent for f in schema.resolve_shards(cfg.train)}):
+        try:
+            margins.add(schema.read_index(d).get("face_margin"))
+        except (OSError, ValueError):
+            margins.add(None)
+    if len(margins) == 1 and None not in margins:
+        return float(margins.pop())
+    if len(margins) > 1:
+        log.warning("training shards hold faces framed at different margins %s; the model "
+                    "records none", sorted(margins, key=str))
+    return None
+
+
+def _write_model_info(cfg: TrainConfig, model, out_dir: Path) -> None:
+    from dfd import export
+
+    try:
+        specs = export.default_input_spec(model)
+    except ValueError as err:
+        log.warning("no %s written: %s", export.INFO_FILE, err)
+        return
+    info = export.model_info(model, specs, source=f"dfd train ({cfg.model})",
+                             face_margin=training_margin(cfg))
+    (out_dir / export.INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _json_safe(obj):
