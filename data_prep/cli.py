@@ -28,10 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames are downscaled to this long side for face search")
     p.add_argument("--margin", type=float, default=d.margin,
                    help="face crop framing for videos: crop side / face scale (default: "
-                        "%(default)s, MesoNet's alignment; DFDC's given crops are 1.05)")
+                        "%(default)s, MesoNet's alignment; DFDC's given crops are 1.06)")
     p.add_argument("--crop-margin", type=float, default=None,
                    help="framing of a face-crop set's images, recorded in index.json so trained "
-                        "models know it (dfdc_faces: 1.05, measured)")
+                        "models know it (dfdc_faces: 1.06, measured)")
     p.add_argument("--all-faces", action="store_true",
                    help="keep every face, grouped into per-person tracks (default: largest face)")
     p.add_argument("--shard-records", type=int, default=d.shard_records,

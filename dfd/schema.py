@@ -39,11 +39,14 @@ record count and byte size, so readers catch a truncated shard before training o
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 FACE_SIZE = 256
@@ -270,6 +273,22 @@ def write_index(shard_dir: str | Path, shards: Iterable[ShardInfo], **stats) -> 
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def shards_face_margin(source: str | Path | Sequence[str | Path]) -> float | None:
+    """The face framing (``face_margin`` of ``index.json``, see :mod:`data_prep.faces.align`)
+    shared by every shard of ``source``; None when an index lacks it or they disagree."""
+    margins = set()
+    for d in sorted({f.parent for f in resolve_shards(source)}):
+        try:
+            margins.add(read_index(d).get("face_margin"))
+        except (OSError, ValueError):
+            margins.add(None)
+    if len(margins) == 1 and None not in margins:
+        return float(margins.pop())
+    if len(margins) > 1:
+        log.warning("shards hold faces framed at different margins %s", sorted(margins, key=str))
+    return None
 
 
 def resolve_shards(source: str | Path | Sequence[str | Path]) -> list[Path]:

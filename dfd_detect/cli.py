@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
     parser.add_argument("--margin", default="auto", metavar="auto|FLOAT",
                         help="face crop framing: auto = the one each model was trained on "
-                             "(1.05 for the shipped models, 1.3 for the authors' weights), or a "
+                             "(1.06 for the shipped models, 1.3 for the authors' weights), or a "
                              "number for every model (default: %(default)s)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="csv: one row per video; jsonl: adds per-frame/per-person scores and "

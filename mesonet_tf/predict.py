@@ -81,6 +81,7 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
 
     scorer = as_scorer(model, batch_size, weights_dir)
     name = model_name or scorer.name
+    reframe = None
     if isinstance(source, tf.data.Dataset):
         ds = source
     else:
@@ -89,13 +90,14 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
         size = face_size or (_expected_size(scorer) or (None,))[0] or 256
         ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split)
         ds = ds.apply(tf.data.experimental.ignore_errors(log_warning=True))
+        reframe = _reframing(scorer, source)
     ds = ds.batch(batch_size).prefetch(2)
 
     cols: dict[str, list] = {"video_id": [], "track": [], "frame_index": [], "p_fake": []}
     labels: dict[str, int] = {}
     n = 0
     for batch in ds.as_numpy_iterator():
-        p = scorer(batch["face"])
+        p = scorer(reframe(batch["face"]) if reframe else batch["face"])
         vids = [_text(v) for v in batch["video_id"]]
         cols["video_id"] += vids
         cols["track"] += [int(t) for t in batch["track"]]
@@ -108,6 +110,26 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
     frames["model"] = name
     log.info("%s scored %d faces of %d videos", name, n, frames["video_id"].nunique())
     return frames[FRAME_COLUMNS], labels
+
+
+def _reframing(scorer, source):
+    """A function re-cropping shard faces to the framing the model was trained on, when the
+    shards record a wider one (``dfd detect`` does the same); None when nothing is to do."""
+    from dfd import schema
+
+    want = getattr(scorer, "face_margin", None)
+    have = schema.shards_face_margin(source)
+    if want is None or have is None or abs(have - want) < 1e-6:
+        return None
+    if have < want:
+        log.warning("model %r was trained on faces framed at margin %.2f but the shards hold "
+                    "tighter ones (%.2f); scored as they are", scorer.name, want, have)
+        return None
+    from data_prep.faces.align import recrop_margin
+
+    log.info("model %r: shard faces (margin %.2f) centre-cropped to its margin %.2f",
+             scorer.name, have, want)
+    return lambda faces: recrop_margin(faces, have, want)
 
 
 def predict_frames(model, source, batch_size: int = 64, model_name: str | None = None,

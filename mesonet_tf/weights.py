@@ -22,7 +22,7 @@ stem with ``outputs="p_fake"``; :func:`register_local` adds others at run time.
 
 Each entry also records ``face_margin``, the face framing its model was trained on (see
 :mod:`data_prep.faces.align`): 1.3 for the authors' weights (MesoNet's alignment), what the
-``<stem>.json`` sidecar says for the assets (1.05 for models trained on DFDC's given crops).
+``<stem>.json`` sidecar says for the assets (1.06 for models trained on DFDC's given crops).
 :func:`face_margin_of` answers it for a name or a file.
 """
 

@@ -111,3 +111,27 @@ def test_a_record_without_decodable_faces_is_an_error_row(model, tmp_path):
     row = videos.set_index("video_id").loc["broken"]
     assert row["status"] == "error" and np.isnan(row["p_fake"]) and row["label"] == 1
     assert "decoded" in row["error"]
+
+
+def test_shard_faces_are_reframed_for_the_model(model, tmp_path):
+    from data_prep.faces.align import recrop_margin
+    from dfd.export import scorer_from_keras
+
+    d = tmp_path / "wide"
+    with shard_writer.ShardWriter(d, "part") as w:
+        w.add(_rec("a", 3, 1, 0))
+    shard_writer.build_index(d, face_margin=1.3)  # faces framed as MesoNet aligns them
+    faces = np.stack([e["face"] for e in readers.frame_dataset(d, face_size=SIZE).as_numpy_iterator()])
+    tight = scorer_from_keras(model, "tight")
+    tight.face_margin = 1.06
+    got = predict_frames(tight, d)["p_fake"].to_numpy()
+    want = model.predict(recrop_margin(faces, 1.3, 1.06), verbose=0).ravel()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, model.predict(faces, verbose=0).ravel(), atol=1e-6)
+    # same framing, unknown framing, or tighter shards: the faces are scored as they are
+    same = scorer_from_keras(model, "same")
+    for margin in (1.3, None, 1.5):
+        same.face_margin = margin
+        np.testing.assert_allclose(predict_frames(same, d)["p_fake"].to_numpy(),
+                                   model.predict(faces, verbose=0).ravel(), atol=1e-6)
+    assert schema.shards_face_margin(d) == 1.3

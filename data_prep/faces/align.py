@@ -15,11 +15,11 @@ Without keypoints the crop falls back to the box centre and ``max(box w, h) * ma
 scores faces framed another way worse. Two framings matter here:
 
 * :data:`MESONET_MARGIN` (1.3): MesoNet's own alignment, what the authors' weights saw;
-* :data:`DFDC_CROP_MARGIN` (1.05): DFDC's given face crops (``dfdc_faces``: a tight detector
-  box upscaled to 224), what the shipped models were trained on. Measured, not tuned: pasted
-  in the middle of a black 3x canvas, 294 of 300 such crops gave RetinaFace keypoints whose
-  alignment scale ``l`` makes the crop side ``1.056 l`` (median; p10 0.94, p90 1.18) and its
-  centre lies 0.01 ``l`` from the alignment centre.
+* :data:`DFDC_CROP_MARGIN` (1.06): DFDC's given face crops (``dfdc_faces``: a tight detector
+  box upscaled to 224), what the shipped models were trained on. Measured, not tuned, by
+  ``bench/crop_margin.py``: pasted in the middle of a black 3x canvas, 988 of 1,000 such
+  crops gave RetinaFace keypoints whose alignment scale ``l`` makes the crop side
+  ``1.062 l`` (median; p10 0.93, p90 1.19), centred within 0.01 ``l`` of the alignment centre.
 
 :func:`recrop_margin` turns faces aligned at one margin into the same faces at a smaller one
 (a centre crop: the alignment centre is the crop centre), so one extraction serves models
@@ -36,7 +36,7 @@ from data_prep.faces.detectors import Detection
 
 K_FACE = 2.2
 MESONET_MARGIN = 1.3
-DFDC_CROP_MARGIN = 1.05
+DFDC_CROP_MARGIN = 1.06
 
 
 def alignment_geometry(det: Detection, margin: float = 1.3) -> tuple[float, float, float, float]:

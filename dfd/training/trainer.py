@@ -213,22 +213,10 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
 
 
 def training_margin(cfg: TrainConfig) -> float | None:
-    """The face framing (``face_margin`` of the shards' index.json) shared by all training
-    shards; None when any index lacks it or they disagree."""
+    """The face framing shared by all training shards (:func:`dfd.schema.shards_face_margin`)."""
     from dfd import schema
 
-    margins = set()
-    for d in sorted({f.parent for f in schema.resolve_shards(cfg.train)}):
-        try:
-            margins.add(schema.read_index(d).get("face_margin"))
-        except (OSError, ValueError):
-            margins.add(None)
-    if len(margins) == 1 and None not in margins:
-        return float(margins.pop())
-    if len(margins) > 1:
-        log.warning("training shards hold faces framed at different margins %s; the model "
-                    "records none", sorted(margins, key=str))
-    return None
+    return schema.shards_face_margin(cfg.train)
 
 
 def _write_model_info(cfg: TrainConfig, model, out_dir: Path) -> None:
