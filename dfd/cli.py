@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "evaluate": ("dfd_eval.cli", "scores + labels -> metrics and an HTML report"),
     "stack": ("dfd_eval.stack_cli", "fit or apply the logistic-regression stacker"),
     "compare": ("dfd_eval.compare_cli", "every model + stacker + average on one test split"),
+    "calibrate": ("dfd_eval.calibrate_cli", "fit Platt scaling on validation scores, fold it into the model"),
     "detect": ("dfd_detect.cli", "is this video fake? score video files or folders"),
     "serve": ("dfd_detect.serve_cli", "HTTP detection service with an upload page"),
 }

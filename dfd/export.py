@@ -106,13 +106,15 @@ def model_info(model, specs, source=None, face_margin: float | None = None) -> d
 
 
 def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,
-                      save_keras: bool = True, face_margin: float | None = None) -> Path:
+                      save_keras: bool = True, face_margin: float | None = None,
+                      extra_info: dict | None = None) -> Path:
     """Write ``model`` to ``out_dir`` as SavedModel + ``model.keras`` + ``model_info.json``.
 
     ``input_spec``: named ``tf.TensorSpec`` list (or ``{name: (shape, dtype)}``) in the
     model's input order; by default :func:`default_input_spec`. ``source`` (e.g. the weights
     name) is recorded in the info file, and ``face_margin`` (None: that of ``source`` when the
-    registry knows it). Returns ``out_dir``.
+    registry knows it); ``extra_info`` entries are added to the info file (e.g. the
+    ``calibration`` of ``dfd calibrate``). Returns ``out_dir``.
     """
     import keras
 
@@ -127,8 +129,9 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
     if save_keras:
         model.save(out / KERAS_FILE)
     if face_margin is None and source is not None:
-        face_margin = _registry_margin(source)
+        face_margin = registry_margin(source)
     info = model_info(model, specs, source, face_margin)
+    info.update(extra_info or {})
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     log.info("exported %s to %s (inputs %s)", model.name, out, list(info["inputs"]))
     return out
@@ -265,11 +268,11 @@ def load_any(path_or_name, weights_dir=None, batch_size: int = 64) -> Scorer:
     scorer = scorer_from_keras(model, name, batch_size,
                                read_model_info(path_or_name) if exists else None)
     if scorer.face_margin is None:
-        scorer.face_margin = _registry_margin(path_or_name)
+        scorer.face_margin = registry_margin(path_or_name)
     return scorer
 
 
-def _registry_margin(spec) -> float | None:
+def registry_margin(spec) -> float | None:
     try:
         from mesonet_tf.weights import face_margin_of
     except ImportError:
