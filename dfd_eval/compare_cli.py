@@ -29,6 +29,7 @@ from dfd_eval.stacker import (
     build_features,
     input_status,
     is_frame_table,
+    oof_predict,
     stacked_table,
 )
 
@@ -72,6 +73,27 @@ def _derived(tables: dict, labels: pd.Series, stacker: Stacker | None, average: 
     return out
 
 
+def _stacker_val_scores(vtables: dict, vlabels: pd.Series, stacker: Stacker,
+                        direct: pd.DataFrame) -> pd.DataFrame:
+    """The stacker's validation scores for choosing its threshold, honestly.
+
+    A stacker fitted on these very validation videos scores them in-sample (too well); then,
+    and when the stacker records no fit set, the threshold is chosen on out-of-fold scores of
+    the same stacker (same features and C) refitted K-fold on them.
+    """
+    feats = build_features(vtables)
+    sub = feats[stacker.feature_names]
+    same = stacker.fitted_on(sub, vlabels)
+    if same is False:
+        return direct
+    log.info("stacker threshold chosen on 5-fold out-of-fold scores of the validation videos "
+             "(%s)", "it was fitted on them" if same else "its fit set is not recorded")
+    oof = oof_predict(sub, vlabels, C=stacker.C)
+    table = stacked_table(sub.loc[oof.index], oof, vlabels, status=input_status(vtables))
+    table.attrs["threshold_scores"] = "out-of-fold"
+    return table
+
+
 def comparison_table(results: dict) -> pd.DataFrame:
     rows = []
     for name, r in results.items():
@@ -110,6 +132,8 @@ def run(args) -> int:
         vals = {n: _video_table(n, t, vlabels) for n, t in vtables.items()}
         if set(val_specs) == set(tables):
             vals.update(_derived(vtables, vlabels, stacker, not args.no_average))
+            if stacker is not None and args.threshold_policy != "fixed":
+                vals["stacker"] = _stacker_val_scores(vtables, vlabels, stacker, vals["stacker"])
     results, curves = {}, {}
     for name, t in tests.items():
         if args.threshold_policy != "fixed" and name not in vals:
@@ -117,6 +141,8 @@ def run(args) -> int:
                              f"for {name!r}: give --val for every model")
         results[name] = evaluate(t, None, vals.get(name), args.threshold_policy, args.threshold,
                                  args.missing, args.bootstrap, args.seed, args.log_loss_clip)
+        if name in vals and vals[name].attrs.get("threshold_scores") == "out-of-fold":
+            results[name]["threshold"]["chosen_on"] = "out-of-fold validation scores"
         used, _ = prepare(t, args.missing)
         curves[name] = (used["label"].to_numpy(int), used["p_fake"].to_numpy(float))
     table = comparison_table(results)

@@ -161,18 +161,28 @@ class Stacker:
     created: str = ""
     fit_report: dict = field(default_factory=dict)
     format: str = FORMAT
+    fit_videos: str = ""  # videos_fingerprint() of the videos it was fitted on ("" = unknown)
 
     @classmethod
     def fit(cls, feats: pd.DataFrame, y, C: float = 1.0, seed: int = 0) -> Stacker:
         """Fit on a feature frame (:func:`build_features`) and labels (Series by video or array)."""
-        X, yy, _ = _usable(feats, y)
+        X, yy, idx = _usable(feats, y)
         pipe = make_pipeline(C, seed).fit(X, yy)
         sc, lr = pipe.named_steps["scale"], pipe.named_steps["lr"]
         return cls(feature_names=list(map(str, feats.columns)), coef=lr.coef_[0].tolist(),
                    intercept=float(lr.intercept_[0]), scaler_mean=sc.mean_.tolist(),
                    scaler_scale=sc.scale_.tolist(), n_train=int(len(yy)),
                    n_train_fake=int(yy.sum()), C=float(C), versions=_versions(),
-                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   fit_videos=videos_fingerprint(idx))
+
+    def fitted_on(self, feats: pd.DataFrame, y) -> bool | None:
+        """Whether the usable videos of ``feats`` are exactly those it was fitted on (None:
+        a stacker saved without a fingerprint)."""
+        if not self.fit_videos:
+            return None
+        _, _, idx = _usable(feats[self.feature_names], y)
+        return videos_fingerprint(idx) == self.fit_videos
 
     def decision(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -217,6 +227,14 @@ class Stacker:
     @property
     def models(self) -> list[str]:
         return sorted({c.split(":")[0] for c in self.feature_names})
+
+
+def videos_fingerprint(video_ids) -> str:
+    """sha256 of the sorted video ids: names a fit set without storing it."""
+    import hashlib
+
+    text = "\n".join(sorted(map(str, video_ids)))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def oof_predict(feats: pd.DataFrame, y, n_splits: int = 5, C: float = 1.0,

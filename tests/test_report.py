@@ -116,6 +116,16 @@ def test_stack_and_compare_commands(tmp_path, split_files, capsys):
     assert (out / "comparison.md").read_text().startswith("| model |")
     assert "| stacker |" in capsys.readouterr().out
     assert set(report.read_metrics(out)["models"]) == {"a", "b", "average", "stacker"}
+    # thresholds chosen on validation: the stacker, fitted on those very videos, gets its
+    # threshold from out-of-fold scores, not from its in-sample ones
+    out2 = tmp_path / "cmp2"
+    assert main(["compare", "--model", f"a={split_files['test_a_frames']}", "--model",
+                 f"b={split_files['test_b']}", "--val", f"a={split_files['val_a_frames']}",
+                 "--val", f"b={split_files['val_b']}", "--stacker", str(sj),
+                 "--threshold-policy", "youden", "--bootstrap", "5", "--out", str(out2)]) == 0
+    models = report.read_metrics(out2)["models"]
+    assert models["stacker"]["threshold"]["chosen_on"] == "out-of-fold validation scores"
+    assert models["a"]["threshold"]["chosen_on"] == "validation"
 
 
 def _labels(tmp_path, video_csv):

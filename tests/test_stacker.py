@@ -117,3 +117,21 @@ def test_fit_needs_both_classes():
     train, ytr = _split(30, 7, "tr")
     with pytest.raises(ValueError, match="REAL and FAKE"):
         S.Stacker.fit(S.build_features(train), pd.Series(1, index=ytr.index))
+
+
+def test_stacker_knows_the_videos_it_was_fitted_on(tmp_path):
+    train, ytr = _split(120, 5, "tr")
+    other, yo = _split(120, 6, "te")
+    feats = S.build_features(train)
+    st = S.Stacker.fit(feats, ytr)
+    assert st.fit_videos.startswith("sha256:")
+    assert st.fitted_on(feats, ytr) is True
+    assert st.fitted_on(feats.iloc[::-1], ytr) is True  # order does not matter
+    assert st.fitted_on(S.build_features(other), yo) is False
+    assert st.fitted_on(feats.iloc[1:], ytr) is False  # a subset is another set
+    back = S.Stacker.load(st.save(tmp_path / "s.json"))
+    assert back.fitted_on(feats, ytr) is True
+    d = st.to_dict()
+    del d["fit_videos"]  # a stacker saved before fingerprints: unknown
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    assert S.Stacker.load(tmp_path / "old.json").fitted_on(feats, ytr) is None
