@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfd.scores import FRAME_COLUMNS, STATUS_ERROR, failure_row, video_scores
+from dfd.scores import FRAME_COLUMNS, STATUS_ERROR, STATUS_OK, failure_row, video_scores
 
 log = logging.getLogger(__name__)
 
@@ -145,24 +145,43 @@ def predict(model, source, aggregation: str = "mean", batch_size: int = 64,
     name = model_name or (str(frames["model"].iloc[0]) if len(frames) else None)
     videos = video_scores(frames, how=aggregation, labels=labels, model=name)
     if not hasattr(source, "element_spec"):  # shards: every record must show up
+        stored = _record_facts(source, kwargs.get("split"))
         missing = [failure_row(vid, STATUS_ERROR, "no face of this record could be decoded",
                                label=lab, model=name or "", aggregation=aggregation)
-                   for vid, lab in _record_labels(source, kwargs.get("split")).items()
-                   if vid not in set(videos["video_id"])]
+                   for vid, (lab, _) in stored.items() if vid not in set(videos["video_id"])]
         if missing:
             log.warning("%d record(s) had no decodable face: %s", len(missing),
                         [m["video_id"] for m in missing[:10]])
+        # a partly damaged record is scored on the faces that decode, and says so
+        partial = []
+        for i, row in videos.iterrows():
+            n_stored = stored.get(row["video_id"], (None, 0))[1]
+            if row["status"] == STATUS_OK and row["n_faces"] < n_stored:
+                videos.at[i, "error"] = (f"{n_stored - row['n_faces']} of {n_stored} stored faces "
+                                         "could not be decoded; scored on the rest")
+                partial.append(row["video_id"])
+        if partial:
+            log.warning("%d video(s) scored on fewer faces than stored (undecodable faces): %s",
+                        len(partial), partial[:10])
+        if missing:
             videos = pd.concat([videos, pd.DataFrame(missing)], ignore_index=True)
     return frames, videos
 
 
-def _record_labels(source, split=None) -> dict[str, int]:
-    """``{video_id: label}`` of every record in the shards (faces are not decoded)."""
-    from dfd import readers
+def _record_facts(source, split=None) -> dict[str, tuple[int, int]]:
+    """``{video_id: (label, faces stored)}`` over every record of the shards (faces are
+    counted, not decoded; a video's tracks are summed)."""
+    import tensorflow as tf
+
+    from dfd import readers, schema
 
     ds = readers.records(source, keep_unknown=True, split=split)
-    ds = ds.map(lambda r: (r["video_id"], r["label"]))
-    return {_text(v): int(lab) for v, lab in ds.as_numpy_iterator()}
+    ds = ds.map(lambda r: (r["video_id"], r["label"], tf.size(r[schema.FACE])))
+    out: dict[str, tuple[int, int]] = {}
+    for v, lab, n in ds.as_numpy_iterator():
+        vid = _text(v)
+        out[vid] = (int(lab), out.get(vid, (0, 0))[1] + int(n))
+    return out
 
 
 def predict_videos(model, source, aggregation: str = "mean", batch_size: int = 64,

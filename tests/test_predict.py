@@ -111,6 +111,22 @@ def test_a_record_without_decodable_faces_is_an_error_row(model, tmp_path):
     row = videos.set_index("video_id").loc["broken"]
     assert row["status"] == "error" and np.isnan(row["p_fake"]) and row["label"] == 1
     assert "decoded" in row["error"]
+    assert videos.set_index("video_id").loc["ok", "error"] == ""
+
+
+def test_a_partly_damaged_record_says_how_many_faces_it_lost(model, tmp_path):
+    good = _rec("part", 3, 1, 6)
+    damaged = schema.FaceRecord(video_id="part", label=1, track=0,
+                                faces=good.faces[:2] + [b"not an image"], frame_indices=[0, 5, 10])
+    with shard_writer.ShardWriter(tmp_path, "part") as w:
+        w.add(damaged)
+        w.add(_rec("part", 2, 1, 7, track=1))  # another person of the same video, intact
+    shard_writer.build_index(tmp_path)
+    frames, videos = predict(model, tmp_path)
+    assert len(frames) == 4
+    row = videos.set_index("video_id").loc["part"]
+    assert row["status"] == "ok" and row["n_faces"] == 4 and np.isfinite(row["p_fake"])
+    assert row["error"] == "1 of 5 stored faces could not be decoded; scored on the rest"
 
 
 def test_shard_faces_are_reframed_for_the_model(model, tmp_path):
