@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="face crop framing: auto = the one each model was trained on "
                              "(1.06 for the shipped models, 1.3 for the authors' weights), or a "
                              "number for every model (default: %(default)s)")
+    parser.add_argument("--all-faces", action="store_true",
+                        help="score every person as a track and report the most suspicious "
+                             "(default: the largest face of each frame)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="csv: one row per video; jsonl: adds per-frame/per-person scores and "
                              "face boxes (default: %(default)s)")
@@ -126,7 +129,8 @@ def run(args) -> int:
             model=None if args.stacker or not args.model else args.model[0],
             stacker=args.stacker, stack_models=args.model if args.stacker else None,
             detector=args.detector, n_frames=args.frames, sampler=args.sampler,
-            margin=args.margin, threshold=args.threshold, aggregation=args.aggregation,
+            margin=args.margin, all_faces=args.all_faces, threshold=args.threshold,
+            aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl")
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)

@@ -78,13 +78,14 @@ def build_context(model: str | None = None, stacker: str | None = None,
                   stack_models: list[str] | None = None, detector: str = "default",
                   detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
                   sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
-                  **options) -> DetectContext:
+                  all_faces: bool = False, **options) -> DetectContext:
     """Load the model(s) and the face detector once and return a :class:`DetectContext`.
 
     ``model``: path or weights name (None: :func:`dfd_detect.models.default_model`).
     ``stacker``: stacker JSON; then ``stack_models`` lists ``NAME=PATH`` entries.
     ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd_detect.models.choose_margin`)
     or a number for every model.
+    ``all_faces``: score every person as a track (default: the largest face of each frame).
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
     """
     from dfd_detect import models
@@ -102,7 +103,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     log.info("faces framed at margin %.2f for %s", face_margin, scorer.name)
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
-                         extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin),
+                         extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
+                                                     all_faces=bool(all_faces)),
                          **options)
 
 

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
     parser.add_argument("--margin", default="auto", metavar="auto|FLOAT",
                         help="face crop framing (as in dfd detect; default: %(default)s)")
+    parser.add_argument("--all-faces", action="store_true",
+                        help="score every person as a track (as in dfd detect)")
     parser.add_argument("--max-upload-mb", type=float, default=200.0,
                         help="largest accepted upload in MB (default: %(default)s) -> 413")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -51,7 +53,8 @@ def settings_from_args(args):
     return ServiceSettings(
         model=None if args.stacker or not args.model else args.model[0], stacker=args.stacker,
         stack_models=args.model if args.stacker else None, detector=args.detector,
-        n_frames=args.frames, sampler=args.sampler, margin=args.margin, threshold=args.threshold,
+        n_frames=args.frames, sampler=args.sampler, margin=args.margin,
+        all_faces=args.all_faces, threshold=args.threshold,
         aggregation=args.aggregation, max_upload_mb=args.max_upload_mb, timeout_s=args.timeout,
         workers=args.workers, max_queue=args.max_queue)
 

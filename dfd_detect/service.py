@@ -49,6 +49,7 @@ class ServiceSettings:
     n_frames: int = pipeline.DEFAULT_N_FRAMES
     sampler: str = pipeline.DEFAULT_SAMPLER
     margin: float | str = "auto"  # face crop framing (pipeline.build_context)
+    all_faces: bool = False  # every person as a track (default: largest face per frame)
     threshold: float = pipeline.DEFAULT_THRESHOLD
     aggregation: str = pipeline.DEFAULT_AGGREGATION
     max_upload_mb: float = 200.0
@@ -67,7 +68,7 @@ class ServiceSettings:
         return pipeline.build_context(
             model=self.model, stacker=self.stacker, stack_models=self.stack_models,
             detector=self.detector, n_frames=self.n_frames, sampler=self.sampler,
-            margin=self.margin, threshold=self.threshold, aggregation=self.aggregation)
+            margin=self.margin, all_faces=self.all_faces, threshold=self.threshold, aggregation=self.aggregation)
 
 
 def _safe_record(rec: dict, name: str) -> tuple[int, dict]:

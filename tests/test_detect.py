@@ -339,14 +339,17 @@ def test_build_context_extracts_at_the_models_margin(monkeypatch):
     monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: scorer)
     ctx = pipeline.build_context(model="x", detector="fake")
     assert ctx.extract_cfg.margin == 1.05
-    ctx = pipeline.build_context(model="x", detector="fake", margin=1.3)
-    assert ctx.extract_cfg.margin == 1.3
+    assert ctx.extract_cfg.all_faces is False  # largest face per frame by default
+    ctx = pipeline.build_context(model="x", detector="fake", margin=1.3, all_faces=True)
+    assert ctx.extract_cfg.margin == 1.3 and ctx.extract_cfg.all_faces is True
     ctx.extract = lambda path, det, cfg: fake_video_faces({0: [0.5, 0.5]})
     assert pipeline.detect_video("x.mp4", ctx)["meta"]["face_margin"] == 1.3
 
 
-def test_cli_passes_the_margin(capsys, cli_ctx):
+def test_cli_passes_the_margin_and_face_choice(capsys, cli_ctx):
     assert run_cli([str(SAMPLE), "--frames", "2"], capsys)[0] == 0
-    assert cli_ctx["margin"] == "auto"
+    assert cli_ctx["margin"] == "auto" and cli_ctx["all_faces"] is False
+    assert run_cli([str(SAMPLE), "--frames", "2", "--all-faces"], capsys)[0] == 0
+    assert cli_ctx["all_faces"] is True
     assert run_cli([str(SAMPLE), "--frames", "2", "--margin", "1.2"], capsys)[0] == 0
     assert cli_ctx["margin"] == "1.2"

@@ -239,3 +239,19 @@ def test_size_limit_is_enforced_while_streaming(tmp_path):
     (tmp_path / "ok").mkdir()
     path, name, container = asyncio.run(receive_upload(ok, tmp_path / "ok", max_bytes=2**21))
     assert container == "mp4" and name == "b.mp4" and path.read_bytes() == SAMPLE.read_bytes()
+
+
+def test_serve_flags_reach_the_detection_context(monkeypatch):
+    import argparse
+
+    from dfd_detect import pipeline, serve_cli
+
+    parser = argparse.ArgumentParser()
+    serve_cli.add_arguments(parser)
+    settings = serve_cli.settings_from_args(parser.parse_args(["--margin", "1.2", "--all-faces"]))
+    seen = {}
+    monkeypatch.setattr(pipeline, "build_context", lambda **kw: seen.update(kw))
+    settings.build_context()
+    assert seen["margin"] == "1.2" and seen["all_faces"] is True
+    defaults = serve_cli.settings_from_args(parser.parse_args([]))
+    assert defaults.margin == "auto" and defaults.all_faces is False
