@@ -5,7 +5,10 @@ write the comparison report, and ship the best model (chosen on VALIDATION AUC) 
         --run meso4=runs/train/meso4 --run mesoinception4=runs/train/mesoinception4 \\
         --authors meso4_df mesoinception_df meso4_f2f mesoinception_f2f --out runs/final
 
-Needs the authors' weights in $DFD_WEIGHTS_DIR (or the cache) for ``--authors``.
+Each run's best model is first calibrated (Platt scaling fitted on its validation scores and
+folded into its output layer, ``dfd_eval.calibration``; ``--no-calibrate`` skips it): the
+calibrated models are the ones scored, compared and shipped. The authors' weights are scored
+as they are. Needs the authors' weights in $DFD_WEIGHTS_DIR (or the cache) for ``--authors``.
 Writes ``mesonet_tf/assets/dfd_default.keras`` (+ ``.json``), the runner-up as
 ``mesonet_tf/assets/dfdc_<name>.keras``, and ``mesonet_tf/assets/MODEL_CARD.md``.
 """
@@ -50,6 +53,23 @@ def _predict(model: str, name: str, shards: str, split: str, out: Path) -> Path:
     return path
 
 
+def _calibrate(model: str, name: str, shards: str, out: Path):
+    """Platt scaling of ``model`` fitted on its raw validation scores, folded into a copy."""
+    import keras
+
+    from dfd_eval.calibration import describe, fit_platt, fold_into_model
+
+    raw = _predict(model, f"{name}-raw", shards, "val", out)
+    v = pd.read_csv(raw)
+    v = v[v["status"] == "ok"]
+    scaling = fit_platt(v["p_fake"], v["label"], fitted_on=f"{name} validation split")
+    dest = out / "calibrated" / f"{name}.keras"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fold_into_model(keras.models.load_model(model, compile=False), scaling).save(dest)
+    log.info("%s: %s", name, describe(scaling))
+    return str(dest), scaling
+
+
 def _row(metrics: dict, name: str) -> dict:
     v = metrics["models"][name]["video"]
     ci = v.get("ci", {}).get("roc_auc") or {}
@@ -85,6 +105,8 @@ def main() -> int:
     ap.add_argument("--authors", nargs="*", default=[], help="registered authors' weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--no-calibrate", action="store_true",
+                    help="ship the runs' models without Platt scaling")
     ap.add_argument("--init-note", action="append", default=[],
                     help="NAME=TEXT describing a run's initialisation in the card")
     args = ap.parse_args()
@@ -94,6 +116,10 @@ def main() -> int:
 
     runs = dict(r.split("=", 1) for r in args.run)
     models = {name: str(Path(d) / "best.keras") for name, d in runs.items()}
+    calibration = {}
+    if not args.no_calibrate:
+        for name in runs:
+            models[name], calibration[name] = _calibrate(models[name], name, args.shards, out)
     models.update({name: name for name in args.authors})
     val, test = {}, {}
     for name, model in models.items():
@@ -123,22 +149,27 @@ def main() -> int:
     for i, name in enumerate(ranked):
         stem = "dfd_default" if i == 0 else f"dfdc_{name}"
         dest = ASSETS / f"{stem}.keras"
-        shutil.copyfile(Path(runs[name]) / "best.keras", dest)
+        shutil.copyfile(models[name], dest)
         arch = json.loads((Path(runs[name]) / "config.json").read_text())["config"]["model"]
-        (ASSETS / f"{stem}.json").write_text(json.dumps({
+        side = {
             "arch": arch, "outputs": "p_fake", "trained_as": name,
             # DFDC's given crops, measured (data_prep.faces.align.DFDC_CROP_MARGIN)
             "face_margin": DFDC_CROP_MARGIN,
             "description": f"{arch} trained on 8,400 DFDC face crops (dfd-tf), "
                            f"val ROC-AUC {val_auc[name]:.3f}; see MODEL_CARD.md",
-        }, indent=2) + "\n")
+        }
+        if name in calibration:
+            side["calibration"] = calibration[name].to_dict()
+        (ASSETS / f"{stem}.json").write_text(json.dumps(side, indent=2) + "\n")
         shipped[name] = stem
-    write_card(out, runs, shipped, val_auc, metrics, args)
+    write_card(out, runs, shipped, val_auc, metrics, args, calibration)
     log.info("shipped %s; report %s", shipped, report / "index.html")
     return 0
 
 
-def write_card(out, runs, shipped, val_auc, metrics, args) -> None:
+def write_card(out, runs, shipped, val_auc, metrics, args, calibration=None) -> None:
+    from dfd_eval.calibration import describe
+
     split = pd.read_csv(args.split_csv)
     counts = split.groupby(["split", "label"]).size().unstack(fill_value=0)
     lines = ["# Model card: the shipped MesoNet models", "",
@@ -157,6 +188,8 @@ def write_card(out, runs, shipped, val_auc, metrics, args) -> None:
                   f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
                   f"loss {cfg['loss']}, class balance {cfg['class_balance']}, augmentations: "
                   f"{_augmentations(cfg['augment'])}; best epoch kept by validation AUC.",
+                  f"* Calibration: {describe(calibration[name])} (ROC-AUC unchanged)."
+                  if calibration and name in calibration else "* Calibration: none.",
                   f"* Validation ROC-AUC (model selection): {val_auc[name]:.3f}.", ""]
     lines += ["## Data", "",
               "DFDC face crops of `../shared/data/dfdc_faces` (12,000 crops, one per DFDC video, "
@@ -170,7 +203,8 @@ def write_card(out, runs, shipped, val_auc, metrics, args) -> None:
               "Threshold 0.5 (fixed; the detector's default). 95% bootstrap interval of ROC-AUC "
               "over videos. Stacker: logistic regression over every model's score, fitted on "
               "the validation split (no model trained on it); average: the original study's "
-              "plain mean.", "",
+              "plain mean. Our models are scored as shipped, i.e. calibrated (see above); the "
+              "authors' weights as published.", "",
               "| model | accuracy | precision | recall | F1 | ROC-AUC (95% CI) | log loss | n |",
               "|---|---|---|---|---|---|---|---|"]
     for name in metrics["models"]:
