@@ -10,6 +10,10 @@ The clip table has the frame-table columns of :mod:`dfd.scores` (one row per cli
 ``frame_index`` is the clip's first frame) plus ``clip``, ``last_frame`` and ``n_valid``. The
 video table aggregates a video's clips with a :mod:`dfd.scores` rule (default ``mean``), with
 ``n_faces`` / ``n_frames`` counting the faces the clips used.
+
+A clip holding a face that does not decode is skipped (with a warning); a video that lost some
+clips is scored on the rest and its ``error`` column says how many, and a video that lost all
+of them gets a ``status=error`` row: never a crash of the batch, never a silent gap.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(scores.AGGREGATIONS)}")
     name = _model_name(model, model_name)
     ds = multi_clip_dataset(source, clip_len, max_clips, face_size, split=split)
-    ds = ds.batch(batch_size).prefetch(2)
+    ds = ds.ignore_errors(log_warning=True).batch(batch_size).prefetch(2)
     rows, labels, used = [], {}, {}
     for batch in ds:
         x = {"faces": batch["faces"], "mask": batch["mask"]}
@@ -124,5 +128,37 @@ def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 
     videos = scores.video_scores(clips, how=aggregation, labels=labels, model=name)
     videos["n_faces"] = videos["video_id"].map(lambda v: len(used[v])).astype(int)
     videos["n_frames"] = videos["video_id"].map(lambda v: len({f for _, f in used[v]})).astype(int)
+    videos = _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, name,
+                                     aggregation)
     log.info("%s: scored %d clips of %d videos", name, len(clips), len(videos))
     return clips, videos
+
+
+def _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, name,
+                            aggregation) -> pd.DataFrame:
+    """Compare the clips scored with the clips every record should give (counted from the
+    records without decoding a face): note partial losses, add rows for total ones."""
+    ds = readers.records(source, keep_unknown=True, split=split)
+    expected: dict[str, list] = {}
+    for rec in ds.as_numpy_iterator():
+        vid = rec[schema.VIDEO_ID].decode()
+        n = len(rec[schema.FACE])
+        k = max(1, min(max_clips, -(-n // clip_len)))  # = clip_count, without a graph op
+        lab, n = expected.get(vid, (int(rec[schema.LABEL]), 0))
+        expected[vid] = (lab, n + k)
+    got = clips.groupby("video_id").size().to_dict() if len(clips) else {}
+    videos = videos.copy()
+    for i, row in videos.iterrows():
+        want = expected.get(row["video_id"], (None, 0))[1]
+        have = got.get(row["video_id"], 0)
+        if have < want:
+            videos.at[i, "error"] = (f"{want - have} of {want} clips could not be decoded; "
+                                     "scored on the rest")
+    lost = [scores.failure_row(vid, scores.STATUS_ERROR, "no clip of this record could be decoded",
+                               label=lab, model=name, aggregation=aggregation)
+            for vid, (lab, _) in expected.items() if vid not in got]
+    if lost:
+        log.warning("%d video(s) had no decodable clip: %s", len(lost),
+                    [r["video_id"] for r in lost[:10]])
+        videos = pd.concat([videos, pd.DataFrame(lost)], ignore_index=True)
+    return videos

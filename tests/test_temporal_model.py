@@ -275,3 +275,31 @@ def test_train_predict_export_end_to_end(tmp_path):
     faces, mask = clip(np.random.default_rng(8), 3, 4, size=FACE, batch=2)
     np.testing.assert_allclose(scorer(faces, mask), run(model, faces, mask).reshape(-1),
                                atol=1e-5)
+
+
+def test_undecodable_faces_lose_clips_not_the_batch(tmp_path):
+    from data_prep import shard_writer
+    from dfd import schema
+    from temporal_tf import predict
+
+    rng = np.random.default_rng(0)
+    with shard_writer.ShardWriter(tmp_path, "part", max_records=2) as w:
+        for i, n in enumerate((9, 5, 3)):
+            faces = [schema.encode_png(rng.integers(0, 255, (FACE, FACE, 3), dtype=np.uint8))
+                     for _ in range(n)]
+            if i == 0:
+                faces[4] = b"not an image"  # spoils the middle one of its 3 clips
+            if i == 2:
+                faces = [b"not an image"] * n  # spoils its only clip
+            w.add(schema.FaceRecord(video_id=f"v{i}", label=i % 2, faces=faces,
+                                    frame_indices=list(range(n))))
+    shard_writer.build_index(tmp_path)
+    model = build(clip_len=3, dropout=0.0)
+    clips, videos = predict.predict_shards(model, tmp_path, max_clips=3, batch_size=2)
+    assert clips.groupby("video_id").size().to_dict() == {"v0": 2, "v1": 2}
+    v = videos.set_index("video_id")
+    assert v.loc["v0", "status"] == "ok" and np.isfinite(v.loc["v0", "p_fake"])
+    assert v.loc["v0", "error"] == "1 of 3 clips could not be decoded; scored on the rest"
+    assert v.loc["v1", "error"] == ""
+    assert v.loc["v2", "status"] == "error" and np.isnan(v.loc["v2", "p_fake"])
+    assert v.loc["v2", "label"] == 0 and "no clip" in v.loc["v2", "error"]
