@@ -16,7 +16,7 @@ import numpy as np
 
 from data_prep.faces.align import align_face
 from data_prep.faces.detectors import Detection, FaceDetector, get_detector
-from data_prep.faces.tracks import build_tracks
+from data_prep.faces.tracks import build_tracks, scene_cuts
 from data_prep.sampling import SAMPLER_MODES, SampledFrames, sample_frames
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def faces_from_frames(sampled: SampledFrames, detector: FaceDetector, cfg: Extra
         raise NoFaceError(path, n)
     t = time.perf_counter()
     if cfg.all_faces:
-        tracks = build_tracks(dets)
+        tracks = build_tracks(dets, cuts=scene_cuts(sampled.frames))
         min_len = max(2, math.ceil(cfg.min_track_fraction * n)) if n > 2 else 1
         kept = [tr for tr in tracks if len(tr) >= min_len]
         if not kept:  # faces only on a few frames: still return the biggest one

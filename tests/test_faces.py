@@ -142,6 +142,24 @@ def test_tracks_follow_people_and_sort_by_size():
     assert len(tracks) == 2
 
 
+def test_a_scene_cut_ends_every_track():
+    from data_prep.faces.tracks import scene_cuts
+
+    rng = np.random.default_rng(0)
+    shot_a = np.zeros((180, 320, 3), np.uint8)
+    shot_a[:] = (200, 60, 40)  # reddish room
+    shot_b = np.zeros((180, 320, 3), np.uint8)
+    shot_b[:] = (30, 90, 210)  # bluish room
+    frames = [np.clip(shot.astype(int) + rng.integers(-20, 20, shot.shape), 0, 255).astype(np.uint8)
+              for shot in (shot_a, shot_a, shot_a, shot_b, shot_b)]
+    assert scene_cuts(frames) == {3}
+    assert scene_cuts(frames[:3]) == set()  # noise and small changes are not cuts
+    dets = [[_face(160, 90, 60)] for _ in frames]  # a face at the same place in both shots
+    assert [t.positions for t in build_tracks(dets)] == [[0, 1, 2, 3, 4]]
+    tracks = build_tracks(dets, cuts=scene_cuts(frames))
+    assert sorted(t.positions for t in tracks) == [[0, 1, 2], [3, 4]]
+
+
 def test_fake_detector_maps_downscaled_detections_back_to_source_pixels():
     frames = [np.zeros((720, 1280, 3), np.uint8), np.zeros((1280, 720, 3), np.uint8)]
     det = FakeDetector(detect_side=320)

@@ -5,6 +5,11 @@ it most (IoU >= ``iou_threshold``, or, for the sparse samples of a long video wh
 face may not overlap its previous box, centres closer than ``centre_dist`` x the face size),
 matched greedily best-first, one detection per track per frame; unmatched detections start
 new tracks. Tracks are sorted by mean face size, largest first (track 0 = largest face).
+
+A scene cut ends every track: a face at the same place after a cut is usually another person.
+:func:`scene_cuts` finds cuts between consecutive sampled frames by the Bhattacharyya distance
+of their hue-saturation histograms (:data:`SCENE_CUT_DISTANCE`; within one shot of the 17
+development clips the largest distance between consecutive samples was 0.22).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_prep.faces.detectors import Detection
+
+SCENE_CUT_DISTANCE = 0.5
 
 
 @dataclass
@@ -56,15 +63,34 @@ def _affinity(a: Detection, b: Detection, iou_threshold: float, centre_dist: flo
     return 0.0
 
 
+def scene_cuts(frames: Sequence[np.ndarray], threshold: float = SCENE_CUT_DISTANCE) -> set[int]:
+    """Positions ``p`` where frame ``p`` starts a new shot (it differs from frame ``p - 1``)."""
+    import cv2
+
+    def hist(frame):
+        small = cv2.resize(np.ascontiguousarray(frame), (160, 90), interpolation=cv2.INTER_AREA)
+        h = cv2.calcHist([cv2.cvtColor(small, cv2.COLOR_RGB2HSV)], [0, 1], None, [16, 8],
+                         [0, 180, 0, 256])
+        return cv2.normalize(h, h).flatten()
+
+    hists = [hist(f) for f in frames]
+    return {p for p in range(1, len(hists))
+            if cv2.compareHist(hists[p - 1], hists[p], cv2.HISTCMP_BHATTACHARYYA) > threshold}
+
+
 def build_tracks(detections: Sequence[Sequence[Detection]], iou_threshold: float = 0.3,
-                 centre_dist: float = 0.5, max_gap: int = 4) -> list[Track]:
+                 centre_dist: float = 0.5, max_gap: int = 4,
+                 cuts: set[int] | frozenset = frozenset()) -> list[Track]:
     """Tracks over ``detections`` (one list per frame), largest mean face first.
 
-    A track not matched for more than ``max_gap`` consecutive frames is closed.
+    A track not matched for more than ``max_gap`` consecutive frames is closed, and every
+    track is closed at a position in ``cuts`` (see :func:`scene_cuts`).
     """
     tracks: list[Track] = []
     active: list[int] = []
     for pos, dets in enumerate(detections):
+        if pos in cuts:
+            active = []
         pairs = []
         for ti in active:
             last = tracks[ti].detections[-1]
