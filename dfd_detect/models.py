@@ -207,12 +207,9 @@ def choose_margin(scorer, margin: float | str | None = "auto") -> float:
 
     inner = model_scorers(scorer)
     if margin not in (None, "auto"):
-        try:
-            m = float(margin)
-        except (TypeError, ValueError):
-            raise ValueError(f"margin must be 'auto' or a number, got {margin!r}") from None
-        if not 0.5 <= m <= 3.0:
-            raise ValueError(f"margin must be within [0.5, 3], got {margin!r}")
+        from mesonet_tf.weights import check_margin
+
+        m = check_margin(margin, "margin ('auto' or a number)")
         for s in inner:
             s.face_margin = s.input_margin = m
         return m

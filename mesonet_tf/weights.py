@@ -135,7 +135,8 @@ def register_local(name: str, path, arch: str | None = None, outputs: str = "p_f
     entry = WeightsEntry(name=_normalise(name), arch=arch or _guess_arch(path.stem),
                          filename=path.name, sha256=sha256, outputs=outputs,
                          description=description or f"local file {path}", path=path, kind=kind,
-                         face_margin=_check_margin(face_margin, name))
+                         face_margin=None if face_margin is None
+                         else check_margin(face_margin, f"face_margin of {name!r}"))
     REGISTRY[entry.name] = entry
     return entry
 
@@ -156,15 +157,14 @@ def register_assets(assets_dir: Path = ASSETS_DIR) -> list[str]:
     return names
 
 
-def _check_margin(margin, name) -> float | None:
-    if margin is None:
-        return None
+def check_margin(margin, what: str = "face_margin") -> float:
+    """``margin`` as a float within [0.5, 3]; ValueError naming ``what`` and the bad value."""
     try:
         m = float(margin)
     except (TypeError, ValueError):
-        raise ValueError(f"face_margin of {name!r} must be a number, got {margin!r}") from None
+        raise ValueError(f"{what} must be a number, got {margin!r}") from None
     if not 0.5 <= m <= 3.0:
-        raise ValueError(f"face_margin of {name!r} must be within [0.5, 3], got {margin!r}")
+        raise ValueError(f"{what} must be within [0.5, 3], got {margin!r}")
     return m
 
 
