@@ -37,8 +37,10 @@ FRAMING_NOTE = (
      '`bench/crop_margin.py` on 1,000 `dfdc_faces` crops with RetinaFace: median 1.062, '
      'p10-p90 0.93-1.19). `dfd detect` and `dfd serve` crop video faces at that margin by '
      "default (`--margin auto`); the authors' weights keep MesoNet's 1.3. On the 15 "
-     'labelled clips of `../shared/data`, `dfd_default` at 1.06 gives video AUC 0.80 and '
-     'accuracy 0.80 at 0.5 (at 1.3: 0.74 and 0.60).'),
+     'labelled clips of `../shared/data`, `dfd_default` at 1.06 gets 6 of the 8 DFDC clips'
+     ' right at 0.5 (4 of 8 at 1.3) but most of the 7 non-DFDC clips wrong (AUC 0.61 and '
+     'accuracy 0.53 over the 15): video-level and out-of-DFDC performance is weaker than '
+     'the crop-level figures above.'),
 )
 ASSETS = Path(__file__).resolve().parents[1] / "mesonet_tf" / "assets"
 
