@@ -93,6 +93,73 @@ class ModelScorer:
             return np.asarray(score_faces(self.scorer, faces), dtype=np.float64).reshape(-1)
 
 
+class ClipScorer(ModelScorer):
+    """A temporal model (clip of ``T`` faces + mask -> P(fake)) for ``dfd detect``.
+
+    Each face track is cut into clips exactly as :func:`temporal_tf.predict.predict_shards`
+    cuts a shard record (``k = clamp(ceil(n / T), 1, max_clips)`` consecutive segments, one
+    uniformly sampled clip each); :meth:`score_track` returns the clips' P(fake) and, for
+    plots and per-frame output, each face's score = that of the clip of its segment.
+    """
+
+    def __init__(self, scorer, name: str, max_clips: int = 4):
+        super().__init__(scorer, name)
+        self.max_clips = int(max_clips)
+        self.clip_len, self.face_side = _clip_shape(scorer)
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.score_track(faces)[1]
+
+    def score_track(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(clip P(fake) [k], per-face P(fake) [n])`` of one track's faces (in time order)."""
+        from temporal_tf.predict import segment_clip
+
+        faces = self._prepare(np.asarray(faces))
+        n, t = len(faces), self.clip_len
+        if n == 0:
+            return np.zeros(0), np.zeros(0)
+        k = max(1, min(self.max_clips, -(-n // t)))
+        clips = np.zeros((k, t, *faces.shape[1:]), np.uint8)
+        masks = np.zeros((k, t), bool)
+        owner = np.zeros(n, int)
+        for j in range(k):
+            pos, mask = (np.asarray(v) for v in segment_clip(n, j, k, t))
+            clips[j][mask] = faces[pos[mask]]
+            masks[j] = mask
+            owner[j * n // k:(j + 1) * n // k] = j
+        with self._lock:
+            p = np.asarray(self.scorer(clips, masks), dtype=np.float64).reshape(-1)
+        return p, p[owner]
+
+    def _prepare(self, faces: np.ndarray) -> np.ndarray:
+        if (self.input_margin is not None and self.face_margin is not None
+                and self.face_margin < self.input_margin - 1e-6 and len(faces)):
+            from data_prep.faces.align import recrop_margin
+
+            return recrop_margin(faces, self.input_margin, self.face_margin, size=self.face_side)
+        if self.face_side and len(faces) and faces.shape[1] != self.face_side:
+            import cv2
+
+            return np.stack([cv2.resize(f, (self.face_side, self.face_side),
+                                        interpolation=cv2.INTER_AREA) for f in faces])
+        return faces
+
+
+def _clip_shape(scorer) -> tuple[int, int | None]:
+    """``(T, fixed face side or None)`` of a temporal scorer's ``faces`` input."""
+    shape = None
+    model = getattr(scorer, "model", None)
+    if model is not None:
+        inp = model.input["faces"] if isinstance(model.input, dict) else model.inputs[0]
+        shape = list(inp.shape)
+    elif scorer.info and "faces" in scorer.info.get("inputs", {}):
+        shape = scorer.info["inputs"]["faces"]["shape"]
+    if not shape or len(shape) != 5 or not shape[1]:
+        raise ModelLoadError(f"temporal model {scorer.name!r} has no fixed clip length in its "
+                             f"faces input (shape {shape})")
+    return int(shape[1]), (int(shape[2]) if shape[2] else None)
+
+
 def _model_label(spec: str) -> str:
     p = Path(spec)
     return p.stem if (p.suffix or p.is_dir()) else spec
@@ -109,9 +176,11 @@ def load_scorer(spec: str | None = None, name: str | None = None) -> ModelScorer
         scorer = load_any(spec)
     except Exception as err:  # noqa: BLE001 - reported with the spec
         raise ModelLoadError(f"cannot load model {spec!r}: {type(err).__name__}: {err}") from None
+    if getattr(scorer, "n_inputs", 1) == 2:
+        return ClipScorer(scorer, name or _model_label(spec))
     if getattr(scorer, "n_inputs", 1) != 1:
-        raise ModelLoadError(f"model {spec!r} takes {scorer.n_inputs} inputs (a temporal clip "
-                             "model); dfd detect scores single faces with a frame model")
+        raise ModelLoadError(f"model {spec!r} takes {scorer.n_inputs} inputs; dfd detect takes "
+                             "frame models (faces) and temporal models (faces + mask)")
     return ModelScorer(scorer, name or _model_label(spec))
 
 

@@ -144,6 +144,8 @@ def _meta(vf, ctx: DetectContext) -> dict:
 
 def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
     """Per-face P(fake), per-track scores and the video score."""
+    if hasattr(ctx.scorer, "score_track"):
+        return _score_clips(ctx, faces, track_ids)
     stack = hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_models")
     if stack:
         per_model = ctx.scorer.score_models(faces)
@@ -164,6 +166,23 @@ def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
         video = ctx.scorer.video_score(per_model)
     else:
         video = float(np.nanmax([t["p_fake"] for t in tracks])) if tracks else float("nan")
+    return p, tracks, video
+
+
+def _score_clips(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
+    """A temporal model: each track's clips are scored and aggregated; per-face scores are
+    their clip's. The video takes its most suspicious track."""
+    p = np.empty(len(faces), np.float64)
+    tracks = []
+    for t in np.unique(track_ids):
+        sel = np.flatnonzero(track_ids == t)
+        clip_p, face_p = ctx.scorer.score_track(faces[sel])
+        if np.any((clip_p < 0) | (clip_p > 1)) or len(face_p) != len(sel):
+            raise ValueError(f"model {ctx.model_name!r} returned bad clip scores {clip_p}")
+        p[sel] = face_p
+        tracks.append({"track": int(t), "p_fake": float(aggregate(clip_p, ctx.aggregation)),
+                       "n_faces": int(len(sel)), "n_clips": int(len(clip_p))})
+    video = float(np.nanmax([t["p_fake"] for t in tracks])) if tracks else float("nan")
     return p, tracks, video
 
 

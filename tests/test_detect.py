@@ -353,3 +353,50 @@ def test_cli_passes_the_margin_and_face_choice(capsys, cli_ctx):
     assert cli_ctx["all_faces"] is True
     assert run_cli([str(SAMPLE), "--frames", "2", "--margin", "1.2"], capsys)[0] == 0
     assert cli_ctx["margin"] == "1.2"
+
+
+# ------------------------------------------------------------------ temporal models
+
+def test_a_temporal_model_scores_videos_like_predict_shards(tmp_path):
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from data_prep import shard_writer
+    from dfd import export, schema
+    from dfd_detect.models import ClipScorer, load_scorer
+    from temporal_tf import predict
+    from tests.test_temporal_model import FACE, build
+
+    keras.utils.set_random_seed(3)
+    model = build(clip_len=4, dropout=0.0, pooling="mean")
+    model.save(tmp_path / "clip.keras")
+    export.export_savedmodel(model, tmp_path / "clip_export")
+    rng = np.random.default_rng(4)
+    tracks = {0: rng.integers(0, 256, (11, FACE, FACE, 3), dtype=np.uint8),  # 3 clips
+              1: rng.integers(0, 256, (3, FACE, FACE, 3), dtype=np.uint8)}   # 1 padded clip
+    vf = SimpleNamespace(
+        fps=25.0, frame_count=100, width=64, height=48, sampler="uniform:11", frames_searched=11,
+        timings={}, tracks=[SimpleNamespace(track=t, faces=list(f), frame_indices=list(range(len(f))),
+                                            boxes=[(0, 0, 10, 10)] * len(f),
+                                            confidences=[0.99] * len(f)) for t, f in tracks.items()])
+    # the same faces as shard records, scored by the shard path
+    with shard_writer.ShardWriter(tmp_path / "shards", "part") as w:
+        for t, f in tracks.items():
+            w.add(schema.FaceRecord(video_id=f"t{t}", label=1, track=0, faces=[
+                schema.encode_png(x) for x in f], frame_indices=list(range(len(f)))))
+    shard_writer.build_index(tmp_path / "shards")
+    _, want = predict.predict_shards(model, tmp_path / "shards", max_clips=4, face_size=FACE)
+    want = want.set_index("video_id")["p_fake"]
+    for spec in (tmp_path / "clip.keras", tmp_path / "clip_export"):
+        scorer = load_scorer(str(spec))
+        assert isinstance(scorer, ClipScorer) and scorer.clip_len == 4
+        ctx = fake_ctx(scorer=scorer, aggregation="mean")
+        ctx.extract = lambda path, det, cfg: vf
+        rec = pipeline.detect_video("x.mp4", ctx)
+        assert rec["status"] == "ok", rec
+        by_track = {t["track"]: t for t in rec["tracks"]}
+        assert by_track[0]["n_clips"] == 3 and by_track[1]["n_clips"] == 1
+        assert by_track[0]["p_fake"] == pytest.approx(want["t0"], abs=1e-5)
+        assert by_track[1]["p_fake"] == pytest.approx(want["t1"], abs=1e-5)
+        assert rec["p_fake"] == pytest.approx(max(want["t0"], want["t1"]), abs=1e-5)
+        assert len(rec["frames"]) == 14  # every face carries its clip's score
