@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="face crop framing: auto = the one each model was trained on "
                              "(1.06 for the shipped models, 1.3 for the authors' weights), or a "
                              "number for every model (default: %(default)s)")
+    parser.add_argument("--crops", action="store_true",
+                        help="inputs are face crop images (jpg/png/...; folders searched for "
+                             "them), scored as they are, without face detection")
     parser.add_argument("--all-faces", action="store_true",
                         help="score every person as a track and report the most suspicious "
                              "(default: the largest face of each frame)")
@@ -131,11 +134,13 @@ def run(args) -> int:
             detector=args.detector, n_frames=args.frames, sampler=args.sampler,
             margin=args.margin, all_faces=args.all_faces, threshold=args.threshold,
             aggregation=args.aggregation,
-            plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl")
+            plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl",
+            crops=args.crops)
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
-    items = inputs_mod.iter_inputs(args.inputs, args.list)
+    items = inputs_mod.iter_inputs(args.inputs, args.list, inputs_mod.IMAGE_EXTENSIONS
+                                   if args.crops else inputs_mod.VIDEO_EXTENSIONS)
     status = detect_to(items, ctx, args.out, args.format, args.no_progress)
     for what, where in (("per-frame score plots", args.plot), ("face crops", args.faces),
                         ("verdict table", args.out)):

@@ -1,5 +1,7 @@
 """Which videos ``dfd detect`` scores: files, folders (recursive) and list files, streamed.
 
+With ``extensions=IMAGE_EXTENSIONS`` (``dfd detect --crops``) folders yield face images instead.
+
 :func:`iter_inputs` yields one :class:`InputItem` per video, lazily, so a folder of a
 million videos costs constant memory. A missing path or an unreadable list file is yielded as
 an item with an ``error`` (reported as a ``status=error`` row) instead of stopping the batch.
@@ -19,6 +21,7 @@ VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
     ".wmv", ".flv", ".3gp", ".ogv",
 })
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
 @dataclass(frozen=True)
@@ -29,16 +32,16 @@ class InputItem:
     error: str = ""
 
 
-def is_video_name(name: str | Path) -> bool:
-    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+def is_video_name(name: str | Path, extensions=VIDEO_EXTENSIONS) -> bool:
+    return Path(name).suffix.lower() in extensions
 
 
-def walk_videos(folder: Path) -> Iterator[Path]:
-    """Video files under ``folder``, recursively, in a stable (sorted per directory) order."""
+def walk_videos(folder: Path, extensions=VIDEO_EXTENSIONS) -> Iterator[Path]:
+    """Video (or ``extensions``) files under ``folder``, recursively, in a stable order."""
     for root, dirs, files in os.walk(folder, onerror=lambda e: log.warning("cannot list %s", e)):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for f in sorted(files):
-            if is_video_name(f) and not f.startswith("."):
+            if is_video_name(f, extensions) and not f.startswith("."):
                 yield Path(root) / f
 
 
@@ -58,37 +61,39 @@ def read_list_file(path: str | Path) -> Iterator[str]:
             yield str(p if p.is_absolute() else base / p)
 
 
-def _expand_one(value: str) -> Iterator[InputItem]:
+def _expand_one(value: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
     if value.startswith("@"):
-        yield from iter_list(value[1:])
+        yield from iter_list(value[1:], extensions)
         return
     p = Path(value).expanduser()
     if p.is_dir():
         n = 0
-        for v in walk_videos(p):
+        for v in walk_videos(p, extensions):
             n += 1
             yield InputItem(str(v))
         if n == 0:
-            log.warning("no video files (%s) under %s", ", ".join(sorted(VIDEO_EXTENSIONS)), p)
+            log.warning("no files (%s) under %s", ", ".join(sorted(extensions)), p)
     elif p.exists():
         yield InputItem(str(p))
     else:
         yield InputItem(str(p), error=f"no such file or folder: {p}")
 
 
-def iter_list(list_path: str) -> Iterator[InputItem]:
+def iter_list(list_path: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
     """Items named in a list file (each entry may itself be a file or a folder)."""
     try:
         entries = read_list_file(list_path)
         for entry in entries:
-            yield from _expand_one(entry)
+            yield from _expand_one(entry, extensions)
     except OSError as err:
         yield InputItem(str(list_path), error=f"cannot read list file {list_path}: {err.strerror or err}")
 
 
-def iter_inputs(inputs: Iterable[str], list_files: Iterable[str] = ()) -> Iterator[InputItem]:
-    """All videos named by ``inputs`` (files, folders, ``@list.txt``) and ``list_files``."""
+def iter_inputs(inputs: Iterable[str], list_files: Iterable[str] = (),
+                extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
+    """All videos (or ``extensions`` files) named by ``inputs`` (files, folders,
+    ``@list.txt``) and ``list_files``."""
     for value in inputs:
-        yield from _expand_one(str(value))
+        yield from _expand_one(str(value), extensions)
     for lf in list_files:
-        yield from iter_list(str(lf))
+        yield from iter_list(str(lf), extensions)

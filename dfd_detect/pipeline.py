@@ -61,6 +61,7 @@ class DetectContext:
     thumbnails: int = 0              # up to N base64 JPEG face thumbnails ("thumbnails")
     thumb_size: int = 96
     details: bool = True             # per-frame / per-track lists in the result
+    crops: bool = False              # inputs are face crops (images), scored without detection
     extras: dict = field(default_factory=dict)
 
     @property
@@ -194,6 +195,8 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
     t0 = time.perf_counter()
     rec = _base_record(name if name is not None else str(path), ctx)
     timings = {"decode": 0.0, "detect": 0.0, "align": 0.0, "model": 0.0}
+    if ctx.crops:
+        return _detect_crop(path, ctx, rec, timings, t0)
     try:
         extract = ctx.extract
         if extract is None:
@@ -234,6 +237,43 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
              "confidence": confs[i] if i < len(confs) else None}
             for i, (t, f, s) in enumerate(zip(track_ids, frame_idx, p))]
     _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p)
+    return _finish(rec, timings, t0)
+
+
+def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) -> dict:
+    """A face crop (an image file) scored as it is: decoded and resized to the model's face
+    size by the shard reader's own function (so a crop scores as it would from shards), no
+    detection, no re-framing."""
+    size = int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
+    try:
+        from PIL import Image, UnidentifiedImageError
+
+        from dfd.readers import decode_face
+
+        with Image.open(path) as im:  # sniff first: TF's decoder errors are less clear
+            w, h = im.size
+        face = np.asarray(decode_face(Path(path).read_bytes(), size))
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} ({err})"),
+                       timings, t0)
+    except Exception as err:  # noqa: BLE001 - e.g. tf InvalidArgumentError; never stops a batch
+        return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} "
+                             f"({type(err).__name__})"), timings, t0)
+    timings["decode"] = time.perf_counter() - t0
+    rec["meta"] = {"width": int(w), "height": int(h), "crop": True}
+    tm = time.perf_counter()
+    try:
+        p, tracks, video_p = _score(ctx, face[None], np.zeros(1, int))
+    except Exception as err:  # noqa: BLE001 - one bad file never stops a batch
+        return _finish(_fail(rec, STATUS_ERROR, f"{type(err).__name__}: {err}"), timings, t0)
+    timings["model"] = time.perf_counter() - tm
+    rec.update(p_fake=float(video_p), n_frames=1, n_faces=1, frames_with_face=1, status=STATUS_OK,
+               error="", label=verdict(float(video_p), ctx.threshold))
+    if ctx.details:
+        rec["tracks"] = tracks
+        rec["frames"] = [{"track": 0, "frame_index": 0, "p_fake": float(p[0]),
+                          "box": [0.0, 0.0, float(w), float(h)], "confidence": None}]
+    _write_extras(rec, ctx, path, face[None], np.zeros(1, int), np.zeros(1, int), p)
     return _finish(rec, timings, t0)
 
 

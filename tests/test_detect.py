@@ -205,7 +205,8 @@ def cli_ctx(monkeypatch):
 
     def build(**kw):
         seen.update(kw)
-        opts = {k: kw[k] for k in ("threshold", "aggregation", "plot_dir", "faces_dir", "details")}
+        opts = {k: kw[k] for k in ("threshold", "aggregation", "plot_dir", "faces_dir", "details",
+                                   "crops")}
         return fake_ctx(n_frames=kw["n_frames"], **opts)
 
     monkeypatch.setattr(pipeline, "build_context", build)
@@ -400,3 +401,63 @@ def test_a_temporal_model_scores_videos_like_predict_shards(tmp_path):
         assert by_track[1]["p_fake"] == pytest.approx(want["t1"], abs=1e-5)
         assert rec["p_fake"] == pytest.approx(max(want["t0"], want["t1"]), abs=1e-5)
         assert len(rec["frames"]) == 14  # every face carries its clip's score
+
+
+# ------------------------------------------------------------------ face crops (--crops)
+
+def _write_crops(folder, n=3, size=40, seed=0):
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        p = folder / f"face{i}.jpg"
+        cv2.imwrite(str(p), img)
+        paths.append(p)
+    return paths
+
+
+def test_crops_are_scored_as_the_shard_reader_reads_them(tmp_path):
+    pytest.importorskip("tensorflow")
+    from data_prep import shard_writer
+    from dfd import schema
+    from dfd_detect.models import load_scorer
+    from mesonet_tf.models import Meso4
+    from mesonet_tf.predict import predict_frames
+
+    paths = _write_crops(tmp_path / "crops", n=3, size=40)
+    (tmp_path / "crops" / "broken.png").write_bytes(b"\x89PNG not really")
+    model = Meso4(input_shape=(64, 64, 3))
+    model.save(tmp_path / "m.keras")
+    with shard_writer.ShardWriter(tmp_path / "shards", "part") as w:
+        for p in paths:  # a crop set's shards keep the JPEG bytes as they are
+            w.add(schema.FaceRecord(video_id=p.name, label=1, faces=[p.read_bytes()],
+                                    frame_indices=[0]))
+    shard_writer.build_index(tmp_path / "shards")
+    want = predict_frames(model, tmp_path / "shards", face_size=64).set_index("video_id")["p_fake"]
+    ctx = pipeline.DetectContext(scorer=load_scorer(str(tmp_path / "m.keras")), crops=True,
+                                 extract_cfg=pipeline.make_extract_config(4, face_size=64))
+    items = list(inputs.iter_inputs([str(tmp_path / "crops")],
+                                    extensions=inputs.IMAGE_EXTENSIONS))
+    assert [Path(i.path).name for i in items] == ["broken.png", "face0.jpg", "face1.jpg", "face2.jpg"]
+    recs = {Path(r["video"]).name: r for r in pipeline.iter_detect(items, ctx)}
+    for p in paths:
+        r = recs[p.name]
+        assert r["status"] == "ok" and r["n_faces"] == 1 and r["label"] in ("FAKE", "REAL")
+        assert r["p_fake"] == pytest.approx(want[p.name], abs=1e-6)
+        assert r["meta"] == {"width": 40, "height": 40, "crop": True}
+    assert recs["broken.png"]["status"] == "error"
+    assert "not a readable image" in recs["broken.png"]["error"]
+
+
+def test_cli_crops_flag_walks_images_and_reaches_the_context(tmp_path, capsys, cli_ctx):
+    _write_crops(tmp_path / "crops", n=2)
+    code, out = run_cli([str(tmp_path / "crops"), "--crops"], capsys)
+    assert code == 0 and cli_ctx["crops"] is True
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [Path(r["video"]).name for r in rows] == ["face0.jpg", "face1.jpg"]
+    assert all(r["n_faces"] == "1" and r["status"] == "ok" for r in rows)
+    code, out = run_cli([str(tmp_path / "crops")], capsys)  # without --crops: videos only
+    assert list(csv.DictReader(io.StringIO(out))) == []
