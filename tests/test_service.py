@@ -162,7 +162,7 @@ def live_server(ctx, **settings):
 class CountingExtract:
     """Wraps the real extractor and records how many videos run at once."""
 
-    def __init__(self, delay=0.3):
+    def __init__(self, delay=1.0):  # long enough that 4 uploads surely overlap
         from data_prep.extract import extract_faces
 
         self.fn, self.delay, self.now, self.peak = extract_faces, delay, 0, 0
