@@ -79,16 +79,22 @@ class ModelScorer:
         self.input_margin: float | None = None
         self._lock = threading.Lock()
 
+    def reframe(self, faces: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Faces given at ``input_margin`` centre-cropped to the model's ``face_margin`` (and
+        to ``size``), when that is tighter; otherwise unchanged."""
+        if (self.input_margin is not None and self.face_margin is not None
+                and self.face_margin < self.input_margin - 1e-6 and len(faces)):
+            from data_prep.faces.align import recrop_margin
+
+            return recrop_margin(faces, self.input_margin, self.face_margin, size=size)
+        return faces
+
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         from mesonet_tf.predict import score_faces
 
         if len(faces) == 0:
             return np.zeros(0, np.float64)
-        if (self.input_margin is not None and self.face_margin is not None
-                and self.face_margin < self.input_margin - 1e-6):
-            from data_prep.faces.align import recrop_margin
-
-            faces = recrop_margin(faces, self.input_margin, self.face_margin)
+        faces = self.reframe(faces)
         with self._lock:
             return np.asarray(score_faces(self.scorer, faces), dtype=np.float64).reshape(-1)
 
@@ -112,13 +118,13 @@ class ClipScorer(ModelScorer):
 
     def score_track(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(clip P(fake) [k], per-face P(fake) [n])`` of one track's faces (in time order)."""
-        from temporal_tf.predict import segment_clip
+        from temporal_tf.predict import n_clips, segment_clip
 
         faces = self._prepare(np.asarray(faces))
         n, t = len(faces), self.clip_len
         if n == 0:
             return np.zeros(0), np.zeros(0)
-        k = max(1, min(self.max_clips, -(-n // t)))
+        k = n_clips(n, t, self.max_clips)
         clips = np.zeros((k, t, *faces.shape[1:]), np.uint8)
         masks = np.zeros((k, t), bool)
         owner = np.zeros(n, int)
@@ -132,11 +138,9 @@ class ClipScorer(ModelScorer):
         return p, p[owner]
 
     def _prepare(self, faces: np.ndarray) -> np.ndarray:
-        if (self.input_margin is not None and self.face_margin is not None
-                and self.face_margin < self.input_margin - 1e-6 and len(faces)):
-            from data_prep.faces.align import recrop_margin
-
-            return recrop_margin(faces, self.input_margin, self.face_margin, size=self.face_side)
+        reframed = self.reframe(faces, size=self.face_side)
+        if reframed is not faces:
+            return reframed
         if self.face_side and len(faces) and faces.shape[1] != self.face_side:
             import cv2
 

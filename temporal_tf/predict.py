@@ -32,8 +32,13 @@ log = logging.getLogger(__name__)
 CLIP_COLUMNS = [*scores.FRAME_COLUMNS, "clip", "last_frame", "n_valid"]
 
 
+def n_clips(n: int, clip_len: int, max_clips: int) -> int:
+    """Clips taken from a record of ``n`` faces: ``clamp(ceil(n / T), 1, max_clips)``."""
+    return max(1, min(int(max_clips), -(-int(n) // int(clip_len))))
+
+
 def clip_count(n, clip_len: int, max_clips: int):
-    """Clips taken from a record of ``n`` faces (graph function)."""
+    """:func:`n_clips` as a graph function (for tf.data)."""
     import tensorflow as tf
 
     n = tf.cast(n, tf.int32)
@@ -142,8 +147,7 @@ def _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, n
     expected: dict[str, list] = {}
     for rec in ds.as_numpy_iterator():
         vid = rec[schema.VIDEO_ID].decode()
-        n = len(rec[schema.FACE])
-        k = max(1, min(max_clips, -(-n // clip_len)))  # = clip_count, without a graph op
+        k = n_clips(len(rec[schema.FACE]), clip_len, max_clips)
         lab, n = expected.get(vid, (int(rec[schema.LABEL]), 0))
         expected[vid] = (lab, n + k)
     got = clips.groupby("video_id").size().to_dict() if len(clips) else {}
