@@ -101,7 +101,11 @@ def build_context(model: str | None = None, stacker: str | None = None,
     from data_prep.faces import get_detector
 
     face_margin = models.choose_margin(scorer, margin)
-    log.info("faces framed at margin %.2f for %s", face_margin, scorer.name)
+    if options.get("crops"):  # given crops are scored as they are, never re-framed
+        for s in models.model_scorers(scorer):
+            s.input_margin = None
+    else:
+        log.info("faces framed at margin %.2f for %s", face_margin, scorer.name)
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,

@@ -345,6 +345,11 @@ def test_build_context_extracts_at_the_models_margin(monkeypatch):
     assert ctx.extract_cfg.margin == 1.3 and ctx.extract_cfg.all_faces is True
     ctx.extract = lambda path, det, cfg: fake_video_faces({0: [0.5, 0.5]})
     assert pipeline.detect_video("x.mp4", ctx)["meta"]["face_margin"] == 1.3
+    # given crops are never re-framed, whatever the models' margins
+    wide, _ = _recording_scorer("wide", 1.3)
+    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: wide)
+    pipeline.build_context(model="x", detector="fake", margin=1.3, crops=True)
+    assert wide.input_margin is None
 
 
 def test_cli_passes_the_margin_and_face_choice(capsys, cli_ctx):
