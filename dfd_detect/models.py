@@ -202,41 +202,69 @@ def parse_model_specs(values: list[str] | None) -> dict[str, str]:
 
 
 class StackScorer:
-    """Several frame models combined per video by a fitted stacker.
+    """Several models combined per video by a fitted stacker.
 
-    ``__call__`` gives each face the mean of the models' P(fake) (for plots and per-frame
-    output); :meth:`video_score` applies the stacker to per-video features built exactly as
-    :func:`dfd_eval.stacker.model_features` builds them from frame tables.
+    Frame models give the features ``NAME:mean/vote/max`` over the video's faces, built exactly
+    as :func:`dfd_eval.stacker.model_features` builds them from frame tables; a temporal model
+    (:class:`ClipScorer`) gives ``NAME``, its video score as ``dfd predict`` computes it (the
+    mean of each track's clip scores, the most suspicious track). ``__call__`` gives each face
+    the mean of the models' P(fake) (a temporal model's: its clip's), for plots.
     """
 
     def __init__(self, stacker, scorers: dict, name: str = "stacker"):
         self.stacker, self.scorers, self.name = stacker, dict(scorers), name
-        video_level = [c for c in stacker.feature_names if ":" not in c]
-        if video_level:
-            raise ModelLoadError(
-                f"stacker feature(s) {video_level} are video-level (temporal) model scores; "
-                "dfd detect can only feed frame models (features NAME:mean/vote/max)")
         missing = sorted(set(stacker.models) - set(self.scorers))
         if missing:
             raise ModelLoadError(f"stacker needs model(s) {missing}; given {sorted(self.scorers)} "
                                  "(pass --model NAME=PATH for each)")
         self.scorers = {k: v for k, v in self.scorers.items() if k in stacker.models}
+        for feat in stacker.feature_names:
+            model = feat.split(":")[0]
+            clip = isinstance(self.scorers[model], ClipScorer)
+            if clip == (":" in feat):
+                raise ModelLoadError(
+                    f"stacker feature {feat!r} needs {model!r} to be a "
+                    f"{'frame' if ':' in feat else 'temporal (clip)'} model, but the model given "
+                    f"for it is a {'temporal' if clip else 'frame'} model")
 
-    def score_models(self, faces: np.ndarray) -> dict[str, np.ndarray]:
-        return {n: np.asarray(s(faces), dtype=np.float64).reshape(-1) for n, s in self.scorers.items()}
+    def score_all(self, faces: np.ndarray, track_ids=None):
+        """``(per-face P(fake) by model, {temporal model: {track: clip P(fake)}})``."""
+        track_ids = np.zeros(len(faces), int) if track_ids is None else np.asarray(track_ids)
+        per, clips = {}, {}
+        for n, s in self.scorers.items():
+            if isinstance(s, ClipScorer):
+                per[n], clips[n] = np.empty(len(faces)), {}
+                for t in np.unique(track_ids):
+                    sel = np.flatnonzero(track_ids == t)
+                    clips[n][int(t)], per[n][sel] = s.score_track(faces[sel])
+            else:
+                per[n] = np.asarray(s(faces), dtype=np.float64).reshape(-1)
+        return per, clips
+
+    def score_models(self, faces: np.ndarray, track_ids=None) -> dict[str, np.ndarray]:
+        return self.score_all(faces, track_ids)[0]
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         per = self.score_models(faces)
         return np.mean(np.stack(list(per.values())), axis=0)
 
-    def video_score(self, per_model: dict[str, np.ndarray]) -> float:
-        """Stacked P(fake) from each model's face scores of one video (or one track)."""
+    def video_score(self, per_model: dict[str, np.ndarray], clips: dict | None = None) -> float:
+        """Stacked P(fake) of one video (or one track) from each frame model's face scores and
+        each temporal model's clip scores by track (``clips``, from :meth:`score_all`)."""
         import pandas as pd
 
+        from dfd.scores import aggregate
         from dfd_eval.stacker import model_features
 
         blocks = []
         for n, p in per_model.items():
+            if isinstance(self.scorers.get(n), ClipScorer):
+                tracks = (clips or {}).get(n) or {}
+                if not tracks:
+                    raise ValueError(f"temporal model {n!r} needs its clip scores (score_all)")
+                score = max(aggregate(c, "mean") for c in tracks.values())
+                blocks.append(pd.DataFrame({n: [score]}, index=pd.Index(["v"], name="video_id")))
+                continue
             frames = pd.DataFrame({"video_id": "v", "track": 0, "frame_index": np.arange(len(p)),
                                    "p_fake": p})
             blocks.append(model_features(n, frames))

@@ -151,9 +151,9 @@ def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
     """Per-face P(fake), per-track scores and the video score."""
     if hasattr(ctx.scorer, "score_track"):
         return _score_clips(ctx, faces, track_ids)
-    stack = hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_models")
+    stack = hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_all")
     if stack:
-        per_model = ctx.scorer.score_models(faces)
+        per_model, clips = ctx.scorer.score_all(faces, track_ids)
         p = np.mean(np.stack(list(per_model.values())), axis=0)
     else:
         p = np.asarray(ctx.scorer(faces), dtype=np.float64).reshape(-1)
@@ -164,11 +164,12 @@ def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
     tracks = []
     for t in np.unique(track_ids):
         sel = track_ids == t
-        ts = (ctx.scorer.video_score({n: v[sel] for n, v in per_model.items()}) if stack
-              else aggregate(p[sel], ctx.aggregation))
+        ts = (ctx.scorer.video_score({n: v[sel] for n, v in per_model.items()},
+                                     {n: {int(t): c[int(t)]} for n, c in clips.items()})
+              if stack else aggregate(p[sel], ctx.aggregation))
         tracks.append({"track": int(t), "p_fake": float(ts), "n_faces": int(sel.sum())})
     if stack:
-        video = ctx.scorer.video_score(per_model)
+        video = ctx.scorer.video_score(per_model, clips)
     else:
         video = float(np.nanmax([t["p_fake"] for t in tracks])) if tracks else float("nan")
     return p, tracks, video

@@ -466,3 +466,52 @@ def test_cli_crops_flag_walks_images_and_reaches_the_context(tmp_path, capsys, c
     assert all(r["n_faces"] == "1" and r["status"] == "ok" for r in rows)
     code, out = run_cli([str(tmp_path / "crops")], capsys)  # without --crops: videos only
     assert list(csv.DictReader(io.StringIO(out))) == []
+
+
+def test_a_stacker_over_a_frame_and_a_temporal_model(tmp_path):
+    pytest.importorskip("tensorflow")
+    pd = pytest.importorskip("pandas")
+    import keras
+
+    from dfd_detect.models import ModelLoadError, StackScorer, load_scorer
+    from dfd_eval.stacker import Stacker, build_features
+    from tests.test_temporal_model import FACE, build
+
+    keras.utils.set_random_seed(5)
+    build(clip_len=4, dropout=0.0).save(tmp_path / "clip.keras")
+    clip = load_scorer(str(tmp_path / "clip.keras"), name="lstm")
+    # fit on tables shaped like dfd predict's: a frame table for "meso", a video table for "lstm"
+    rng = np.random.default_rng(6)
+    ids = [f"v{i}" for i in range(30)]
+    y = np.arange(30) % 2
+    frames = pd.DataFrame({"video_id": np.repeat(ids, 3), "track": 0,
+                           "frame_index": np.tile([0, 1, 2], 30),
+                           "p_fake": np.clip(np.repeat(y, 3) * 0.3 + rng.random(90) * 0.6, 0, 1)})
+    videos = pd.DataFrame({"video_id": ids, "label": y, "status": "ok",
+                           "p_fake": np.clip(y * 0.2 + rng.random(30) * 0.7, 0, 1)})
+    stacker = Stacker.fit(build_features({"meso": frames, "lstm": videos}),
+                          pd.Series(y, index=ids))
+    meso = BrightnessScorer()
+    ss = StackScorer(stacker, {"meso": meso, "lstm": clip})
+    faces = {0: rng.integers(0, 256, (9, FACE, FACE, 3), dtype=np.uint8),
+             1: rng.integers(0, 256, (4, FACE, FACE, 3), dtype=np.uint8)}
+    vf = SimpleNamespace(
+        fps=25.0, frame_count=100, width=64, height=48, sampler="uniform:9", frames_searched=9,
+        timings={}, tracks=[SimpleNamespace(track=t, faces=list(f), frame_indices=list(range(len(f))),
+                                            boxes=[(0, 0, 10, 10)] * len(f),
+                                            confidences=[0.99] * len(f)) for t, f in faces.items()])
+    ctx = fake_ctx(scorer=ss)
+    ctx.extract = lambda path, det, cfg: vf
+    rec = pipeline.detect_video("x.mp4", ctx)
+    assert rec["status"] == "ok", rec
+    # by hand: meso's frame features over all faces, lstm's score = max over tracks of the
+    # mean of the track's clip scores
+    allf = np.concatenate([faces[0], faces[1]])
+    b = meso(allf)
+    lstm = max(clip.score_track(f)[0].mean() for f in faces.values())
+    feats = pd.DataFrame({"meso:mean": [b.mean()], "meso:vote": [(b > 0.5).mean()],
+                          "meso:max": [b.max()], "lstm": [lstm]})
+    assert rec["p_fake"] == pytest.approx(float(stacker.predict_features(feats).iloc[0]), abs=1e-9)
+    # a model of the wrong kind for its features is refused, naming both
+    with pytest.raises(ModelLoadError, match="'lstm' to be a temporal"):
+        StackScorer(stacker, {"meso": meso, "lstm": BrightnessScorer()})
