@@ -12,7 +12,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 setup: $(PY)
-	$(PY) -m pip install -q -e ".[$(TF_EXTRA),dev]"
+	$(PY) -m pip install -q -e ".[$(TF_EXTRA),serve,dev]"
 
 test: setup
 	$(PY) -m pytest -q
@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 demo: setup
-	$(VENV)/bin/dfd detect dfd_detect/samples --plot out/demo-plots
+	$(VENV)/bin/dfd detect dfd_app/samples --plot out/demo-plots
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Faces per second of Meso-4 / MesoInception-4 through mesonet_tf.predict.score_faces.
+"""Faces per second of Meso-4 / MesoInception-4 through dfd.inference.frames.score_faces.
 
     .venv/bin/python bench/bench_mesonet_predict.py [--faces 512] [--batch-size 64]
 """
@@ -17,8 +17,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
 
+    from dfd.inference.frames import score_faces
     from mesonet_tf.models import Meso4, MesoInception4
-    from mesonet_tf.predict import score_faces
 
     x = np.random.default_rng(0).integers(0, 256, (args.faces, 256, 256, 3), dtype=np.uint8)
     for builder in (Meso4, MesoInception4):

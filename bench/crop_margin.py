@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from data_prep.faces import get_detector
-    from data_prep.faces.align import DFDC_CROP_MARGIN, alignment_geometry
+    from data_prep.faces.align import alignment_geometry
+    from dfd.framing import DFDC_CROP_MARGIN
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="crops to measure (default: %(default)s)")

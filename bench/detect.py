@@ -41,7 +41,7 @@ def bench_service(ctx, video: Path, concurrent: int, rounds: int, workers: int) 
     import httpx
     import uvicorn
 
-    from dfd_detect.service import ServiceSettings, create_app
+    from dfd_app.serve.service import ServiceSettings, create_app
 
     port = free_port()
     app = create_app(ctx, ServiceSettings(workers=workers, timeout_s=600))
@@ -88,7 +88,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    from dfd_detect import pipeline
+    from dfd_app.detect import pipeline
 
     video = args.video or pick_video()
     t = time.perf_counter()

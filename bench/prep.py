@@ -72,7 +72,7 @@ def _crop_square(box, conf, kp):
 def _meso_scorer():
     """Meso4_DF from ../shared/mesonet/weights (None when unavailable)."""
     try:
-        from mesonet_tf.predict import as_scorer
+        from dfd.inference.frames import as_scorer
 
         return as_scorer("meso4_df", weights_dir=VIDEOS.parents[1] / "mesonet" / "weights")
     except Exception as err:  # the comparison is optional

@@ -121,7 +121,7 @@ def fit_rate(data, steps: int | None, images: int) -> float:
     """Training images/s of a fresh Meso-4 over epoch 2 (``steps`` None: one pass of data)."""
     import keras
 
-    from dfd.training.models import compile_metrics
+    from dfd.training.factories import compile_metrics
     from mesonet_tf.models import Meso4
 
     times = []

@@ -18,6 +18,7 @@ from data_prep.faces.align import align_face
 from data_prep.faces.detectors import Detection, FaceDetector, get_detector
 from data_prep.faces.tracks import build_tracks, scene_cuts
 from data_prep.sampling import SAMPLER_MODES, SampledFrames, sample_frames
+from dfd import schema
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,6 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
 def to_face_records(vf: VideoFaces, video_id: str, label: int, group: str = "",
                     source: str = "", split: str = ""):
     """:class:`dfd.schema.FaceRecord` s (PNG-encoded faces), one per track of ``vf``."""
-    from dfd import schema
 
     return [
         schema.FaceRecord(

@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep import shard_writer
+from data_prep import faces, manifests, shard_writer
+from data_prep.extract import ExtractConfig, NoFaceError, extract_faces
+from data_prep.sampling import VideoReadError
 from dfd import config as dfd_config
-from dfd import schema
+from dfd import framing, schema
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class PrepConfig:
     detect_side: int = 640
     all_faces: bool = False
     face_size: int = 256
-    margin: float = 1.3  # face framing of the crops made from videos (data_prep.faces.align)
+    margin: float = framing.MESONET_MARGIN  # framing of the crops cut from videos (dfd.framing)
     crop_margin: float | None = None  # framing of a crop set's given images, when known
     shard_records: int = 64
     image_shard_records: int = 2000
@@ -65,11 +67,10 @@ class PrepConfig:
     limit: int | None = None
 
     def __post_init__(self):
-        if self.crop_margin is not None and not 0.5 <= float(self.crop_margin) <= 3.0:
-            raise ValueError(f"crop_margin must be within [0.5, 3], got {self.crop_margin!r}")
+        if self.crop_margin is not None:
+            framing.check_margin(self.crop_margin, "crop_margin")
 
     def extract_config(self):
-        from data_prep.extract import ExtractConfig
 
         return ExtractConfig(
             n_frames=self.n_frames, sampler=self.sampler, stride=self.stride,
@@ -97,15 +98,13 @@ _EXTRACT_CFG = None
 def _init_worker(detector_name: str, detect_side: int, extract_cfg) -> None:
     global _DETECTOR, _EXTRACT_CFG
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from data_prep.faces import get_detector
 
-    _DETECTOR = get_detector(detector_name, detect_side=detect_side)
+    _DETECTOR = faces.get_detector(detector_name, detect_side=detect_side)
     _EXTRACT_CFG = extract_cfg
 
 
 def video_records(item: dict, detector, extract_cfg) -> list[schema.FaceRecord]:
     """Face records (one per track) of one manifest video row; raises on failure."""
-    from data_prep.extract import extract_faces
 
     vf = extract_faces(item["path"], detector, extract_cfg)
     return [
@@ -123,8 +122,6 @@ def video_records(item: dict, detector, extract_cfg) -> list[schema.FaceRecord]:
 
 def _process_video(item: dict) -> dict:
     """Worker entry point: never raises; returns encoded records or a failure reason."""
-    from data_prep.extract import NoFaceError
-    from data_prep.sampling import VideoReadError
 
     try:
         recs = video_records(item, _DETECTOR, _EXTRACT_CFG)
@@ -220,7 +217,6 @@ def _progress(total: int, desc: str):
 def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
     """Run ``dfd prep``. ``manifest`` (a loaded :class:`data_prep.manifests.Manifest`) may be
     given instead of ``cfg.sources``."""
-    from data_prep import manifests
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 What every stage uses lives here: the label convention (:mod:`dfd.labels`), config
 dataclasses (:mod:`dfd.config`), the shard schema (:mod:`dfd.schema`), the ``tf.data``
 readers (:mod:`dfd.readers`), the score tables (:mod:`dfd.scores`), the trainer
-(:mod:`dfd.training`) and the ``dfd`` command (:mod:`dfd.cli`).
+(:mod:`dfd.training`) and the ``dfd`` command (:mod:`dfd_app.cli.main`).
 
 TensorFlow is imported lazily by the modules that need it, so ``import dfd`` is cheap.
 """

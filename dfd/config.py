@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import platform
 import time
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+
+from dfd import __version__
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,22 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} value {value!r} to a config file")
 
 
+def json_safe(obj):
+    """A JSON-ready copy of ``obj`` (the package's one clean-up): numpy scalars and arrays to
+    Python, NaN/inf to None, tuples to lists, paths to strings, dict keys to strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays / scalars
+        return json_safe(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build ``cls`` from a dict, refusing keys the dataclass does not have."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -57,7 +76,6 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
 
 def save_config(config, path: str | Path, **extra) -> Path:
     """Write ``config`` as JSON (with the package version, host and time) to ``path``."""
-    from dfd import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

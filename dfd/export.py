@@ -1,4 +1,4 @@
-"""Export any of the package's Keras models, and load any model back as a scorer.
+"""Export any of the package's Keras models as a SavedModel that carries its preset.
 
 :func:`export_savedmodel` writes one folder that is all of these at once:
 
@@ -7,29 +7,26 @@
   (the temporal model: ``faces`` uint8 ``[None, T, H, W, 3]`` and ``mask`` bool ``[None, T]``);
   it loads with ``tf.saved_model.load``, ``keras.layers.TFSMLayer`` and TF Serving;
 * ``model.keras``: the Keras model itself (``keras.models.load_model``);
-* ``model_info.json``: input names, shapes and dtypes, ``outputs: "p_fake"``, the source
-  weights, the face framing the model was trained on (``face_margin``, see
-  :mod:`data_prep.faces.align`; absent when unknown) and the library versions.
+* ``preset.json``: the model's :class:`dfd.presets.ModelPreset`: face framing
+  (``face_margin``, :mod:`dfd.framing`; null when unknown), face size, clip length, outputs,
+  calibration, resize method, and in ``extra`` the input names/shapes/dtypes, the source
+  weights and the library versions.
 
-:func:`load_any` turns a ``.keras`` file, a SavedModel folder, a registered weights name or
-an in-memory Keras model into a :class:`Scorer`: ``scorer(faces) -> np.ndarray`` of P(fake).
+:func:`dfd.inference.loading.load_any` loads any of them back as a scorer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
+from dfd import presets
+from dfd.inference.loading import KERAS_FILE, OUTPUT_KEY, SIGNATURE, preset_info
 
 log = logging.getLogger(__name__)
 
-SIGNATURE = "serving_default"
-OUTPUT_KEY = "p_fake"
-KERAS_FILE = "model.keras"
-INFO_FILE = "model_info.json"
-INFO_VERSION = 1
+INFO_FILE = presets.PRESET_FILE
+INFO_VERSION = 2
 
 
 def default_input_spec(model) -> list:
@@ -85,24 +82,36 @@ def _model_caller(model, specs):
     return call
 
 
-def model_info(model, specs, source=None, face_margin: float | None = None) -> dict:
+def model_preset(model, specs, source=None, face_margin: float | None = None,
+                 calibration: dict | None = None, **extra) -> presets.ModelPreset:
+    """The preset of ``model`` as exported with serving inputs ``specs``: its input contract
+    from the specs, what the ``source`` preset (a registered name) records, and ``extra``."""
     import keras
     import tensorflow as tf
 
-    info = {
-        "format_version": INFO_VERSION,
-        "model_name": model.name,
-        "signature": SIGNATURE,
-        "inputs": {s.name: {"shape": list(s.shape.as_list()), "dtype": s.dtype.name} for s in specs},
-        "outputs": OUTPUT_KEY,
-        "output_shape": [None],
-        "source_weights": source,
-        "keras_version": keras.__version__,
-        "tensorflow_version": tf.__version__,
-    }
-    if face_margin is not None:
-        info["face_margin"] = float(face_margin)
-    return info
+    inputs = {s.name: {"shape": list(s.shape.as_list()), "dtype": s.dtype.name} for s in specs}
+    faces = inputs.get("faces", {}).get("shape") or []
+    clips = len(faces) == 5
+    side = faces[-2] if len(faces) >= 3 else None
+    base = presets.get(source) if source and presets.is_registered(source) else None
+    if face_margin is None and base is not None:
+        face_margin = base.face_margin
+    return presets.ModelPreset(
+        name=model.name, architecture=base.architecture if base else None, file=KERAS_FILE,
+        kind="model", outputs="p_fake", input_kind="clips" if clips else "frames",
+        face_size=int(side) if side else presets.ModelPreset.face_size,
+        clip_len=int(faces[1]) if clips and faces[1] else None,
+        face_margin=face_margin, calibration=calibration,
+        description=base.description if base else "",
+        extra={"format_version": INFO_VERSION, "model_name": model.name, "signature": SIGNATURE,
+               "inputs": inputs, "output": OUTPUT_KEY, "output_shape": [None],
+               "source_weights": source, "keras_version": keras.__version__,
+               "tensorflow_version": tf.__version__, **extra})
+
+
+def model_info(model, specs, source=None, face_margin: float | None = None) -> dict:
+    """:func:`model_preset` as one flat dict."""
+    return preset_info(model_preset(model, specs, source, face_margin))
 
 
 def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,
@@ -112,9 +121,9 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
 
     ``input_spec``: named ``tf.TensorSpec`` list (or ``{name: (shape, dtype)}``) in the
     model's input order; by default :func:`default_input_spec`. ``source`` (e.g. the weights
-    name) is recorded in the info file, and ``face_margin`` (None: that of ``source`` when the
-    registry knows it); ``extra_info`` entries are added to the info file (e.g. the
-    ``calibration`` of ``dfd calibrate``). Returns ``out_dir``.
+    name) is recorded in the preset, and ``face_margin`` (None: that of ``source`` when the
+    registry knows it); ``extra_info`` entries go into the preset (``calibration``, the
+    field of ``dfd calibrate``; others into its ``extra``). Returns ``out_dir``.
     """
     import keras
 
@@ -128,156 +137,14 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
     archive.write_out(str(out), verbose=False)
     if save_keras:
         model.save(out / KERAS_FILE)
-    if face_margin is None and source is not None:
-        face_margin = registry_margin(source)
-    info = model_info(model, specs, source, face_margin)
-    info.update(extra_info or {})
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    log.info("exported %s to %s (inputs %s)", model.name, out, list(info["inputs"]))
+    extra = dict(extra_info or {})
+    preset = model_preset(model, specs, source, face_margin,
+                          calibration=extra.pop("calibration", None), **extra)
+    presets.write_preset(preset, out)
+    log.info("exported %s to %s (inputs %s)", model.name, out, list(preset.extra["inputs"]))
     return out
 
 
 def read_model_info(path) -> dict | None:
-    """The ``model_info.json`` of an export folder (or beside a ``.keras`` file), if any."""
-    p = Path(path)
-    p = p / INFO_FILE if p.is_dir() else p.parent / INFO_FILE
-    return json.loads(p.read_text()) if p.exists() else None
-
-
-def is_savedmodel(path) -> bool:
-    p = Path(path)
-    return p.is_dir() and ((p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists())
-
-
-class Scorer:
-    """A callable scoring faces with a model: ``scorer(faces[, mask]) -> float64 P(fake) [N]``.
-
-    ``faces`` is uint8 RGB (floats in 0..255 are rounded); batches of ``batch_size`` go
-    through the model in turn.
-    """
-
-    def __init__(self, fn, name: str, kind: str, n_inputs: int = 1, model=None,
-                 batch_size: int = 64, info: dict | None = None,
-                 face_margin: float | None = None):
-        self._fn, self.name, self.kind = fn, name, kind
-        self.n_inputs, self.model, self.batch_size, self.info = n_inputs, model, batch_size, info
-        #: the face framing the model was trained on (data_prep.faces.align); None: unknown
-        self.face_margin = face_margin if face_margin is not None else (info or {}).get("face_margin")
-
-    def __repr__(self):
-        return f"Scorer(name={self.name!r}, kind={self.kind!r})"
-
-    def __call__(self, faces, mask=None) -> np.ndarray:
-        faces = _as_uint8(faces)
-        if self.n_inputs == 2 and mask is None:
-            raise ValueError(f"model {self.name!r} needs a mask with the faces")
-        n = len(faces)
-        out = np.empty(n, np.float64)
-        for i in range(0, n, self.batch_size):
-            args = [faces[i:i + self.batch_size]]
-            if self.n_inputs == 2:
-                args.append(np.asarray(mask[i:i + self.batch_size], bool))
-            out[i:i + self.batch_size] = np.asarray(self._fn(*args), np.float64).reshape(-1)
-        return out
-
-
-def _as_uint8(faces) -> np.ndarray:
-    a = np.asarray(faces)
-    if a.dtype == np.uint8:
-        return a
-    if not np.issubdtype(a.dtype, np.number):
-        raise ValueError(f"faces must be a numeric array, got dtype {a.dtype}")
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
-def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, info=None) -> Scorer:
-    n = len(model.inputs)
-    dict_inputs = isinstance(model.input, dict)
-
-    def fn(*args):
-        if dict_inputs:
-            x = dict(zip(model.input.keys(), args))
-        else:
-            x = args[0] if n == 1 else list(args)
-        return model.predict_on_batch(x)
-
-    return Scorer(fn, name or model.name, "keras", n, model, batch_size, info)
-
-
-def scorer_from_savedmodel(path, batch_size: int = 64) -> Scorer:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    if SIGNATURE not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no {SIGNATURE!r} signature "
-                         f"(has {list(loaded.signatures)})")
-    sig = loaded.signatures[SIGNATURE]
-    names = list(sig.structured_input_signature[1])
-    order = [k for k in ("faces", "mask") if k in names] + [k for k in names if k not in ("faces", "mask")]
-
-    def fn(*args):
-        feeds = {k: tf.constant(v) for k, v in zip(order, args)}
-        return sig(**feeds)[OUTPUT_KEY].numpy()
-
-    info = read_model_info(path)
-    name = (info or {}).get("model_name") or Path(path).name
-    scorer = Scorer(fn, name, "savedmodel", len(names), None, batch_size, info)
-    scorer.loaded = loaded  # keep the trackable alive
-    return scorer
-
-
-def load_keras(path_or_name, weights_dir=None):
-    """A Keras model from a ``.keras`` file, an export folder's ``model.keras``, a registered
-    weights name, or one of the authors' ``.h5`` files (recognised by checksum)."""
-    import keras
-
-    if isinstance(path_or_name, keras.Model):
-        return path_or_name
-    p = Path(str(path_or_name)).expanduser()
-    if p.is_dir() and (p / KERAS_FILE).exists():
-        p = p / KERAS_FILE
-    if p.is_file() and p.suffix == ".keras":
-        return keras.models.load_model(str(p), compile=False)
-    from mesonet_tf import weights as registry
-
-    if p.is_file() and p.suffix == ".h5":
-        resolved = registry.resolve_weights(p)
-        if not resolved.arch:
-            raise ValueError(f"{p} is a weights file of unknown architecture; build the model "
-                             f"with mesonet_tf.Meso4(weights=...) and pass it instead")
-        from mesonet_tf import models
-
-        return models.build(resolved.arch, weights=p, name=p.stem.lower())
-    if registry.is_registered(str(path_or_name)):
-        return registry.build_registered(str(path_or_name), weights_dir=weights_dir)
-    raise ValueError(f"model {path_or_name!r} is not a .keras file, an export folder, an .h5 "
-                     f"weights file or a registered name {registry.registered_names()}")
-
-
-def load_any(path_or_name, weights_dir=None, batch_size: int = 64) -> Scorer:
-    """A :class:`Scorer` for a Keras model, ``.keras`` file, SavedModel folder or registered name."""
-    if isinstance(path_or_name, Scorer):
-        return path_or_name
-    if not isinstance(path_or_name, (str, Path)):
-        return scorer_from_keras(path_or_name, batch_size=batch_size)
-    if is_savedmodel(path_or_name):
-        return scorer_from_savedmodel(path_or_name, batch_size)
-    model = load_keras(path_or_name, weights_dir)
-    exists = Path(str(path_or_name)).exists()
-    name = Path(str(path_or_name)).stem if exists else str(path_or_name)
-    scorer = scorer_from_keras(model, name, batch_size,
-                               read_model_info(path_or_name) if exists else None)
-    if scorer.face_margin is None:
-        scorer.face_margin = registry_margin(path_or_name)
-    return scorer
-
-
-def registry_margin(spec) -> float | None:
-    try:
-        from mesonet_tf.weights import face_margin_of
-    except ImportError:
-        return None
-    try:
-        return face_margin_of(spec)
-    except (OSError, ValueError):
-        return None
+    """The preset of an export folder (or beside a ``.keras`` file) as one flat dict, if any."""
+    return preset_info(presets.read_preset(path))

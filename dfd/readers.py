@@ -164,6 +164,31 @@ def clip_positions(n, clip_len: int, mode: str = "uniform", seed=None):
     return pos, mask
 
 
+def n_clips(n: int, clip_len: int, max_clips: int) -> int:
+    """Clips taken from a record of ``n`` faces: ``clamp(ceil(n / T), 1, max_clips)``."""
+    return max(1, min(int(max_clips), -(-int(n) // int(clip_len))))
+
+
+def clip_count(n, clip_len: int, max_clips: int):
+    """:func:`n_clips` as a graph function (for tf.data)."""
+    import tensorflow as tf
+
+    n = tf.cast(n, tf.int32)
+    k = (n + clip_len - 1) // clip_len
+    return tf.clip_by_value(k, 1, max_clips)
+
+
+def segment_clip(n, j, k, clip_len: int):
+    """Indices and mask of clip ``j`` of ``k``: uniform over the ``j``-th of ``k`` segments."""
+    import tensorflow as tf
+
+    n, j, k = (tf.cast(v, tf.int64) for v in (n, j, k))
+    start = tf.cast(j * n // k, tf.int32)
+    end = tf.cast((j + 1) * n // k, tf.int32)
+    pos, mask = clip_positions(end - start, clip_len, "uniform")
+    return tf.where(mask, pos + start, 0), mask
+
+
 def clip_dataset(
     source: str | Path | Sequence[str | Path],
     clip_len: int = 16,

@@ -275,22 +275,6 @@ def write_index(shard_dir: str | Path, shards: Iterable[ShardInfo], **stats) -> 
     return path
 
 
-def shards_face_margin(source: str | Path | Sequence[str | Path]) -> float | None:
-    """The face framing (``face_margin`` of ``index.json``, see :mod:`data_prep.faces.align`)
-    shared by every shard of ``source``; None when an index lacks it or they disagree."""
-    margins = set()
-    for d in sorted({f.parent for f in resolve_shards(source)}):
-        try:
-            margins.add(read_index(d).get("face_margin"))
-        except (OSError, ValueError):
-            margins.add(None)
-    if len(margins) == 1 and None not in margins:
-        return float(margins.pop())
-    if len(margins) > 1:
-        log.warning("shards hold faces framed at different margins %s", sorted(margins, key=str))
-    return None
-
-
 def resolve_shards(source: str | Path | Sequence[str | Path]) -> list[Path]:
     """Shard files of a directory (via its index, size-checked), a file, or a list of either.
 

@@ -22,46 +22,19 @@ from __future__ import annotations
 
 import logging
 
+from mesonet_tf import weights as weights_mod
+
 log = logging.getLogger(__name__)
 
-VARIANTS = ("meso4", "mesoinception4")
+VARIANTS = weights_mod.VARIANTS
 DEFAULT_INPUT_SHAPE = (256, 256, 3)
 MIN_SIZE = 32  # four poolings: 2 * 2 * 2 * 4
 OUTPUT_LAYER = "p_fake"
-AUTHORS_OUTPUT_LAYER = "p_real"
+AUTHORS_OUTPUT_LAYER = weights_mod.AUTHORS_OUTPUT_LAYER
 FLIP_LAYER = OUTPUT_LAYER
 
 # The authors' Inception blocks: (a, b, c, d) filters of the four branches.
 _INCEPTION_FILTERS = ((1, 4, 4, 2), (2, 4, 4, 2))
-
-
-def authors_layer_ranks(variant: str) -> dict[str, tuple[str, int]]:
-    """Map our layer names to ``(kind, rank)`` in the authors' creation order.
-
-    ``kind`` is the Keras 2 layer-name prefix (``conv2d``, ``batch_normalization``,
-    ``dense``); ``rank`` is the 0-based position among that kind's layers in the order the
-    authors' code created them (their HDF5 names carry that order in the numeric suffix).
-    """
-    _check_variant(variant)
-    convs: list[str] = []
-    if variant == "meso4":
-        convs = [f"block{i}_conv" for i in range(1, 5)]
-    else:
-        for i in (1, 2):
-            convs += [f"block{i}_b1_conv1x1", f"block{i}_b2_conv1x1", f"block{i}_b2_conv3x3",
-                      f"block{i}_b3_conv1x1", f"block{i}_b3_conv3x3_d2",
-                      f"block{i}_b4_conv1x1", f"block{i}_b4_conv3x3_d3"]
-        convs += ["block3_conv", "block4_conv"]
-    ranks = {n: ("conv2d", r) for r, n in enumerate(convs)}
-    ranks.update({f"block{i}_bn": ("batch_normalization", i - 1) for i in range(1, 5)})
-    ranks["fc1"] = ("dense", 0)
-    ranks[AUTHORS_OUTPUT_LAYER] = ("dense", 1)
-    return ranks
-
-
-def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown MesoNet variant {variant!r}; choose from {VARIANTS}")
 
 
 def _check_input_shape(input_shape, include_top: bool, weights) -> tuple[int, int, int]:
@@ -141,16 +114,14 @@ def MesoNet(
     import keras
     from keras import layers
 
-    _check_variant(variant)
+    weights_mod.check_variant(variant)
     if weights_output not in ("auto", "p_real", "p_fake"):
         raise ValueError(f"weights_output must be 'auto', 'p_real' or 'p_fake', got {weights_output!r}")
     shape = _check_input_shape(input_shape, include_top, weights)
 
     resolved = None
     if weights is not None:
-        from mesonet_tf import weights as registry
-
-        resolved = registry.resolve_weights(weights, weights_dir=weights_dir)
+        resolved = weights_mod.resolve_weights(weights, weights_dir=weights_dir)
         if resolved.arch and resolved.arch != variant:
             raise ValueError(f"weights {weights!r} are for {resolved.arch!r}, not {variant!r}")
         if weights_output == "auto":
@@ -187,9 +158,7 @@ def MesoNet(
     model = keras.Model(inputs, x, name=name or variant)
 
     if resolved is not None:
-        from mesonet_tf import weights as registry
-
-        registry.load_into(model, resolved, variant=variant, skip_top=not include_top)
+        weights_mod.load_into(model, resolved, variant=variant, skip_top=not include_top)
         if fold:
             out = model.get_layer(OUTPUT_LAYER)
             out.set_weights([-w for w in out.get_weights()])
@@ -233,5 +202,5 @@ BUILDERS = {"meso4": Meso4, "mesoinception4": MesoInception4}
 
 def build(variant: str, **kwargs):
     """Build a variant by name (``"meso4"`` / ``"mesoinception4"``)."""
-    _check_variant(variant)
+    weights_mod.check_variant(variant)
     return BUILDERS[variant](**kwargs)

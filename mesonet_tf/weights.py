@@ -1,6 +1,6 @@
-"""Where MesoNet weights come from: a registry, a local cache, checksums, and loading.
+"""The authors' MesoNet weights: their presets, their checksums, and loading their files.
 
-Registered names (aliases in brackets):
+Registered presets (aliases in brackets), with :mod:`dfd.presets`:
 
 ==================== ======================== ========================================
 name                 file                     what
@@ -13,54 +13,31 @@ mesoinception_f2f    MesoInception_F2F.h5     MesoInception-4, Face2Face
 
 The authors' files are Keras 2.1.5 weights-only HDF5 whose sigmoid outputs **P(real)**
 (``outputs="p_real"``); :mod:`mesonet_tf.models` appends a frozen flip layer so the
-package's models output P(fake). A registered name is looked up in the cache directory
-(the ``weights_dir`` argument, else ``$DFD_WEIGHTS_DIR``, else ``~/.cache/dfd/weights``),
-checked against its sha256, and downloaded with ``keras.utils.get_file`` when absent.
+package's models output P(fake). Their faces were framed by MesoNet's alignment
+(:data:`dfd.framing.MESONET_MARGIN`). The files are found (cache, ``$DFD_WEIGHTS_DIR``,
+download) by :func:`dfd.presets.locate`.
 
 Trained models shipped in ``mesonet_tf/assets/*.keras`` are registered under their file
-stem with ``outputs="p_fake"``; :func:`register_local` adds others at run time.
-
-Each entry also records ``face_margin``, the face framing its model was trained on (see
-:mod:`data_prep.faces.align`): 1.3 for the authors' weights (MesoNet's alignment), what the
-``<stem>.json`` sidecar says for the assets (1.06 for models trained on DFDC's given crops).
-:func:`face_margin_of` answers it for a name or a file.
+stem, each with the preset in its ``<stem>.json`` (:func:`register_assets`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from dfd import framing, presets
+from dfd.presets import ModelPreset
+
 log = logging.getLogger(__name__)
 
-ENV_DIR = "DFD_WEIGHTS_DIR"
-DEFAULT_DIR = Path("~/.cache/dfd/weights")
 BASE_URL = "https://github.com/DariusAf/MesoNet/raw/master/weights/"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-OUTPUTS = ("p_real", "p_fake")
-MESONET_MARGIN = 1.3  # = data_prep.faces.align.MESONET_MARGIN (no data_prep import here)
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """One registered set of weights (``kind="weights"``) or saved model (``kind="model"``)."""
-
-    name: str
-    arch: str | None  # "meso4" / "mesoinception4"; None when unknown
-    filename: str
-    sha256: str | None = None
-    url: str | None = None
-    outputs: str = "p_fake"
-    description: str = ""
-    path: Path | None = None  # a fixed local file (assets, register_local) instead of the cache
-    kind: str = "weights"
-    face_margin: float | None = None  # face framing it was trained on (None: unknown)
+VARIANTS = ("meso4", "mesoinception4")
+AUTHORS_OUTPUT_LAYER = "p_real"
 
 
 @dataclass(frozen=True)
@@ -70,20 +47,21 @@ class ResolvedWeights:
     path: Path
     outputs: str
     arch: str | None = None
-    entry: WeightsEntry | None = None
+    preset: ModelPreset | None = None
 
     @property
     def label(self) -> str:
-        return self.entry.name if self.entry else str(self.path)
+        return self.preset.name if self.preset else str(self.path)
 
 
-def _authors(name, arch, stem, sha, what):
-    return WeightsEntry(name=name, arch=arch, filename=f"{stem}.h5", sha256=sha,
-                        url=f"{BASE_URL}{stem}.h5", outputs="p_real", face_margin=MESONET_MARGIN,
-                        description=f"authors' {what} (Afchar et al. 2018), Keras 2.1.5 HDF5")
+def _authors(name, arch, stem, sha, what) -> ModelPreset:
+    return ModelPreset(name=name, architecture=arch, file=f"{stem}.h5", sha256=sha,
+                       url=f"{BASE_URL}{stem}.h5", outputs="p_real",
+                       face_margin=framing.MESONET_MARGIN,
+                       description=f"authors' {what} (Afchar et al. 2018), Keras 2.1.5 HDF5")
 
 
-REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in (
+AUTHORS = (
     _authors("meso4_df", "meso4", "Meso4_DF",
              "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5",
              "Meso-4 trained on their Deepfake set"),
@@ -96,19 +74,14 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in (
     _authors("mesoinception_f2f", "mesoinception4", "MesoInception_F2F",
              "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f",
              "MesoInception-4 trained on FaceForensics Face2Face"),
-)}
+)
 ALIASES = {
-    "mesonet_df": "meso4_df", "mesonet_f2f": "meso4_f2f",
-    "mesoinception4_df": "mesoinception_df", "mesoinception4_f2f": "mesoinception_f2f",
+    "meso4_df": ["mesonet_df"], "meso4_f2f": ["mesonet_f2f"],
+    "mesoinception_df": ["mesoinception4_df"], "mesoinception_f2f": ["mesoinception4_f2f"],
 }
 
 
-def _normalise(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
-    return ALIASES.get(key, key)
-
-
-def _guess_arch(stem: str) -> str | None:
+def guess_arch(stem: str) -> str | None:
     s = stem.lower()
     if s.startswith("mesoinception"):
         return "mesoinception4"
@@ -117,148 +90,45 @@ def _guess_arch(stem: str) -> str | None:
     return None
 
 
-def register_local(name: str, path, arch: str | None = None, outputs: str = "p_fake",
-                   description: str = "", sha256: str | None = None,
-                   kind: str | None = None, face_margin: float | None = None) -> WeightsEntry:
-    """Register a local weights file or ``.keras`` model under ``name`` (replacing any entry).
-
-    ``kind`` defaults to ``"model"`` for ``.keras`` files and ``"weights"`` otherwise.
-    """
-    path = Path(path).expanduser()
-    if outputs not in OUTPUTS:
-        raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
-    if not path.exists():
-        raise FileNotFoundError(f"cannot register {name!r}: {path} does not exist")
-    kind = kind or ("model" if path.suffix == ".keras" else "weights")
-    if kind not in ("weights", "model"):
-        raise ValueError(f"kind must be 'weights' or 'model', got {kind!r}")
-    entry = WeightsEntry(name=_normalise(name), arch=arch or _guess_arch(path.stem),
-                         filename=path.name, sha256=sha256, outputs=outputs,
-                         description=description or f"local file {path}", path=path, kind=kind,
-                         face_margin=None if face_margin is None
-                         else check_margin(face_margin, f"face_margin of {name!r}"))
-    REGISTRY[entry.name] = entry
-    return entry
+def register_presets() -> None:
+    """Register the authors' weights with :mod:`dfd.presets`."""
+    for p in AUTHORS:
+        presets.register(p, aliases=ALIASES.get(p.name, ()))
 
 
 def register_assets(assets_dir: Path = ASSETS_DIR) -> list[str]:
-    """Register every ``*.keras`` in ``assets_dir`` under its stem (a ``<stem>.json`` beside
-    it may give ``arch``, ``outputs``, ``description`` and ``face_margin``)."""
-    names = []
-    for path in sorted(Path(assets_dir).glob("*.keras")):
-        meta = {}
-        side = path.with_suffix(".json")
-        if side.exists():
-            meta = json.loads(side.read_text())
-        register_local(path.stem, path, arch=meta.get("arch"),
-                       outputs=meta.get("outputs", "p_fake"), face_margin=meta.get("face_margin"),
-                       description=meta.get("description", "trained by dfd-tf (package asset)"))
-        names.append(_normalise(path.stem))
-    return names
+    """Register every ``*.keras`` in ``assets_dir`` under its stem (its ``<stem>.json`` is its
+    preset: architecture, outputs, face_margin, calibration, description)."""
+    return presets.register_folder(assets_dir, guess_architecture=guess_arch)
 
 
-def check_margin(margin, what: str = "face_margin") -> float:
-    """``margin`` as a float within [0.5, 3]; ValueError naming ``what`` and the bad value."""
-    try:
-        m = float(margin)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number, got {margin!r}") from None
-    if not 0.5 <= m <= 3.0:
-        raise ValueError(f"{what} must be within [0.5, 3], got {margin!r}")
-    return m
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown MesoNet variant {variant!r}; choose from {VARIANTS}")
 
 
-def face_margin_of(spec) -> float | None:
-    """The face margin a registered name, registered file or authors' ``.h5`` was trained on
-    (None when nothing records it)."""
-    if is_registered(spec):
-        return get_entry(spec).face_margin
-    try:
-        path = Path(str(spec)).expanduser().resolve()
-    except (OSError, RuntimeError):
-        return None
-    for entry in REGISTRY.values():
-        if entry.path is not None and Path(entry.path).resolve() == path:
-            return entry.face_margin
-    if path.is_file() and path.suffix == ".h5":
-        entry = _entry_by_sha(path)
-        return entry.face_margin if entry else None
-    return None
+def authors_layer_ranks(variant: str) -> dict[str, tuple[str, int]]:
+    """Map our layer names to ``(kind, rank)`` in the authors' creation order.
 
-
-def registered_names() -> list[str]:
-    return sorted(REGISTRY)
-
-
-def get_entry(name: str) -> WeightsEntry:
-    """The registry entry for ``name`` (aliases accepted); ``KeyError`` listing the names."""
-    key = _normalise(name)
-    if key not in REGISTRY:
-        raise KeyError(f"no registered weights named {name!r}; known: {registered_names()}")
-    return REGISTRY[key]
-
-
-def is_registered(name) -> bool:
-    return isinstance(name, str) and _normalise(name) in REGISTRY
-
-
-def weights_dir(directory=None) -> Path:
-    """The cache directory: ``directory``, else ``$DFD_WEIGHTS_DIR``, else ``~/.cache/dfd/weights``."""
-    d = directory or os.environ.get(ENV_DIR) or DEFAULT_DIR
-    return Path(d).expanduser()
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _verify(path: Path, entry: WeightsEntry) -> None:
-    if entry.sha256 and (got := sha256_file(path)) != entry.sha256:
-        raise ValueError(f"{path} does not match the sha256 of {entry.name!r}: "
-                         f"expected {entry.sha256}, got {got}")
-
-
-def fetch(name: str, directory=None) -> Path:
-    """Download a registered file into the cache (``keras.utils.get_file``, sha256-checked)."""
-    import keras
-
-    entry = get_entry(name)
-    if not entry.url:
-        raise ValueError(f"weights {entry.name!r} have no download address")
-    d = weights_dir(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s from %s into %s", entry.filename, entry.url, d)
-    got = keras.utils.get_file(fname=entry.filename, origin=entry.url, file_hash=entry.sha256,
-                               hash_algorithm="sha256", cache_dir=str(d), cache_subdir="")
-    path = Path(got)
-    _verify(path, entry)
-    return path
-
-
-def locate(name: str, directory=None, download: bool = True) -> Path:
-    """The local file of a registered name: its fixed path, the cache, or a download."""
-    entry = get_entry(name)
-    if entry.path is not None:
-        return entry.path
-    path = weights_dir(directory) / entry.filename
-    if path.exists():
-        _verify(path, entry)
-        return path
-    if not download:
-        raise FileNotFoundError(f"weights {entry.name!r} not in the cache {path.parent} "
-                                f"(set {ENV_DIR} or download them: {entry.url})")
-    return fetch(entry.name, directory)
-
-
-def _entry_by_sha(path: Path) -> WeightsEntry | None:
-    if path.suffix != ".h5" or path.stat().st_size > 50 << 20:
-        return None
-    sha = sha256_file(path)
-    return next((e for e in REGISTRY.values() if e.sha256 == sha), None)
+    ``kind`` is the Keras 2 layer-name prefix (``conv2d``, ``batch_normalization``,
+    ``dense``); ``rank`` is the 0-based position among that kind's layers in the order the
+    authors' code created them (their HDF5 names carry that order in the numeric suffix).
+    """
+    check_variant(variant)
+    convs: list[str] = []
+    if variant == "meso4":
+        convs = [f"block{i}_conv" for i in range(1, 5)]
+    else:
+        for i in (1, 2):
+            convs += [f"block{i}_b1_conv1x1", f"block{i}_b2_conv1x1", f"block{i}_b2_conv3x3",
+                      f"block{i}_b3_conv1x1", f"block{i}_b3_conv3x3_d2",
+                      f"block{i}_b4_conv1x1", f"block{i}_b4_conv3x3_d3"]
+        convs += ["block3_conv", "block4_conv"]
+    ranks = {n: ("conv2d", r) for r, n in enumerate(convs)}
+    ranks.update({f"block{i}_bn": ("batch_normalization", i - 1) for i in range(1, 5)})
+    ranks["fc1"] = ("dense", 0)
+    ranks[AUTHORS_OUTPUT_LAYER] = ("dense", 1)
+    return ranks
 
 
 def resolve_weights(weights, weights_dir=None, download: bool = True) -> ResolvedWeights:
@@ -267,16 +137,16 @@ def resolve_weights(weights, weights_dir=None, download: bool = True) -> Resolve
         path = Path(weights).expanduser()
         if path.suffix not in (".h5", ".keras"):
             raise ValueError(f"weights file {path} must be .h5, .weights.h5 or .keras")
-        entry = _entry_by_sha(path)
-        if entry:
-            return ResolvedWeights(path, entry.outputs, entry.arch, entry)
+        found = presets.find_by_path(path) if path.suffix == ".h5" else None
+        if found and found.sha256:
+            return ResolvedWeights(path, found.outputs, found.architecture, found)
         return ResolvedWeights(path, "p_fake", None, None)
-    if is_registered(weights):
-        entry = get_entry(weights)
-        return ResolvedWeights(locate(entry.name, weights_dir, download), entry.outputs,
-                               entry.arch, entry)
-    raise ValueError(f"weights must be None, a registered name {registered_names()} or an "
-                     f"existing .h5/.weights.h5/.keras file; got {weights!r}")
+    if presets.is_registered(weights):
+        p = presets.get(weights)
+        return ResolvedWeights(presets.locate(p.name, weights_dir, download), p.outputs,
+                               p.architecture, p)
+    raise ValueError(f"weights must be None, a registered name {presets.registered_names()} "
+                     f"or an existing .h5/.weights.h5/.keras file; got {weights!r}")
 
 
 def is_legacy_h5(path) -> bool:
@@ -315,8 +185,6 @@ def load_legacy_h5(model, path, variant: str, skip_top: bool = False) -> int:
     checked; a missing or extra layer is an error.
     """
     import h5py
-
-    from mesonet_tf.models import authors_layer_ranks
 
     ranks = authors_layer_ranks(variant)
     with h5py.File(path, "r") as f:
@@ -359,21 +227,3 @@ def load_legacy_h5(model, path, variant: str, skip_top: bool = False) -> int:
     if assigned != expected:
         raise ValueError(f"assigned {assigned} layers from {path}, expected {expected}")
     return assigned
-
-
-def build_registered(name: str, weights_dir=None):
-    """A Keras model for a registered name: the builder with its weights, or the saved model."""
-    import keras
-
-    from mesonet_tf import models
-
-    entry = get_entry(name)
-    if entry.kind == "model":
-        return keras.models.load_model(str(locate(entry.name, weights_dir)), compile=False)
-    if not entry.arch:
-        raise ValueError(f"weights {entry.name!r} do not say their architecture")
-    return models.build(entry.arch, weights=entry.name, weights_dir=weights_dir,
-                        name=entry.name)
-
-
-register_assets()

@@ -12,14 +12,16 @@ pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
 
-from dfd import cli, export  # noqa: E402
-from dfd_eval.calibration import (  # noqa: E402
+from dfd import export  # noqa: E402
+from dfd.evaluation.calibration import (  # noqa: E402
     PlattScaling,
     fit_platt,
     fold_into_model,
     logit,
     output_layer,
 )
+from dfd.inference import loading
+from dfd_app.cli import main as cli
 from mesonet_tf.models import Meso4  # noqa: E402
 
 
@@ -103,8 +105,8 @@ def test_calibrate_command_writes_an_export_that_round_trips(tmp_path):
     raw = model.predict(x, verbose=0).ravel()
     want = s.apply(raw)
     assert np.abs(want - raw).max() > 1e-2  # the calibration is visible in the outputs
-    np.testing.assert_allclose(export.load_any(out)(x), want, atol=1e-5)  # SavedModel
-    np.testing.assert_allclose(export.load_any(out / "model.keras")(x), want, atol=1e-5)
+    np.testing.assert_allclose(loading.load_any(out)(x), want, atol=1e-5)  # SavedModel
+    np.testing.assert_allclose(loading.load_any(out / "model.keras")(x), want, atol=1e-5)
     # a table without labels is refused with a clear message (exit 2)
     table.drop(columns="label").to_csv(tmp_path / "nolabel.csv", index=False)
     assert cli.main(["-q", "calibrate", "--model", str(src), "--scores",
@@ -125,4 +127,4 @@ def test_authors_weights_are_folded_to_p_fake_then_calibrated(tmp_path, monkeypa
     s = PlattScaling.from_dict(info["calibration"])
     x = np.random.default_rng(5).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
     raw = Meso4(weights="meso4_df").predict(x, verbose=0).ravel()  # P(fake)
-    np.testing.assert_allclose(export.load_any(tmp_path / "cal")(x), s.apply(raw), atol=1e-5)
+    np.testing.assert_allclose(loading.load_any(tmp_path / "cal")(x), s.apply(raw), atol=1e-5)

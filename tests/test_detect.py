@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dfd_detect import cli as detect_cli
-from dfd_detect import inputs, pipeline
+from dfd_app.detect import inputs, pipeline
+from dfd_app.detect import output as detect_output
 
-SAMPLE = Path(__file__).resolve().parents[1] / "dfd_detect" / "samples" / "astronaut.mp4"
+SAMPLE = Path(__file__).resolve().parents[1] / "dfd_app" / "samples" / "astronaut.mp4"
 
 
 class BrightnessScorer:
@@ -135,8 +135,8 @@ def test_bad_model_output_is_an_error_row():
 
 def test_stack_scorer_matches_the_stacker():
     pd = pytest.importorskip("pandas")
-    from dfd_detect.models import ModelLoadError, StackScorer
-    from dfd_eval.stacker import Stacker, build_features
+    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.inference.scorers import ModelLoadError, StackScorer
 
     rng = np.random.default_rng(0)
     frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(20)], 3),
@@ -160,7 +160,7 @@ def test_stack_scorer_matches_the_stacker():
 
 
 def test_parse_model_specs():
-    from dfd_detect.models import ModelLoadError, parse_model_specs
+    from dfd.inference.scorers import ModelLoadError, parse_model_specs
 
     assert parse_model_specs(["a=x.keras", "b = meso4_df"]) == {"a": "x.keras", "b": "meso4_df"}
     for bad in (["x.keras"], ["a=1", "a=2"], ["=x"]):
@@ -168,31 +168,26 @@ def test_parse_model_specs():
             parse_model_specs(bad)
 
 
-def test_default_model_prefers_the_shipped_file(tmp_path, monkeypatch):
-    from dfd_detect import models
-    from mesonet_tf import weights
+def test_default_model_is_the_shipped_preset(tmp_path, monkeypatch):
+    from dfd import presets
+    from dfd.inference import scorers as models
 
-    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
-    (tmp_path / "other.keras").write_bytes(b"")
-    assert models.default_model() == str(tmp_path / "other.keras")
-    (tmp_path / "second.keras").write_bytes(b"")
-    with pytest.raises(models.ModelLoadError, match="several models"):
-        models.default_model()
-    (tmp_path / f"{models.DEFAULT_ASSET_STEM}.keras").write_bytes(b"")
-    assert models.default_model().endswith(f"{models.DEFAULT_ASSET_STEM}.keras")
+    shipped = presets.get(models.DEFAULT_MODEL)
+    assert shipped.path and models.default_model() == shipped.path
+    assert shipped.face_margin == 1.06 and shipped.calibration  # its preset travels with it
+    monkeypatch.setattr(presets, "REGISTRY", dict(presets.REGISTRY))
+    (tmp_path / "mine.keras").write_bytes(b"")
+    presets.register_local(models.DEFAULT_MODEL, tmp_path / "mine.keras")
+    assert models.default_model() == str(tmp_path / "mine.keras")
 
 
 def test_default_model_without_any_model_is_a_clear_error(tmp_path, monkeypatch):
-    from dfd_detect import models
-    from mesonet_tf import weights
+    from dfd import presets
+    from dfd.inference import scorers as models
 
-    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
-    monkeypatch.setenv(weights.ENV_DIR, str(tmp_path / "empty"))
-
-    def nowhere(name, directory=None, download=True):
-        raise FileNotFoundError(f"{name} not cached")
-
-    monkeypatch.setattr(weights, "locate", nowhere)
+    monkeypatch.setattr(presets, "REGISTRY", {k: v for k, v in presets.REGISTRY.items()
+                                              if k != models.DEFAULT_MODEL})
+    monkeypatch.setenv(presets.ENV_DIR, str(tmp_path / "empty"))
     with pytest.raises(models.ModelLoadError, match="--model"):
         models.default_model()
 
@@ -214,7 +209,7 @@ def cli_ctx(monkeypatch):
 
 
 def run_cli(argv, capsys):
-    from dfd.cli import main
+    from dfd_app.cli.main import main
 
     code = main(["-q", "detect", *argv])
     return code, capsys.readouterr().out
@@ -256,14 +251,14 @@ def test_cli_option_errors(capsys, cli_ctx):
 
 
 def test_json_line_has_no_nan():
-    line = detect_cli.to_json({"p_fake": float("nan"), "x": [np.float32(0.5)], "y": {"z": np.int64(3)}})
+    line = detect_output.to_json({"p_fake": float("nan"), "x": [np.float32(0.5)], "y": {"z": np.int64(3)}})
     assert json.loads(line) == {"p_fake": None, "x": [0.5], "y": {"z": 3}}
 
 
 def test_load_stacker_round_trip(tmp_path, monkeypatch):
     pd = pytest.importorskip("pandas")
-    from dfd_detect import models
-    from dfd_eval.stacker import Stacker, build_features
+    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.inference import scorers as models
 
     rng = np.random.default_rng(1)
     frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(12)], 2),
@@ -284,8 +279,8 @@ def test_load_stacker_round_trip(tmp_path, monkeypatch):
 
 def _recording_scorer(name, margin):
     """A ModelScorer over a Scorer that remembers the faces it was given."""
-    from dfd.export import Scorer
-    from dfd_detect.models import ModelScorer
+    from dfd.inference.loading import Scorer
+    from dfd.inference.scorers import ModelScorer
 
     seen = []
 
@@ -298,9 +293,9 @@ def _recording_scorer(name, margin):
 
 def test_each_model_gets_faces_framed_as_it_was_trained():
     pd = pytest.importorskip("pandas")
-    from data_prep.faces.align import recrop_margin
-    from dfd_detect.models import StackScorer, choose_margin
-    from dfd_eval.stacker import Stacker, build_features
+    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.framing import recrop_margin
+    from dfd.inference.scorers import StackScorer, choose_margin
 
     tight, tight_seen = _recording_scorer("tight", 1.05)
     wide, wide_seen = _recording_scorer("wide", 1.3)
@@ -334,7 +329,7 @@ def test_each_model_gets_faces_framed_as_it_was_trained():
 
 
 def test_build_context_extracts_at_the_models_margin(monkeypatch):
-    from dfd_detect import models
+    from dfd.inference import scorers as models
 
     scorer, _ = _recording_scorer("tight", 1.05)
     monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: scorer)
@@ -369,8 +364,8 @@ def test_a_temporal_model_scores_videos_like_predict_shards(tmp_path):
 
     from data_prep import shard_writer
     from dfd import export, schema
-    from dfd_detect.models import ClipScorer, load_scorer
-    from temporal_tf import predict
+    from dfd.inference import clips as predict
+    from dfd.inference.scorers import ClipScorer, load_scorer
     from tests.test_temporal_model import FACE, build
 
     keras.utils.set_random_seed(3)
@@ -428,9 +423,9 @@ def test_crops_are_scored_as_the_shard_reader_reads_them(tmp_path):
     pytest.importorskip("tensorflow")
     from data_prep import shard_writer
     from dfd import schema
-    from dfd_detect.models import load_scorer
+    from dfd.inference.frames import predict_frames
+    from dfd.inference.scorers import load_scorer
     from mesonet_tf.models import Meso4
-    from mesonet_tf.predict import predict_frames
 
     paths = _write_crops(tmp_path / "crops", n=3, size=40)
     (tmp_path / "crops" / "broken.png").write_bytes(b"\x89PNG not really")
@@ -473,8 +468,8 @@ def test_a_stacker_over_a_frame_and_a_temporal_model(tmp_path):
     pd = pytest.importorskip("pandas")
     import keras
 
-    from dfd_detect.models import ModelLoadError, StackScorer, load_scorer
-    from dfd_eval.stacker import Stacker, build_features
+    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.inference.scorers import ModelLoadError, StackScorer, load_scorer
     from tests.test_temporal_model import FACE, build
 
     keras.utils.set_random_seed(5)

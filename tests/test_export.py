@@ -13,7 +13,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from dfd import cli, export  # noqa: E402
+from dfd import export, presets  # noqa: E402
+from dfd.inference import loading  # noqa: E402
+from dfd_app.cli import main as cli  # noqa: E402
 from mesonet_tf.models import Meso4  # noqa: E402
 
 
@@ -47,22 +49,26 @@ def test_keras_file_and_info_round_trip(exported, faces):
     model, out = exported
     back = keras.models.load_model(out / "model.keras")
     np.testing.assert_array_equal(back.predict(faces, verbose=0), model.predict(faces, verbose=0))
-    info = json.loads((out / "model_info.json").read_text())
-    assert info["inputs"] == {"faces": {"shape": [None, 64, 64, 3], "dtype": "uint8"}}
-    assert info["outputs"] == "p_fake" and info["source_weights"] == "test"
-    assert export.read_model_info(out) == info
+    doc = json.loads((out / "preset.json").read_text())
+    assert doc["extra"]["inputs"] == {"faces": {"shape": [None, 64, 64, 3], "dtype": "uint8"}}
+    assert doc["outputs"] == "p_fake" and doc["extra"]["source_weights"] == "test"
+    assert doc["face_size"] == 64 and doc["input_kind"] == "frames" and doc["kind"] == "model"
+    preset = presets.read_preset(out)
+    assert preset == presets.ModelPreset.from_dict(doc)  # the record round-trips
+    info = export.read_model_info(out)
+    assert info["inputs"] == doc["extra"]["inputs"] and info["face_margin"] is None
 
 
 def test_load_any_gives_the_same_scores(exported, faces):
     model, out = exported
     ref = model.predict(faces, verbose=0).ravel()
     for spec in (out, out / "model.keras", model):
-        scorer = export.load_any(spec, batch_size=2)
+        scorer = loading.load_any(spec, batch_size=2)
         np.testing.assert_allclose(scorer(faces), ref, atol=1e-6)
-    assert export.load_any(out).kind == "savedmodel"
-    assert export.load_any(scorer) is scorer
+    assert loading.load_any(out).kind == "savedmodel"
+    assert loading.load_any(scorer) is scorer
     with pytest.raises(ValueError, match="'no-such-model'"):
-        export.load_any("no-such-model")
+        loading.load_any("no-such-model")
 
 
 def test_saved_model_cli_lists_the_signature(exported):
@@ -94,7 +100,7 @@ def test_two_input_model_exports_faces_and_mask(tmp_path):
     sig = tf.saved_model.load(str(out)).signatures["serving_default"]
     assert sig.structured_input_signature[1]["mask"].dtype == tf.bool
     np.testing.assert_allclose(sig(faces=f, mask=m)["p_fake"].numpy(), ref, atol=1e-6)
-    np.testing.assert_allclose(export.load_any(out)(f, m), ref, atol=1e-6)
+    np.testing.assert_allclose(loading.load_any(out)(f, m), ref, atol=1e-6)
     info = export.read_model_info(out)
     assert info["inputs"]["mask"] == {"shape": [None, 3], "dtype": "bool"}
 
@@ -114,7 +120,7 @@ def test_authors_model_exports_p_fake(tmp_path, monkeypatch):
     model = Meso4(weights="meso4_df")
     x = np.random.default_rng(3).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
     ref = model.predict(x, verbose=0).ravel()
-    np.testing.assert_allclose(export.load_any(tmp_path / "df")(x), ref, atol=1e-6)
+    np.testing.assert_allclose(loading.load_any(tmp_path / "df")(x), ref, atol=1e-6)
     back = keras.models.load_model(tmp_path / "df" / "model.keras")  # flip is a built-in layer
     np.testing.assert_allclose(back.predict(x, verbose=0).ravel(), ref, atol=1e-6)
     assert export.read_model_info(tmp_path / "df")["source_weights"] == "meso4_df"
@@ -122,13 +128,13 @@ def test_authors_model_exports_p_fake(tmp_path, monkeypatch):
 
 def test_face_margin_travels_with_the_export(tmp_path, exported, faces):
     _, out = exported
-    assert "face_margin" not in export.read_model_info(out)  # source "test": unknown
-    assert export.load_any(out).face_margin is None
+    assert export.read_model_info(out)["face_margin"] is None  # source "test": unknown
+    assert loading.load_any(out).face_margin is None
     model = Meso4(input_shape=(64, 64, 3))
     tight = export.export_savedmodel(model, tmp_path / "tight", face_margin=1.05)
     assert export.read_model_info(tight)["face_margin"] == 1.05
-    assert export.load_any(tight).face_margin == 1.05  # SavedModel
-    assert export.load_any(tight / "model.keras").face_margin == 1.05  # .keras beside its info
+    assert loading.load_any(tight).face_margin == 1.05  # SavedModel
+    assert loading.load_any(tight / "model.keras").face_margin == 1.05  # .keras beside its info
     # from a registered source the registry's margin is recorded (no download needed for this)
     authors = export.export_savedmodel(model, tmp_path / "authors", source="meso4_df",
                                        save_keras=False)

@@ -18,7 +18,7 @@ from data_prep.faces import (
     centred_face,
     get_detector,
 )
-from data_prep.faces.align import DFDC_CROP_MARGIN, MESONET_MARGIN, recrop_margin
+from dfd.framing import DFDC_CROP_MARGIN, MESONET_MARGIN, recrop_margin
 from tests.conftest import shared_path
 
 

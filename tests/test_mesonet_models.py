@@ -45,7 +45,9 @@ def test_inception_blocks_have_dilated_branches():
     assert m.get_layer("block2_b4_conv3x3_d3").dilation_rate == (3, 3)
     assert m.get_layer("block3_conv").kernel_size == (5, 5)
     # every weighted layer has a place in the authors' creation order
-    ranks = models.authors_layer_ranks("mesoinception4")
+    from mesonet_tf.weights import authors_layer_ranks
+
+    ranks = authors_layer_ranks("mesoinception4")
     weighted = {layer.name for layer in m.layers if layer.weights and layer.name != "p_fake"}
     assert weighted == set(ranks) - {"p_real"} | {"fc1"}
 

@@ -9,9 +9,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from dfd import presets  # noqa: E402
+from dfd.inference.frames import load_face_images  # noqa: E402
 from mesonet_tf import weights  # noqa: E402
 from mesonet_tf.models import Meso4, MesoInception4  # noqa: E402
-from mesonet_tf.predict import load_face_images  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
 AUTHORS = {"meso4_df": Meso4, "meso4_f2f": Meso4,
@@ -21,7 +22,7 @@ AUTHORS = {"meso4_df": Meso4, "meso4_f2f": Meso4,
 @pytest.fixture
 def cache(monkeypatch):
     d = shared_path("mesonet", "weights")
-    monkeypatch.setenv(weights.ENV_DIR, str(d))
+    monkeypatch.setenv(presets.ENV_DIR, str(d))
     return d
 
 
@@ -38,12 +39,12 @@ def test_registry_matches_the_published_checksums():
     sums = dict(line.split()[::-1] for line in
                 shared_path("mesonet", "SHA256SUMS").read_text().splitlines() if line.strip())
     for name in AUTHORS:
-        e = weights.get_entry(name)
-        assert sums[f"weights/{e.filename}"] == e.sha256
-        assert e.outputs == "p_real" and e.url.endswith(f"/weights/{e.filename}")
-    assert weights.get_entry("mesonet_df").name == "meso4_df"  # alias
+        e = presets.get(name)
+        assert sums[f"weights/{e.file}"] == e.sha256
+        assert e.outputs == "p_real" and e.url.endswith(f"/weights/{e.file}")
+    assert presets.get("mesonet_df").name == "meso4_df"  # alias
     with pytest.raises(KeyError, match="'nope'.*meso4_df"):
-        weights.get_entry("nope")
+        presets.get("nope")
 
 
 @pytest.mark.parametrize("name", sorted(AUTHORS))
@@ -53,7 +54,7 @@ def test_all_four_files_load_exactly(cache, name):
     # every weighted layer took the file's arrays (none left at initial values)
     import h5py
 
-    with h5py.File(cache / weights.get_entry(name).filename) as f:
+    with h5py.File(cache / presets.get(name).file) as f:
         kernels = sorted(float(np.sum(f[n][w][()])) for n in f for w in f[n].attrs["weight_names"]
                          if w.decode().endswith("kernel:0"))
     ours = sorted(float(np.sum(w)) for layer in model.layers if layer.name != "p_fake"
@@ -112,7 +113,7 @@ def test_wrong_architecture_is_refused(cache, tmp_path):
     other.write_bytes((cache / "Meso4_DF.h5").read_bytes())
     with h5py.File(other, "a") as f:
         f.attrs["note"] = "changed"
-    assert weights.resolve_weights(other).entry is None
+    assert weights.resolve_weights(other).preset is None
     with pytest.raises(ValueError, match="does not hold mesoinception4"):
         MesoInception4(weights=other, weights_output="p_real")
 
@@ -120,60 +121,59 @@ def test_wrong_architecture_is_refused(cache, tmp_path):
 def test_cache_checks_the_sha256(tmp_path):
     (tmp_path / "Meso4_DF.h5").write_bytes(b"not the weights")
     with pytest.raises(ValueError, match="sha256"):
-        weights.locate("meso4_df", tmp_path, download=False)
+        presets.locate("meso4_df", tmp_path, download=False)
     with pytest.raises(FileNotFoundError, match="DFD_WEIGHTS_DIR"):
-        weights.locate("meso4_f2f", tmp_path, download=False)
+        presets.locate("meso4_f2f", tmp_path, download=False)
 
 
 def test_fetch_downloads_and_verifies(tmp_path, monkeypatch):
     src = shared_path("mesonet", "weights", "Meso4_DF.h5")
-    entry = weights.get_entry("meso4_df")
-    fake = weights.WeightsEntry(name="meso4_df_local", arch="meso4", filename="Meso4_DF.h5",
-                                sha256=entry.sha256, url=src.as_uri(), outputs="p_real")
-    monkeypatch.setitem(weights.REGISTRY, fake.name, fake)
-    got = weights.locate("meso4_df_local", tmp_path / "cache")  # absent -> get_file(file://)
-    assert got == tmp_path / "cache" / "Meso4_DF.h5" and weights.sha256_file(got) == entry.sha256
-    bad = weights.WeightsEntry(name="bad", arch="meso4", filename="Bad.h5", sha256="0" * 64,
-                               url=src.as_uri())
-    monkeypatch.setitem(weights.REGISTRY, "bad", bad)
+    entry = presets.get("meso4_df")
+    fake = presets.ModelPreset(name="meso4_df_local", architecture="meso4", file="Meso4_DF.h5",
+                               sha256=entry.sha256, url=src.as_uri(), outputs="p_real")
+    monkeypatch.setitem(presets.REGISTRY, fake.name, fake)
+    got = presets.locate("meso4_df_local", tmp_path / "cache")  # absent -> get_file(file://)
+    assert got == tmp_path / "cache" / "Meso4_DF.h5" and presets.sha256_file(got) == entry.sha256
+    bad = presets.ModelPreset(name="bad", architecture="meso4", file="Bad.h5", sha256="0" * 64,
+                              url=src.as_uri())
+    monkeypatch.setitem(presets.REGISTRY, "bad", bad)
     with pytest.raises(ValueError):
-        weights.fetch("bad", tmp_path / "cache2")
+        presets.fetch("bad", tmp_path / "cache2")
 
 
 def test_registered_local_model_loads_without_flip(tmp_path, monkeypatch):
     trained = Meso4(input_shape=(256, 256, 3))
     trained.save(tmp_path / "meso4_ours.keras")
     (tmp_path / "meso4_ours.json").write_text(json.dumps({"arch": "meso4", "description": "t"}))
-    monkeypatch.setattr(weights, "REGISTRY", dict(weights.REGISTRY))
+    monkeypatch.setattr(presets, "REGISTRY", dict(presets.REGISTRY))
     assert weights.register_assets(tmp_path) == ["meso4_ours"]
-    e = weights.get_entry("meso4_ours")
-    assert e.kind == "model" and e.outputs == "p_fake" and e.arch == "meso4"
+    e = presets.get("meso4_ours")
+    assert e.kind == "model" and e.outputs == "p_fake" and e.architecture == "meso4"
     again = Meso4(weights="meso4_ours")
     assert again.layers[-1].name == "p_fake" and again.layers[-1].trainable
     x = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
     np.testing.assert_array_equal(again.predict(x, verbose=0), trained.predict(x, verbose=0))
-    loaded = weights.build_registered("meso4_ours")
+    loaded = presets.build("meso4_ours")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), trained.predict(x, verbose=0))
     with pytest.raises(FileNotFoundError, match="missing.keras"):
-        weights.register_local("x", tmp_path / "missing.keras")
+        presets.register_local("x", tmp_path / "missing.keras")
 
 
 def test_each_model_records_the_face_framing_it_was_trained_on(tmp_path, monkeypatch):
-    from data_prep.faces.align import DFDC_CROP_MARGIN, MESONET_MARGIN
+    from dfd.framing import DFDC_CROP_MARGIN, MESONET_MARGIN
 
     for name in ("meso4_df", "mesonet_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f"):
-        assert weights.face_margin_of(name) == MESONET_MARGIN
-    assert weights.MESONET_MARGIN == MESONET_MARGIN  # the registry's copy agrees
+        assert presets.face_margin_of(name) == MESONET_MARGIN
     for stem in ("dfd_default", "dfdc_mesoinception4"):  # the shipped assets' sidecars
-        assert weights.face_margin_of(stem) == DFDC_CROP_MARGIN
-        assert weights.face_margin_of(weights.ASSETS_DIR / f"{stem}.keras") == DFDC_CROP_MARGIN
-    assert weights.face_margin_of(tmp_path / "unknown.keras") is None
-    monkeypatch.setattr(weights, "REGISTRY", dict(weights.REGISTRY))
+        assert presets.face_margin_of(stem) == DFDC_CROP_MARGIN
+        assert presets.face_margin_of(weights.ASSETS_DIR / f"{stem}.keras") == DFDC_CROP_MARGIN
+    assert presets.face_margin_of(tmp_path / "unknown.keras") is None
+    monkeypatch.setattr(presets, "REGISTRY", dict(presets.REGISTRY))
     Meso4(input_shape=(32, 32, 3)).save(tmp_path / "m.keras")
     (tmp_path / "m.json").write_text(json.dumps({"arch": "meso4", "face_margin": 1.2}))
     weights.register_assets(tmp_path)
-    assert weights.face_margin_of("m") == 1.2
+    assert presets.face_margin_of("m") == 1.2
     with pytest.raises(ValueError, match=r"face_margin of 'x' must be within \[0.5, 3\], got 13"):
-        weights.register_local("x", tmp_path / "m.keras", face_margin=13)
+        presets.register_local("x", tmp_path / "m.keras", face_margin=13)
     with pytest.raises(ValueError, match="must be a number, got 'wide'"):
-        weights.register_local("x", tmp_path / "m.keras", face_margin="wide")
+        presets.register_local("x", tmp_path / "m.keras", face_margin="wide")

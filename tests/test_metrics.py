@@ -1,4 +1,4 @@
-"""dfd_eval.metrics against hand-computed values, ties and edge cases."""
+"""dfd.evaluation.metrics against hand-computed values, ties and edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfd_eval import metrics as M
+from dfd.evaluation import metrics as M
 
 Y = [0, 0, 1, 1]
 P = [0.1, 0.4, 0.35, 0.8]

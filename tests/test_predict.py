@@ -8,10 +8,11 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from data_prep import shard_writer  # noqa: E402
-from dfd import cli, readers, schema  # noqa: E402
+from dfd import framing, readers, schema  # noqa: E402
+from dfd.inference.frames import predict, predict_frames, predict_videos, score_faces  # noqa: E402
 from dfd.scores import FRAME_COLUMNS, VIDEO_COLUMNS, read_table  # noqa: E402
+from dfd_app.cli import main as cli
 from mesonet_tf.models import Meso4  # noqa: E402
-from mesonet_tf.predict import predict, predict_frames, predict_videos, score_faces  # noqa: E402
 
 SIZE = 32
 
@@ -130,8 +131,8 @@ def test_a_partly_damaged_record_says_how_many_faces_it_lost(model, tmp_path):
 
 
 def test_shard_faces_are_reframed_for_the_model(model, tmp_path):
-    from data_prep.faces.align import recrop_margin
-    from dfd.export import scorer_from_keras
+    from dfd.framing import recrop_margin
+    from dfd.inference.loading import scorer_from_keras
 
     d = tmp_path / "wide"
     with shard_writer.ShardWriter(d, "part") as w:
@@ -150,4 +151,4 @@ def test_shard_faces_are_reframed_for_the_model(model, tmp_path):
         same.face_margin = margin
         np.testing.assert_allclose(predict_frames(same, d)["p_fake"].to_numpy(),
                                    model.predict(faces, verbose=0).ravel(), atol=1e-6)
-    assert schema.shards_face_margin(d) == 1.3
+    assert framing.shards_face_margin(d) == 1.3

@@ -8,7 +8,7 @@ import pytest
 from data_prep import prep
 from data_prep.faces import FakeDetector, centred_face
 from dfd import readers, schema
-from dfd.cli import main
+from dfd_app.cli.main import main
 
 
 def _bright(frame, i):

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfd.cli import main
+from dfd.evaluation import report
+from dfd.evaluation.metrics import evaluate, prepare
 from dfd.scores import write_table
-from dfd_eval import report
-from dfd_eval.metrics import evaluate, prepare
+from dfd_app.cli.main import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

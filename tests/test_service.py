@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from dfd_detect import pipeline
-from dfd_detect.service import ServiceSettings, create_app
-from dfd_detect.uploads import display_name, sniff_container
+from dfd_app.detect import pipeline
+from dfd_app.serve.service import ServiceSettings, create_app
+from dfd_app.serve.uploads import display_name, sniff_container
 from tests.test_detect import SAMPLE, fake_ctx
 
 pytest.importorskip("fastapi")
@@ -222,7 +222,7 @@ def test_size_limit_is_enforced_while_streaming(tmp_path):
     """Without a Content-Length the body is cut off at the limit, not read to the end."""
     import asyncio
 
-    from dfd_detect.uploads import UploadError, receive_upload
+    from dfd_app.serve.uploads import UploadError, receive_upload
 
     boundary = "dfdboundary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.mp4\"\r\n"
@@ -244,7 +244,8 @@ def test_size_limit_is_enforced_while_streaming(tmp_path):
 def test_serve_flags_reach_the_detection_context(monkeypatch):
     import argparse
 
-    from dfd_detect import pipeline, serve_cli
+    from dfd_app.cli import serve as serve_cli
+    from dfd_app.detect import pipeline
 
     parser = argparse.ArgumentParser()
     serve_cli.add_arguments(parser)

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfd_detect import pipeline
-from dfd_detect.models import default_model
+from dfd import presets
+from dfd.inference.scorers import default_model
+from dfd_app.detect import pipeline
 from mesonet_tf import weights
 
 ASSETS = Path(weights.ASSETS_DIR)
 SHIPPED = sorted(ASSETS.glob("*.keras"))
-SAMPLE = Path(__file__).resolve().parents[1] / "dfd_detect" / "samples" / "astronaut.mp4"
+SAMPLE = Path(__file__).resolve().parents[1] / "dfd_app" / "samples" / "astronaut.mp4"
 
 
 def test_default_is_the_shipped_file_and_has_a_card():
@@ -30,8 +31,9 @@ def test_default_is_the_shipped_file_and_has_a_card():
 def test_shipped_model_loads_without_package_code(path):
     import keras
 
-    info = json.loads(path.with_suffix(".json").read_text())
-    assert info["outputs"] == "p_fake" and info["arch"] in ("meso4", "mesoinception4")
+    info = json.loads(path.with_suffix(".json").read_text())  # its preset
+    assert info["outputs"] == "p_fake" and info["architecture"] in ("meso4", "mesoinception4")
+    assert info["sha256"] == presets.sha256_file(path) and info["face_margin"] == 1.06
     model = keras.models.load_model(path, compile=False)  # built-in layers only
     assert model.input_shape == (None, 256, 256, 3)
     assert model.layers[-1].name == "p_fake"

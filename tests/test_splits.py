@@ -10,7 +10,7 @@ import pytest
 
 from data_prep.manifests import load_manifest, read_manifest
 from data_prep.splits import check_leakage, random_split_by_item, split_by_group, split_counts
-from dfd import cli
+from dfd_app.cli import main as cli
 from tests.conftest import shared_path
 
 

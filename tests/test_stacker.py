@@ -1,4 +1,4 @@
-"""dfd_eval.stacker: features, fitting, beating its inputs, JSON round trip without pickle."""
+"""dfd.evaluation.stacker: features, fitting, beating its inputs, JSON round trip without pickle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dfd_eval import stacker as S
+from dfd.evaluation import stacker as S
 
 
 def _split(n, seed, prefix):

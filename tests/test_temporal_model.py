@@ -218,7 +218,7 @@ def write_clip_shards(root, n_faces=(3, 9, 20, 5), size=FACE):
 
 
 def test_multi_clip_sampling_covers_long_records(tmp_path):
-    from temporal_tf import predict
+    from dfd.inference import clips as predict
 
     shards = write_clip_shards(tmp_path / "shards")
     els = list(predict.multi_clip_dataset(shards, clip_len=4, max_clips=3, face_size=FACE))
@@ -240,8 +240,9 @@ def test_train_predict_export_end_to_end(tmp_path):
     import keras
 
     from dfd import export, scores
+    from dfd.inference import clips as predict
+    from dfd.inference import loading
     from dfd.training import Phase, TrainConfig, train
-    from temporal_tf import predict
 
     shards = str(write_clip_shards(tmp_path / "shards"))
     cfg = TrainConfig(
@@ -271,7 +272,7 @@ def test_train_predict_export_end_to_end(tmp_path):
     assert scores.read_table(path)["p_fake"].tolist() == pytest.approx(videos["p_fake"].tolist())
 
     out = export.export_savedmodel(model, tmp_path / "export")
-    scorer = export.scorer_from_savedmodel(out)
+    scorer = loading.scorer_from_savedmodel(out)
     faces, mask = clip(np.random.default_rng(8), 3, 4, size=FACE, batch=2)
     np.testing.assert_allclose(scorer(faces, mask), run(model, faces, mask).reshape(-1),
                                atol=1e-5)
@@ -280,7 +281,7 @@ def test_train_predict_export_end_to_end(tmp_path):
 def test_undecodable_faces_lose_clips_not_the_batch(tmp_path):
     from data_prep import shard_writer
     from dfd import schema
-    from temporal_tf import predict
+    from dfd.inference import clips as predict
 
     rng = np.random.default_rng(0)
     with shard_writer.ShardWriter(tmp_path, "part", max_records=2) as w:

@@ -115,7 +115,7 @@ def test_predict_scores_every_video(trained, shards, expected_labels):
     import keras
 
     from dfd import scores
-    from temporal_tf import predict
+    from dfd.inference import clips as predict
 
     model = keras.models.load_model(trained[0].last_model)
     clips, videos = predict.predict_shards(model, shards, max_clips=MAX_CLIPS, batch_size=4)
@@ -135,7 +135,7 @@ def test_predict_scores_every_video(trained, shards, expected_labels):
 
 def real_clips(shards):
     """One clip of a REAL and one of a FAKE video, at the model's input side."""
-    from temporal_tf import predict
+    from dfd.inference import clips as predict
 
     picked = {}
     for el in predict.multi_clip_dataset(shards, CLIP_LEN, 1, face_size=FACE):
@@ -159,17 +159,18 @@ def test_export_scores_like_the_keras_model(trained, shards, exported):
     import tensorflow as tf
 
     from dfd import export
+    from dfd.inference import loading
 
     model = trained[0].model
     faces, mask = real_clips(shards)
     want = run(model, faces, mask).reshape(-1)
-    sig = tf.saved_model.load(str(exported)).signatures[export.SIGNATURE]
-    got = sig(faces=tf.constant(faces), mask=tf.constant(mask))[export.OUTPUT_KEY].numpy()
+    sig = tf.saved_model.load(str(exported)).signatures[loading.SIGNATURE]
+    got = sig(faces=tf.constant(faces), mask=tf.constant(mask))[loading.OUTPUT_KEY].numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
-    scorer = export.load_any(exported)
+    scorer = loading.load_any(exported)
     assert scorer.kind == "savedmodel" and scorer.n_inputs == 2
     np.testing.assert_allclose(scorer(faces, mask), want, atol=1e-5)
-    keras_scorer = export.load_any(exported / export.KERAS_FILE)
+    keras_scorer = loading.load_any(exported / loading.KERAS_FILE)
     np.testing.assert_allclose(keras_scorer(faces, mask), want, atol=1e-5)
     info = export.read_model_info(exported)
     assert info["inputs"]["faces"]["shape"] == [None, CLIP_LEN, FACE, FACE, 3]
@@ -178,8 +179,9 @@ def test_export_scores_like_the_keras_model(trained, shards, exported):
 
 def test_dfd_predict_cli_on_the_export(exported, shards, trained, expected_labels, tmp_path,
                                        capsys):
-    from dfd import cli, scores
-    from temporal_tf import predict
+    from dfd import scores
+    from dfd.inference import clips as predict
+    from dfd_app.cli import main as cli
 
     out, clips_out = tmp_path / "videos.csv", tmp_path / "clips.csv"
     rc = cli.main(["predict", "--model", str(exported), "--shards", str(shards), "--out", str(out),

@@ -318,13 +318,15 @@ def test_fit_run_writes_every_artefact(tmp_path, shards):
                                rtol=1e-5)
     keras.models.load_model(run / "best.keras")
     # the model's inputs are recorded; the tiny shards' index names no face framing
-    info = json.loads((run / "model_info.json").read_text())
-    assert info["inputs"]["faces"]["dtype"] == "uint8" and "face_margin" not in info
+    info = json.loads((run / "preset.json").read_text())
+    assert info["extra"]["inputs"]["faces"]["dtype"] == "uint8" and info["face_margin"] is None
+    assert info["architecture"] is None  # a "module:builder" model is not a registered one
+    assert info["extra"]["trained_as"] == cfg.model
 
 
 def test_model_records_the_face_framing_of_its_training_shards(tmp_path):
     from dfd import schema
-    from dfd.training.trainer import training_margin
+    from dfd.framing import shards_face_margin
 
     a = write_tiny_shards(tmp_path / "a", records=2, seed=0, prefix="a")
     b = write_tiny_shards(tmp_path / "b", records=2, seed=1, prefix="b")
@@ -335,14 +337,14 @@ def test_model_records_the_face_framing_of_its_training_shards(tmp_path):
         (Path(d) / schema.INDEX_FILE).write_text(json.dumps(index))
 
     cfg = TrainConfig(train=[str(a), str(b)])
-    assert training_margin(cfg) is None  # neither index says
+    assert shards_face_margin(cfg.train) is None  # neither index says
     set_margin(a, 1.05)
-    assert training_margin(cfg) is None  # one unknown
+    assert shards_face_margin(cfg.train) is None  # one unknown
     set_margin(b, 1.3)
-    assert training_margin(cfg) is None  # they disagree
+    assert shards_face_margin(cfg.train) is None  # they disagree
     set_margin(b, 1.05)
-    assert training_margin(cfg) == 1.05
-    assert training_margin(TrainConfig(train=[str(a)])) == 1.05
+    assert shards_face_margin(cfg.train) == 1.05
+    assert shards_face_margin([str(a)]) == 1.05
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])
@@ -445,7 +447,7 @@ def test_mixed_precision_keeps_float32_head_and_restores_policy(tmp_path, shards
 @pytest.mark.parametrize("name", ["meso4", "mesoinception4"])
 def test_mesonet_names_resolve_lazily(name):
     pytest.importorskip("mesonet_tf.models")
-    from dfd.training.models import build_model
+    from dfd.training.factories import build_model
 
     model = build_model(TrainConfig(model=name, face_size=SIZE))
     assert tuple(model.inputs[0].shape) == (None, SIZE, SIZE, 3)
@@ -453,7 +455,7 @@ def test_mesonet_names_resolve_lazily(name):
 
 
 def test_unknown_model_name_is_a_clear_error():
-    from dfd.training.models import resolve_builder
+    from dfd.training.factories import resolve_builder
 
     with pytest.raises(ValueError, match="cannot import"):
         resolve_builder("no_such_pkg.mod:build")
@@ -463,7 +465,7 @@ def test_unknown_model_name_is_a_clear_error():
 
 
 def test_cli_trains_from_flags_and_config(tmp_path, shards, capsys):
-    from dfd.cli import main
+    from dfd_app.cli.main import main
 
     run = tmp_path / "cli-run"
     argv = ["train", "--model", "tests.test_training:tiny_model", "--train", str(shards[0]),

@@ -1,9 +1,9 @@
-"""Make the sample clip shipped in dfd_detect/samples/ (public-domain input only).
+"""Make the sample clip shipped in dfd_app/samples/ (public-domain input only).
 
 The frames come from scikit-image's ``astronaut`` photo (NASA, public domain: Eileen Collins),
 moved by a slow zoom and pan so the clip looks like video. Run once; the output is committed.
 
-    .venv/bin/python tools/make_sample_clip.py dfd_detect/samples/astronaut.mp4
+    .venv/bin/python tools/make_sample_clip.py dfd_app/samples/astronaut.mp4
 """
 
 from __future__ import annotations
@@ -38,6 +38,6 @@ def make(out: Path, seconds: float = 4.0, fps: int = 25, size: tuple[int, int] =
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "dfd_detect/samples/astronaut.mp4")
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "dfd_app/samples/astronaut.mp4")
     target.parent.mkdir(parents=True, exist_ok=True)
     print(make(target), target.stat().st_size, "bytes")

@@ -6,7 +6,7 @@ write the comparison report, and ship the best model (chosen on VALIDATION AUC) 
         --authors meso4_df mesoinception_df meso4_f2f mesoinception_f2f --out runs/final
 
 Each run's best model is first calibrated (Platt scaling fitted on its validation scores and
-folded into its output layer, ``dfd_eval.calibration``; ``--no-calibrate`` skips it): the
+folded into its output layer, ``dfd.evaluation.calibration``; ``--no-calibrate`` skips it): the
 calibrated models are the ones scored, compared and shipped. The authors' weights are scored
 as they are. Needs the authors' weights in $DFD_WEIGHTS_DIR (or the cache) for ``--authors``.
 Writes ``mesonet_tf/assets/dfd_default.keras`` (+ ``.json``), the runner-up as
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.faces.align import DFDC_CROP_MARGIN
-from dfd.cli import main as dfd
-from dfd.cli import setup_logging
+from dfd.evaluation.compare import compare, fit_stacker
+from dfd.framing import DFDC_CROP_MARGIN
+from dfd.inference.frames import predict
+from dfd.scores import write_table
 
 log = logging.getLogger("ship_models")
 
@@ -48,10 +49,8 @@ ASSETS = Path(__file__).resolve().parents[1] / "mesonet_tf" / "assets"
 def _predict(model: str, name: str, shards: str, split: str, out: Path) -> Path:
     path = out / "scores" / f"{name}-{split}.csv"
     if not path.exists():
-        code = dfd(["-q", "predict", "--model", model, "--shards", shards, "--split", split,
-                    "--out", str(path), "--model-name", name])
-        if code:
-            raise SystemExit(f"dfd predict failed for {name} on {split}")
+        _, videos = predict(model, shards, model_name=name, split=split)
+        write_table(videos, path)
     return path
 
 
@@ -59,7 +58,7 @@ def _calibrate(model: str, name: str, shards: str, out: Path):
     """Platt scaling of ``model`` fitted on its raw validation scores, folded into a copy."""
     import keras
 
-    from dfd_eval.calibration import describe, fit_platt, fold_into_model
+    from dfd.evaluation.calibration import describe, fit_platt, fold_into_model
 
     raw = _predict(model, f"{name}-raw", shards, "val", out)
     v = pd.read_csv(raw)
@@ -112,7 +111,7 @@ def main() -> int:
     ap.add_argument("--init-note", action="append", default=[],
                     help="NAME=TEXT describing a run's initialisation in the card")
     args = ap.parse_args()
-    setup_logging()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     (out / "scores").mkdir(parents=True, exist_ok=True)
 
@@ -129,14 +128,12 @@ def main() -> int:
         test[name] = _predict(model, name, args.shards, "test", out)
 
     stacker = out / "stacker.json"
-    dfd(["-q", "stack", "fit", *sum((["--model", f"{n}={p}"] for n, p in val.items()), []),
-         "--out", str(stacker)])
+    fit_stacker(list(val.items()), out=stacker)
     report = out / "report"
     if report.exists():
         shutil.rmtree(report)
-    dfd(["-q", "compare", *sum((["--model", f"{n}={p}"] for n, p in test.items()), []),
-         *sum((["--val", f"{n}={p}"] for n, p in val.items()), []),
-         "--stacker", str(stacker), "--bootstrap", str(args.bootstrap), "--out", str(report)])
+    compare(list(test.items()), list(val.items()), report, stacker_path=stacker,
+            threshold_policy="fixed", bootstrap=args.bootstrap)
     metrics = json.loads((report / "metrics.json").read_text())
 
     val_auc = {}
@@ -170,7 +167,7 @@ def main() -> int:
 
 
 def write_card(out, runs, shipped, val_auc, metrics, args, calibration=None) -> None:
-    from dfd_eval.calibration import describe
+    from dfd.evaluation.calibration import describe
 
     split = pd.read_csv(args.split_csv)
     counts = split.groupby(["split", "label"]).size().unstack(fill_value=0)

@@ -11,19 +11,8 @@ As in MesoNet's ``pipeline.py`` (``find_coordinates`` / ``get_aligned_face``):
 
 Without keypoints the crop falls back to the box centre and ``max(box w, h) * margin``.
 
-**The margin is part of a model's input contract.** A CNN trained on faces framed one way
-scores faces framed another way worse. Two framings matter here:
-
-* :data:`MESONET_MARGIN` (1.3): MesoNet's own alignment, what the authors' weights saw;
-* :data:`DFDC_CROP_MARGIN` (1.06): DFDC's given face crops (``dfdc_faces``: a tight detector
-  box upscaled to 224), what the shipped models were trained on. Measured, not tuned, by
-  ``bench/crop_margin.py``: pasted in the middle of a black 3x canvas, 988 of 1,000 such
-  crops gave RetinaFace keypoints whose alignment scale ``l`` makes the crop side
-  ``1.062 l`` (median; p10 0.93, p90 1.19), centred within 0.01 ``l`` of the alignment centre.
-
-:func:`recrop_margin` turns faces aligned at one margin into the same faces at a smaller one
-(a centre crop: the alignment centre is the crop centre), so one extraction serves models
-with different margins.
+The margin (``margin``) is part of a model's input contract: see :mod:`dfd.framing`, the one
+home of the framing constants and of re-framing.
 """
 
 from __future__ import annotations
@@ -33,13 +22,12 @@ import math
 import numpy as np
 
 from data_prep.faces.detectors import Detection
+from dfd import framing
 
 K_FACE = 2.2
-MESONET_MARGIN = 1.3
-DFDC_CROP_MARGIN = 1.06
 
 
-def alignment_geometry(det: Detection, margin: float = 1.3) -> tuple[float, float, float, float]:
+def alignment_geometry(det: Detection, margin: float = framing.MESONET_MARGIN) -> tuple[float, float, float, float]:
     """``(cx, cy, side, roll_degrees)`` of the aligned crop of ``det`` in frame pixels."""
     kp = det.keypoints
     if all(k in kp for k in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")):
@@ -66,7 +54,7 @@ def alignment_geometry(det: Detection, margin: float = 1.3) -> tuple[float, floa
 
 
 def align_face(frame: np.ndarray, detection: Detection, size: int = 256,
-               margin: float = 1.3) -> np.ndarray:
+               margin: float = framing.MESONET_MARGIN) -> np.ndarray:
     """The aligned ``size`` x ``size`` x 3 uint8 RGB crop of ``detection`` in ``frame``."""
     import cv2
 
@@ -92,35 +80,3 @@ def align_face(frame: np.ndarray, detection: Detection, size: int = 256,
     out = cv2.warpAffine(np.ascontiguousarray(frame), m, (size, size), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     return out.astype(np.uint8, copy=False)
-
-
-def recrop_margin(faces: np.ndarray, have: float, want: float, size: int | None = None) -> np.ndarray:
-    """Faces aligned at margin ``have`` as faces aligned at margin ``want`` (``want <= have``).
-
-    ``faces``: ``[N, S, S, 3]`` uint8 squares from :func:`align_face`; the result is
-    ``[N, size, size, 3]`` (``size`` defaults to ``S``): the centre ``S * want / have`` square,
-    area-resampled. A larger margin than the faces hold cannot be made (the border was never
-    cropped): ``ValueError`` naming both margins.
-    """
-    import cv2
-
-    faces = np.asarray(faces)
-    if faces.ndim != 4 or faces.shape[1] != faces.shape[2] or faces.shape[3] != 3:
-        raise ValueError(f"faces must be [N, S, S, 3] squares, got shape {faces.shape}")
-    if not (have > 0 and want > 0):
-        raise ValueError(f"margins must be > 0, got have={have}, want={want}")
-    if want > have + 1e-9:
-        raise ValueError(f"cannot make margin {want} from faces cropped at margin {have}: "
-                         "extract the faces at the larger margin")
-    src = faces.shape[1]
-    size = int(size or src)
-    side = max(1, int(round(src * want / have)))
-    if side == src and size == src:
-        return faces
-    o = (src - side) // 2
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    out = np.empty((len(faces), size, size, 3), np.uint8)
-    for i, f in enumerate(faces):
-        out[i] = cv2.resize(np.ascontiguousarray(f[o:o + side, o:o + side]), (size, size),
-                            interpolation=interp)
-    return out

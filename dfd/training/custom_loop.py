@@ -27,8 +27,8 @@ import numpy as np
 from dfd.training import history
 from dfd.training.config import Phase, TrainConfig
 from dfd.training.evaluate import binary_metrics, evaluate
+from dfd.training.factories import make_optimizer, per_example_loss, tensorboard_available
 from dfd.training.fit_path import BEST_MODEL, LAST_MODEL, PhaseOutcome
-from dfd.training.models import make_optimizer, per_example_loss, tensorboard_available
 
 log = logging.getLogger(__name__)
 

@@ -11,35 +11,39 @@ import math
 import weakref
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from dfd.evaluation.metrics import threshold_metrics
 
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 
 def binary_metrics(y, p, loss: str = "mse", threshold: float = 0.5) -> dict[str, float]:
-    """``auc, accuracy, precision, recall, loss, n, n_fake`` of P(fake) scores ``p``."""
-    from sklearn.metrics import roc_auc_score
+    """``auc, accuracy, precision, recall, loss, n, n_fake`` of P(fake) scores ``p``.
 
+    The decision metrics are :func:`dfd.evaluation.metrics.threshold_metrics` (the package's
+    one definition; here an undefined precision or recall counts 0, as Keras reports it),
+    plus the training loss and the exact ROC AUC (NaN with one class)."""
     y = np.asarray(y, np.float64).reshape(-1)
     p = np.asarray(p, np.float64).reshape(-1)
     if y.shape != p.shape:
         raise ValueError(f"{y.size} labels but {p.size} scores")
     if y.size == 0:
         raise ValueError("no examples to compute metrics on (empty validation set?)")
-    pred = p >= threshold
     truth = y > 0.5
-    tp = int(np.sum(pred & truth))
     if loss == "mse":
         loss_v = float(np.mean((y - p) ** 2))
     else:
         q = np.clip(p, 1e-7, 1 - 1e-7)
         loss_v = float(np.mean(-(y * np.log(q) + (1 - y) * np.log(1 - q))))
+    decided = threshold_metrics(truth.astype(int), p, threshold)
     both = 0 < truth.sum() < truth.size
     return {
         "auc": float(roc_auc_score(truth, p)) if both else math.nan,
-        "accuracy": float(np.mean(pred == truth)),
-        "precision": tp / int(pred.sum()) if pred.any() else 0.0,
-        "recall": tp / int(truth.sum()) if truth.any() else 0.0,
+        "accuracy": float(decided["accuracy"]),
+        "precision": float(decided["precision"] or 0.0),
+        "recall": float(decided["recall"] or 0.0),
         "loss": loss_v,
         "n": int(y.size),
         "n_fake": int(truth.sum()),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dfd.training import history
 from dfd.training.config import Phase, TrainConfig
-from dfd.training.models import (
+from dfd.training.factories import (
     compile_metrics,
     make_loss,
     make_optimizer,

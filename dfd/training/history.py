@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from dfd.config import json_safe
+
 HISTORY_CSV = "history.csv"
 HISTORY_JSON = "history.json"
 
@@ -67,7 +69,5 @@ def write_history_json(run_dir: str | Path) -> dict[str, list]:
     keys = sorted({k for r in rows for k in r} - {"epoch"})
     hist = {"epoch": [r["epoch"] for r in rows]}
     hist.update({k: [r.get(k, math.nan) for r in rows] for k in keys})
-    safe = {k: [None if isinstance(x, float) and math.isnan(x) else x for x in v]
-            for k, v in hist.items()}
-    (Path(run_dir) / HISTORY_JSON).write_text(json.dumps(safe, indent=1) + "\n")
+    (Path(run_dir) / HISTORY_JSON).write_text(json.dumps(json_safe(hist), indent=1) + "\n")
     return hist

@@ -11,8 +11,9 @@ Run directory (``config.run_dir``)::
     best.keras         the model of the best val AUC epoch
     last.keras         the model after the last epoch
     metrics.json       exact final val metrics of best and last model
-    model_info.json    inputs, and the face framing of the training shards (``face_margin``,
-                       from their index.json) that dfd detect then crops faces at
+    preset.json        the model's preset (dfd.presets): inputs, and the face framing of the
+                       training shards (``face_margin``, from their index.json) that dfd
+                       detect then crops faces at
     tensorboard/       TensorBoard logs
     backup/ checkpoints/ phases/   resume state (a re-run continues where a killed run stopped)
 """
@@ -27,13 +28,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfd.config import config_to_dict, save_config
+from dfd import export, framing, presets, schema
+from dfd.config import config_to_dict, json_safe, save_config
 from dfd.training import custom_loop, fit_path, history
 from dfd.training.config import TrainConfig
 from dfd.training.data import count_labels, make_dataset
 from dfd.training.evaluate import evaluate
+from dfd.training.factories import build_model, set_backbone_trainable
 from dfd.training.fit_path import BEST_MODEL, LAST_MODEL
-from dfd.training.models import build_model, set_backbone_trainable
 from dfd.training.strategy import WorkerInfo, choose_loop, make_strategy, worker_info, write_dir
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,6 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
     if val_ds is None:
         log.warning("no validation shards: best model and early stopping follow train AUC")
     if loop == "custom":
-        from dfd import schema
-
         n_files = len(schema.resolve_shards(cfg.train))
         dist_train = custom_loop.distribute(strategy, train_ds.repeat(), n_files,
                                             info.num_workers)
@@ -200,9 +200,9 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
     metrics = _final_metrics(cfg, model, val_ds, out_dir)
     hist = history.write_history_json(out_dir) if info.is_chief else {}
     if info.is_chief:
-        (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
-        _write_model_info(cfg, model, out_dir)
-    log.info("run finished: %s", json.dumps(_json_safe(metrics.get("best", metrics.get("last")))))
+        (out_dir / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
+        _write_preset(cfg, model, out_dir)
+    log.info("run finished: %s", json.dumps(json_safe(metrics.get("best", metrics.get("last")))))
     return RunResult(
         run_dir=run_dir, loop=loop, strategy=cfg.strategy,
         replicas=strategy.num_replicas_in_sync, history=hist, metrics=metrics,
@@ -212,29 +212,15 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
     )
 
 
-def training_margin(cfg: TrainConfig) -> float | None:
-    """The face framing shared by all training shards (:func:`dfd.schema.shards_face_margin`)."""
-    from dfd import schema
-
-    return schema.shards_face_margin(cfg.train)
-
-
-def _write_model_info(cfg: TrainConfig, model, out_dir: Path) -> None:
-    from dfd import export
-
+def _write_preset(cfg: TrainConfig, model, out_dir: Path) -> None:
     try:
         specs = export.default_input_spec(model)
     except ValueError as err:
-        log.warning("no %s written: %s", export.INFO_FILE, err)
+        log.warning("no %s written: %s", presets.PRESET_FILE, err)
         return
-    info = export.model_info(model, specs, source=f"dfd train ({cfg.model})",
-                             face_margin=training_margin(cfg))
-    (out_dir / export.INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
+    preset = export.model_preset(model, specs, source=f"dfd train ({cfg.model})",
+                                 face_margin=framing.shards_face_margin(cfg.train),
+                                 trained_as=cfg.model)
+    if ":" not in cfg.model:
+        preset = preset.replace(architecture=cfg.model)
+    presets.write_preset(preset, out_dir)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration, the stacker, plots and reports (on score tables)."""

@@ -1,0 +1,138 @@
+"""Platt scaling: make a model's P(fake) a calibrated probability, and fold it into the model.
+
+A detector's sigmoid output ranks faces well or badly (ROC-AUC) whatever its scale, but log
+loss (DFDC's metric) and the meaning of "P(fake) = 0.7" depend on the scale. Platt scaling fits
+
+    P_cal = sigmoid(a · logit(p) + b)
+
+by logistic regression of the labels on ``logit(p)`` over scores the model never trained on
+(a validation split). ``a > 1`` spreads under-confident scores, ``b`` moves the 0.5 point.
+It never changes the ranking, so ROC-AUC and average precision stay exactly the same.
+
+Because the model ends in ``Dense(1, sigmoid)`` with ``p = sigmoid(w·h + c)``, the scaling
+folds exactly into that layer: ``w' = a·w``, ``c' = a·c + b``. The calibrated model is the same
+architecture of built-in layers (it loads without this package) and costs nothing at run time.
+
+    scaling = fit_platt(val["p_fake"], val["label"])
+    calibrated = fold_into_model(model, scaling)   # a copy; ``model`` is untouched
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dfd import presets
+from dfd.inference.loading import load_keras
+
+#: scores are clipped to [EPS, 1 - EPS] before the logit (a sigmoid output of exactly 0 or 1)
+EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class PlattScaling:
+    """``P_cal = sigmoid(a · logit(p) + b)``, fitted on ``n`` scores (``n_fake`` of them FAKE)."""
+
+    a: float
+    b: float
+    n: int = 0
+    n_fake: int = 0
+    fitted_on: str = ""
+
+    def apply(self, p) -> np.ndarray:
+        z = self.a * logit(p) + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PlattScaling:
+        try:
+            return cls(**{k: d[k] for k in ("a", "b")},
+                       **{k: d[k] for k in ("n", "n_fake", "fitted_on") if k in d})
+        except KeyError:
+            raise ValueError(f"a Platt scaling needs 'a' and 'b', got keys {sorted(d)}") from None
+
+
+def logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), EPS, 1.0 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_platt(p_fake, labels, fitted_on: str = "") -> PlattScaling:
+    """Fit Platt scaling of scores ``p_fake`` to 0/1 ``labels`` (FAKE = 1).
+
+    Rows with a NaN score or a label other than 0/1 are dropped. Both classes are needed; an
+    ``a <= 0`` fit (scores that rank the classes backwards) is refused, since folding it would
+    turn the detector around.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    p = np.asarray(p_fake, np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    if p.shape != y.shape:
+        raise ValueError(f"{p.size} scores but {y.size} labels")
+    keep = np.isfinite(p) & np.isin(y, (0, 1))
+    p, y = p[keep], y[keep].astype(int)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"scores must be within [0, 1], got min {p.min()} max {p.max()}")
+    n_fake = int(y.sum())
+    if len(y) == 0 or n_fake in (0, len(y)):
+        raise ValueError(f"calibration needs REAL and FAKE examples, got {len(y) - n_fake} REAL "
+                         f"and {n_fake} FAKE (after dropping unscored / unlabelled rows)")
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logit(p)[:, None], y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if not a > 0:
+        raise ValueError(f"the fitted slope is {a:.4g} <= 0: these scores do not rank FAKE above "
+                         "REAL on this data, so there is nothing to calibrate")
+    return PlattScaling(a=a, b=b, n=int(len(y)), n_fake=n_fake, fitted_on=fitted_on)
+
+
+def output_layer(model):
+    """The model's final ``Dense(1, sigmoid)`` layer, or ValueError saying what is there."""
+    import keras
+
+    layer = model.layers[-1]
+    act = getattr(getattr(layer, "activation", None), "__name__", None)
+    if not isinstance(layer, keras.layers.Dense) or layer.units != 1 or act != "sigmoid":
+        raise ValueError(
+            f"model {model.name!r} does not end in Dense(1, sigmoid) (its last layer is "
+            f"{type(layer).__name__} {layer.name!r}, activation {act!r}); models with the "
+            "authors' flip layer must be built with fold_flip=True first")
+    return layer
+
+
+def fold_into_model(model, scaling: PlattScaling):
+    """A copy of ``model`` whose output is ``scaling.apply(model(x))``, with the same layers."""
+    import keras
+
+    output_layer(model)  # check before copying
+    calibrated = keras.models.clone_model(model)
+    calibrated.set_weights(model.get_weights())
+    layer = output_layer(calibrated)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * scaling.a, bias * scaling.a + scaling.b])
+    return calibrated
+
+
+def describe(scaling: PlattScaling) -> str:
+    """One line for logs and model cards."""
+    mid = -scaling.b / scaling.a  # the raw logit that maps to 0.5
+    raw_half = 1.0 / (1.0 + math.exp(-mid))
+    return (f"Platt scaling a={scaling.a:.3f}, b={scaling.b:+.3f} fitted on {scaling.n} scores "
+            f"({scaling.n_fake} FAKE{', ' + scaling.fitted_on if scaling.fitted_on else ''}); "
+            f"a raw score of {raw_half:.3f} becomes 0.5")
+
+
+def load_for_calibration(spec, weights_dir=None):
+    """The Keras model of ``spec`` ending in Dense(1, sigmoid): a preset whose file gives
+    P(real) (the authors' weights) is built with the flip folded into that layer."""
+    if presets.is_registered(str(spec)) and presets.get(str(spec)).outputs == "p_real":
+        preset = presets.get(str(spec))
+        builder = presets.get_builder(preset.architecture)
+        return builder.fn(weights=preset.name, weights_dir=weights_dir, fold_flip=True,
+                          name=preset.name)
+    return load_keras(spec, weights_dir)

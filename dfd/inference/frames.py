@@ -1,0 +1,189 @@
+"""Score faces with a MesoNet (or any single-face model) into the package's score tables.
+
+* :func:`score_faces`: uint8 faces ``[N, H, W, 3]`` -> ``float64[N]`` P(fake) (the detector's call).
+* :func:`predict_frames`: face shards or a :func:`dfd.readers.frame_dataset` -> frame table
+  (:data:`dfd.scores.FRAME_COLUMNS`).
+* :func:`predict_videos`: the same -> video table, by a named aggregation
+  (:func:`dfd.scores.video_scores`).
+* :func:`predict`: both tables from one pass (what ``dfd predict`` runs).
+
+``model`` may be a Keras model, a :class:`dfd.inference.loading.Scorer`, a ``.keras`` file, a
+SavedModel folder or a registered preset name (``"meso4_df"``...):
+:func:`dfd.inference.loading.load_any`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfd import framing, readers, schema
+from dfd.inference.loading import load_any
+from dfd.scores import FRAME_COLUMNS, STATUS_ERROR, STATUS_OK, failure_row, video_scores
+
+log = logging.getLogger(__name__)
+
+
+def as_scorer(model, batch_size: int = 64, weights_dir=None):
+    """Any accepted model form as a :class:`dfd.inference.loading.Scorer`."""
+    return load_any(model, weights_dir=weights_dir, batch_size=batch_size)
+
+
+def _expected_size(scorer) -> tuple[int, int] | None:
+    if scorer.model is not None:
+        shape = scorer.model.inputs[0].shape
+    elif scorer.info and "faces" in scorer.info.get("inputs", {}):
+        shape = scorer.info["inputs"]["faces"]["shape"]
+    else:
+        return None
+    h, w = shape[-3], shape[-2]
+    return (int(h), int(w)) if h and w else None
+
+
+def score_faces(model, faces, batch_size: int = 64) -> np.ndarray:
+    """P(fake) of each face: ``faces`` uint8 RGB ``[N, H, W, 3]`` (or one ``[H, W, 3]``).
+
+    Faces of another size than the model's input raise ``ValueError`` naming both; an empty
+    batch returns an empty array.
+    """
+    scorer = as_scorer(model, batch_size)
+    a = np.asarray(faces)
+    if a.ndim == 3 and a.shape[-1] == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"faces must be [N, H, W, 3] RGB, got shape {np.shape(faces)}")
+    if len(a) == 0:
+        return np.empty(0, np.float64)
+    want = _expected_size(scorer)
+    if want and tuple(a.shape[1:3]) != want:
+        raise ValueError(f"faces are {a.shape[1]}x{a.shape[2]} but model {scorer.name!r} "
+                         f"takes {want[0]}x{want[1]}")
+    return scorer(a)
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def score_dataset(model, source, batch_size: int = 64, model_name: str | None = None,
+                  face_size: int | None = None, weights_dir=None,
+                  split: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score every face of ``source`` (shard paths or a frame dataset of dicts with ``face``,
+    ``video_id``, ``track``, ``frame_index`` and optionally ``label``).
+
+    Returns ``(frame table, {video_id: label})``. Faces that fail to decode are skipped with
+    a warning (TensorFlow logs each); unknown-label records are kept (label -1).
+    ``split`` scores only the records of that manifest split (e.g. ``"test"``).
+    """
+    import tensorflow as tf
+
+    scorer = as_scorer(model, batch_size, weights_dir)
+    name = model_name or scorer.name
+    reframe = None
+    if isinstance(source, tf.data.Dataset):
+        ds = source
+    else:
+        size = face_size or (_expected_size(scorer) or (None,))[0] or 256
+        ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split)
+        ds = ds.apply(tf.data.experimental.ignore_errors(log_warning=True))
+        reframe = _reframing(scorer, source)
+    ds = ds.batch(batch_size).prefetch(2)
+
+    cols: dict[str, list] = {"video_id": [], "track": [], "frame_index": [], "p_fake": []}
+    labels: dict[str, int] = {}
+    n = 0
+    for batch in ds.as_numpy_iterator():
+        p = scorer(reframe(batch["face"]) if reframe else batch["face"])
+        vids = [_text(v) for v in batch["video_id"]]
+        cols["video_id"] += vids
+        cols["track"] += [int(t) for t in batch["track"]]
+        cols["frame_index"] += [int(f) for f in batch["frame_index"]]
+        cols["p_fake"] += p.tolist()
+        if "label" in batch:
+            labels.update(zip(vids, (int(v) for v in batch["label"])))
+        n += len(p)
+    frames = pd.DataFrame(cols)
+    frames["model"] = name
+    log.info("%s scored %d faces of %d videos", name, n, frames["video_id"].nunique())
+    return frames[FRAME_COLUMNS], labels
+
+
+def _reframing(scorer, source):
+    """A function re-cropping shard faces to the framing the model was trained on, when the
+    shards record a wider one (``dfd detect`` does the same); None when nothing is to do."""
+    return framing.reframer(getattr(scorer, "face_margin", None),
+                            framing.shards_face_margin(source), scorer.name)
+
+
+def predict_frames(model, source, batch_size: int = 64, model_name: str | None = None,
+                   **kwargs) -> pd.DataFrame:
+    """Frame table (``video_id, track, frame_index, p_fake, model``) for every face."""
+    return score_dataset(model, source, batch_size, model_name, **kwargs)[0]
+
+
+def predict(model, source, aggregation: str = "mean", batch_size: int = 64,
+            model_name: str | None = None, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(frame table, video table)`` from one pass over ``source``."""
+    frames, labels = score_dataset(model, source, batch_size, model_name, **kwargs)
+    name = model_name or (str(frames["model"].iloc[0]) if len(frames) else None)
+    videos = video_scores(frames, how=aggregation, labels=labels, model=name)
+    if not hasattr(source, "element_spec"):  # shards: every record must show up
+        stored = _record_facts(source, kwargs.get("split"))
+        missing = [failure_row(vid, STATUS_ERROR, "no face of this record could be decoded",
+                               label=lab, model=name or "", aggregation=aggregation)
+                   for vid, (lab, _) in stored.items() if vid not in set(videos["video_id"])]
+        if missing:
+            log.warning("%d record(s) had no decodable face: %s", len(missing),
+                        [m["video_id"] for m in missing[:10]])
+        # a partly damaged record is scored on the faces that decode, and says so
+        partial = []
+        for i, row in videos.iterrows():
+            n_stored = stored.get(row["video_id"], (None, 0))[1]
+            if row["status"] == STATUS_OK and row["n_faces"] < n_stored:
+                videos.at[i, "error"] = (f"{n_stored - row['n_faces']} of {n_stored} stored faces "
+                                         "could not be decoded; scored on the rest")
+                partial.append(row["video_id"])
+        if partial:
+            log.warning("%d video(s) scored on fewer faces than stored (undecodable faces): %s",
+                        len(partial), partial[:10])
+        if missing:
+            videos = pd.concat([videos, pd.DataFrame(missing)], ignore_index=True)
+    return frames, videos
+
+
+def _record_facts(source, split=None) -> dict[str, tuple[int, int]]:
+    """``{video_id: (label, faces stored)}`` over every record of the shards (faces are
+    counted, not decoded; a video's tracks are summed)."""
+    import tensorflow as tf
+
+    ds = readers.records(source, keep_unknown=True, split=split)
+    ds = ds.map(lambda r: (r["video_id"], r["label"], tf.size(r[schema.FACE])))
+    out: dict[str, tuple[int, int]] = {}
+    for v, lab, n in ds.as_numpy_iterator():
+        vid = _text(v)
+        out[vid] = (int(lab), out.get(vid, (0, 0))[1] + int(n))
+    return out
+
+
+def predict_videos(model, source, aggregation: str = "mean", batch_size: int = 64,
+                   model_name: str | None = None, **kwargs) -> pd.DataFrame:
+    """Video table (one row per video, labels from the shards) by the named aggregation."""
+    return predict(model, source, aggregation, batch_size, model_name, **kwargs)[1]
+
+
+def load_face_images(paths, size: int = 256) -> np.ndarray:
+    """Read face images as uint8 RGB ``[N, size, size, 3]``; other sizes are resized with
+    nearest-neighbour interpolation, as the authors' ``ImageDataGenerator`` did."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(Path(p)) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.NEAREST)
+            out.append(np.asarray(im, np.uint8))
+    return np.stack(out) if out else np.empty((0, size, size, 3), np.uint8)

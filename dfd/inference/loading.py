@@ -1,0 +1,175 @@
+"""Load any model as a scorer: ``.keras`` file, SavedModel folder, preset name or Keras model.
+
+:func:`load_any` turns any of them into a :class:`Scorer`: ``scorer(faces[, mask]) ->
+np.ndarray`` of P(fake), carrying the model's :class:`dfd.presets.ModelPreset` (read from
+the ``preset.json`` beside the file, or the registry's) so callers know its framing, face
+size and clip length.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dfd import presets
+
+log = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+OUTPUT_KEY = "p_fake"
+KERAS_FILE = "model.keras"
+
+
+def is_savedmodel(path) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists())
+
+
+def preset_info(preset) -> dict | None:
+    """A preset as one flat dict (its fields plus its ``extra``: ``inputs``, versions)."""
+    if preset is None:
+        return None
+    d = preset.to_dict()
+    extra = d.pop("extra", {}) or {}
+    return {**extra, **d}
+
+
+class Scorer:
+    """A callable scoring faces with a model: ``scorer(faces[, mask]) -> float64 P(fake) [N]``.
+
+    ``faces`` is uint8 RGB (floats in 0..255 are rounded); batches of ``batch_size`` go
+    through the model in turn.
+    """
+
+    def __init__(self, fn, name: str, kind: str, n_inputs: int = 1, model=None,
+                 batch_size: int = 64, preset=None, face_margin: float | None = None):
+        self._fn, self.name, self.kind = fn, name, kind
+        self.n_inputs, self.model, self.batch_size = n_inputs, model, batch_size
+        #: the model's preset (dfd.presets.ModelPreset), None when nothing records one
+        self.preset = preset
+        #: the preset as a flat dict (``inputs``, ``face_margin``, ``calibration``...)
+        self.info = preset_info(preset)
+        #: the face framing the model was trained on (dfd.framing); None: unknown
+        self.face_margin = face_margin if face_margin is not None else (
+            preset.face_margin if preset is not None else None)
+
+    def __repr__(self):
+        return f"Scorer(name={self.name!r}, kind={self.kind!r})"
+
+    def __call__(self, faces, mask=None) -> np.ndarray:
+        faces = _as_uint8(faces)
+        if self.n_inputs == 2 and mask is None:
+            raise ValueError(f"model {self.name!r} needs a mask with the faces")
+        n = len(faces)
+        out = np.empty(n, np.float64)
+        for i in range(0, n, self.batch_size):
+            args = [faces[i:i + self.batch_size]]
+            if self.n_inputs == 2:
+                args.append(np.asarray(mask[i:i + self.batch_size], bool))
+            out[i:i + self.batch_size] = np.asarray(self._fn(*args), np.float64).reshape(-1)
+        return out
+
+
+def _as_uint8(faces) -> np.ndarray:
+    a = np.asarray(faces)
+    if a.dtype == np.uint8:
+        return a
+    if not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"faces must be a numeric array, got dtype {a.dtype}")
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, preset=None) -> Scorer:
+    n = len(model.inputs)
+    dict_inputs = isinstance(model.input, dict)
+
+    def fn(*args):
+        if dict_inputs:
+            x = dict(zip(model.input.keys(), args))
+        else:
+            x = args[0] if n == 1 else list(args)
+        return model.predict_on_batch(x)
+
+    return Scorer(fn, name or model.name, "keras", n, model, batch_size, preset)
+
+
+def scorer_from_savedmodel(path, batch_size: int = 64) -> Scorer:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    if SIGNATURE not in loaded.signatures:
+        raise ValueError(f"SavedModel {path} has no {SIGNATURE!r} signature "
+                         f"(has {list(loaded.signatures)})")
+    sig = loaded.signatures[SIGNATURE]
+    names = list(sig.structured_input_signature[1])
+    order = [k for k in ("faces", "mask") if k in names] + [k for k in names if k not in ("faces", "mask")]
+
+    def fn(*args):
+        feeds = {k: tf.constant(v) for k, v in zip(order, args)}
+        return sig(**feeds)[OUTPUT_KEY].numpy()
+
+    preset = presets.read_preset(path)
+    name = (preset.extra.get("model_name") or preset.name) if preset else Path(path).name
+    scorer = Scorer(fn, name, "savedmodel", len(names), None, batch_size, preset)
+    scorer.loaded = loaded  # keep the trackable alive
+    return scorer
+
+
+def load_keras(path_or_name, weights_dir=None):
+    """A Keras model from a ``.keras`` file, an export folder's ``model.keras``, a registered
+    weights name, or one of the authors' ``.h5`` files (recognised by checksum)."""
+    import keras
+
+    if isinstance(path_or_name, keras.Model):
+        return path_or_name
+    p = Path(str(path_or_name)).expanduser()
+    if p.is_dir() and (p / KERAS_FILE).exists():
+        p = p / KERAS_FILE
+    if p.is_file() and p.suffix == ".keras":
+        return keras.models.load_model(str(p), compile=False)
+    if p.is_file() and p.suffix == ".h5":
+        known = presets.find_by_path(p)
+        if known is None or not known.architecture:
+            raise ValueError(f"{p} is a weights file of unknown architecture; build the model "
+                             f"with its builder (e.g. mesonet_tf.Meso4(weights=...)) and pass it")
+        builder = presets.get_builder(known.architecture)
+        return builder.fn(weights=p, name=p.stem.lower())
+    if presets.is_registered(str(path_or_name)):
+        return presets.build(str(path_or_name), weights_dir=weights_dir)
+    raise ValueError(f"model {path_or_name!r} is not a .keras file, an export folder, an .h5 "
+                     f"weights file or a registered name {presets.registered_names()}")
+
+
+def load_any(path_or_name, weights_dir=None, batch_size: int = 64) -> Scorer:
+    """A :class:`Scorer` for a Keras model, ``.keras`` file, SavedModel folder or registered name."""
+    if isinstance(path_or_name, Scorer):
+        return path_or_name
+    if not isinstance(path_or_name, (str, Path)):
+        return scorer_from_keras(path_or_name, batch_size=batch_size)
+    if is_savedmodel(path_or_name):
+        return scorer_from_savedmodel(path_or_name, batch_size)
+    model = load_keras(path_or_name, weights_dir)
+    exists = Path(str(path_or_name)).exists()
+    name = Path(str(path_or_name)).stem if exists else str(path_or_name)
+    scorer = scorer_from_keras(model, name, batch_size, preset_of(path_or_name))
+    return scorer
+
+
+def preset_of(spec) -> presets.ModelPreset | None:
+    """The preset of a model file / folder (its ``preset.json``), else the registry's entry
+    for a registered name or file; None when nothing records one."""
+    p = Path(str(spec))
+    if p.exists():
+        try:
+            found = presets.read_preset(p)
+        except ValueError as err:
+            log.warning("%s", err)
+            found = None
+        if found is not None:
+            return found
+        return presets.find_by_path(p)
+    return presets.get(str(spec)) if presets.is_registered(str(spec)) else None
+
+

@@ -1,0 +1,37 @@
+"""``dfd compare``: every model, the stacker and the plain average on one test split.
+
+    dfd compare --model meso4=test_meso4.csv --model lstm=test_lstm.csv \\
+                [--val meso4=val_meso4.csv --val lstm=val_lstm.csv --threshold-policy f1] \\
+                [--stacker stacker.json] --out runs/compare
+
+Prints the study's comparison table (accuracy, precision, recall, F1, ROC-AUC, log loss, n)
+and writes it as ``comparison.csv`` / ``comparison.md`` next to a full report (ROC and PR
+curves of all entries on one figure, metrics.json, index.html): :func:`dfd.evaluation.compare.compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dfd.evaluation.compare import compare
+from dfd_app.cli.common import add_common_arguments, model_spec
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=model_spec, action="append", required=True, metavar="NAME=PATH",
+                   help="a model's test scores (video or frame table); repeat per model")
+    p.add_argument("--val", type=model_spec, action="append", default=[], metavar="NAME=PATH",
+                   help="the same model's validation scores (threshold policy); repeat per model")
+    p.add_argument("--stacker", type=Path, help="stacker.json to apply to the test scores")
+    p.add_argument("--no-average", action="store_true", help="leave out the plain-average baseline")
+    add_common_arguments(p)
+
+
+def run(args) -> int:
+    done = compare(args.model, args.val, args.out, args.labels, args.stacker,
+                   not args.no_average, args.threshold_policy, args.threshold, args.missing,
+                   args.bootstrap, args.seed, args.log_loss_clip)
+    print(done["markdown"], end="")
+    print(f"report: {done['report']}")
+    return 0

@@ -1,0 +1,27 @@
+"""``dfd export``: a model as SavedModel + ``.keras`` + ``preset.json`` in one folder.
+
+    dfd export --model meso4_df --out runs/export/meso4_df
+"""
+
+from __future__ import annotations
+
+from dfd.export import export_savedmodel
+from dfd.inference.loading import load_keras
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="registered weights name (e.g. meso4_df), a .keras file, or an "
+                             "authors' .h5 weights file")
+    parser.add_argument("--out", required=True, help="new (or empty) export folder")
+    parser.add_argument("--no-keras", action="store_true", help="skip writing model.keras")
+    parser.add_argument("--weights-dir", help="cache folder of registered weights "
+                                              "(default $DFD_WEIGHTS_DIR or ~/.cache/dfd/weights)")
+
+
+def run(args) -> int:
+    model = load_keras(args.model, weights_dir=args.weights_dir)
+    out = export_savedmodel(model, args.out, source=str(args.model), save_keras=not args.no_keras)
+    print(f"exported {model.name} ({args.model}) to {out}: signature serving_default, "
+          f"faces uint8 -> p_fake float32")
+    return 0

@@ -1,0 +1,105 @@
+"""The ``dfd`` command: one entry point, one subcommand per pipeline stage.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their subcommand runs, so
+``dfd --help`` stays fast (TensorFlow is not imported for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS = {
+    "prep": ("dfd_app.cli.prep", "videos / face crops -> face-tensor TFRecord shards"),
+    "split": ("dfd_app.cli.split", "identity-safe train/val/test split of a manifest"),
+    "check-split": ("dfd_app.cli.split", "fail when an identity group spans two splits"),
+    "train": ("dfd_app.cli.train", "train a MesoNet or temporal model from shards"),
+    "predict": ("dfd_app.cli.predict", "score shards with a model -> frame and video score tables"),
+    "export": ("dfd_app.cli.export", "export a trained model as a SavedModel"),
+    "evaluate": ("dfd_app.cli.evaluate", "scores + labels -> metrics and an HTML report"),
+    "stack": ("dfd_app.cli.stack", "fit or apply the logistic-regression stacker"),
+    "compare": ("dfd_app.cli.compare", "every model + stacker + average on one test split"),
+    "calibrate": ("dfd_app.cli.calibrate", "fit Platt scaling on validation scores, fold it into the model"),
+    "detect": ("dfd_app.cli.detect", "is this video fake? score video files or folders"),
+    "serve": ("dfd_app.cli.serve", "HTTP detection service with an upload page"),
+}
+
+
+#: what a subcommand's missing module means (the extra that installs it)
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve"}
+
+
+class CommandUnavailable(Exception):
+    """A subcommand's module (or a package it needs) cannot be imported."""
+
+
+def _import_command(name: str):
+    mod = SUBCOMMANDS[name][0]
+    try:
+        return importlib.import_module(mod)
+    except ImportError as err:
+        missing = (getattr(err, "name", None) or "").split(".")[0]
+        extra = EXTRAS.get(missing)
+        hint = (f"install it with: pip install 'dfd-tf[{extra}]'" if extra
+                else "reinstall the package")
+        raise CommandUnavailable(f"dfd {name} is not available: {err}; {hint}") from None
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Every subcommand is listed; only the one that runs is imported (and must import)."""
+    parser = argparse.ArgumentParser(prog="dfd", description="Deepfake video detection.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v info is the default, -vv debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if a in SUBCOMMANDS), None)
+    for name, (mod, help_) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == wanted:
+            module = _import_command(name)
+            if hasattr(module, "add_arguments_for"):
+                module.add_arguments_for(name, p)
+            else:
+                module.add_arguments(p)
+            p.set_defaults(_module=mod)
+    return parser
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser(argv)
+    except CommandUnavailable as err:
+        logging.basicConfig(format="%(levelname)s dfd: %(message)s")
+        logging.getLogger("dfd").error("%s", err)
+        return 2
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose, args.quiet)
+    module = importlib.import_module(args._module)
+    try:
+        if hasattr(module, "run_for"):
+            return int(module.run_for(args.command, args) or 0)
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, exit 2
+        logging.getLogger("dfd").debug("dfd %s failed", args.command, exc_info=True)
+        logging.getLogger("dfd").error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""``dfd serve``: the detection HTTP service with an upload page (FastAPI + uvicorn).
+
+Binds 127.0.0.1 by default: put a reverse proxy (TLS, authentication) in front of it before
+exposing it to a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from dfd.inference.scorers import ModelLoadError
+from dfd_app.detect import pipeline
+from dfd_app.serve.service import ServiceSettings, create_app
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--model", action="append", default=[], metavar="PATH|NAME",
+                        help="model (default: the shipped model); with --stacker: NAME=PATH, repeated")
+    parser.add_argument("--stacker", metavar="JSON", help="stacker JSON from `dfd stack`")
+    parser.add_argument("--threshold", type=float, default=pipeline.DEFAULT_THRESHOLD,
+                        help="FAKE when P(fake) >= threshold (default: %(default)s)")
+    parser.add_argument("--aggregation", default=pipeline.DEFAULT_AGGREGATION,
+                        choices=["mean", "vote", "confident", "max"],
+                        help="face scores -> person score (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=pipeline.DEFAULT_N_FRAMES,
+                        help="frames sampled per video (default: %(default)s)")
+    parser.add_argument("--sampler", default=pipeline.DEFAULT_SAMPLER, choices=["keyframe", "uniform"])
+    parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
+    parser.add_argument("--margin", default="auto", metavar="auto|FLOAT",
+                        help="face crop framing (as in dfd detect; default: %(default)s)")
+    parser.add_argument("--all-faces", action="store_true",
+                        help="score every person as a track (as in dfd detect)")
+    parser.add_argument("--max-upload-mb", type=float, default=200.0,
+                        help="largest accepted upload in MB (default: %(default)s) -> 413")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="per-request time limit in seconds (default: %(default)s) -> 504")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="videos scored at once (default: %(default)s)")
+    parser.add_argument("--max-queue", type=int, default=8,
+                        help="requests waiting beyond --workers before 503 (default: %(default)s)")
+
+
+def settings_from_args(args):
+
+    if not args.stacker and len(args.model) > 1:
+        raise ValueError(f"several --model values need --stacker (got {args.model})")
+    if args.workers < 1 or args.max_queue < 0 or args.max_upload_mb <= 0 or args.timeout <= 0:
+        raise ValueError("--workers >= 1, --max-queue >= 0, --max-upload-mb > 0 and --timeout > 0")
+    return ServiceSettings(
+        model=None if args.stacker or not args.model else args.model[0], stacker=args.stacker,
+        stack_models=args.model if args.stacker else None, detector=args.detector,
+        n_frames=args.frames, sampler=args.sampler, margin=args.margin,
+        all_faces=args.all_faces, threshold=args.threshold,
+        aggregation=args.aggregation, max_upload_mb=args.max_upload_mb, timeout_s=args.timeout,
+        workers=args.workers, max_queue=args.max_queue)
+
+
+def run(args) -> int:
+    import uvicorn
+
+
+    try:
+        settings = settings_from_args(args)
+        ctx = settings.build_context()  # fail here, before binding, when the model cannot load
+    except (ModelLoadError, ValueError, ImportError) as err:
+        log.error("%s", err)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("binding %s: the service has no authentication; put it behind a proxy", args.host)
+    app = create_app(ctx, settings)
+    log.info("serving on http://%s:%d/", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0

@@ -1,0 +1,135 @@
+"""``dfd train``: train a MesoNet or temporal model from face shards.
+
+Give a config file (``--config cfg.json``, as written by a previous run or by hand), flags,
+or both (flags override the file). Re-running with the same ``--run-dir`` resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from dfd.config import config_from_dict, config_to_dict, load_config
+from dfd.training import train
+from dfd.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# flag -> TrainConfig field, for flags that map one to one
+_SIMPLE = {
+    "model": str, "run_dir": str, "input_kind": str, "clip_len": int, "face_size": int,
+    "max_faces_per_record": int, "batch_size": int, "epochs": int, "steps_per_epoch": int,
+    "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
+    "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
+    "train_split": str, "val_split": str,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dfd.training.config import (
+        CLASS_BALANCE,
+        INPUT_KINDS,
+        LOOPS,
+        LOSSES,
+        OPTIMIZERS,
+        STRATEGIES,
+    )
+
+    parser.add_argument("--config", help="TrainConfig JSON (a run's config.json works too)")
+    parser.add_argument("--model", help="meso4 | mesoinception4 | temporal | package.module:builder")
+    parser.add_argument("--model-kwargs", help='JSON object of model arguments, e.g. \'{"dropout": 0.5}\'')
+    parser.add_argument("--train", nargs="+", help="training shard directories or files")
+    parser.add_argument("--val", nargs="+", help="validation shard directories or files")
+    parser.add_argument("--train-split", help="use only records of this manifest split "
+                        "(`dfd split`) from --train, e.g. train")
+    parser.add_argument("--val-split", help="use only records of this split from --val, e.g. val")
+    parser.add_argument("--run-dir", help="where the run writes (and resumes from)")
+    parser.add_argument("--input-kind", choices=INPUT_KINDS)
+    parser.add_argument("--clip-len", type=int)
+    parser.add_argument("--face-size", type=int)
+    parser.add_argument("--max-faces-per-record", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--validation-steps", type=int)
+    parser.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--loss", choices=LOSSES)
+    parser.add_argument("--class-balance", choices=CLASS_BALANCE)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--strategy", choices=STRATEGIES)
+    parser.add_argument("--loop", choices=LOOPS)
+    parser.add_argument("--patience", type=int, help="early-stopping patience on val AUC")
+    parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument("--no-augment", action="store_true", help="switch all augmentations off")
+    parser.add_argument("--augment", help='JSON object of AugmentConfig fields, e.g. \'{"jpeg": false}\'')
+    parser.add_argument("--phases", help='JSON list, e.g. \'[{"epochs": 3, "learning_rate": 1e-3, '
+                        '"trainable_backbone": false}, {"epochs": 5, "learning_rate": 1e-4}]\'')
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and exit without training")
+
+
+def _json_arg(value: str, flag: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} is not valid JSON ({err}): {value!r}") from None
+
+
+def config_from_args(args):
+    """The TrainConfig of ``--config`` (if any) with the given flags applied on top."""
+
+    data = config_to_dict(load_config(TrainConfig, args.config)) if args.config else {}
+    for name in _SIMPLE:
+        value = getattr(args, name, None)
+        if value is not None:
+            data[name] = value
+    for name in ("train", "val"):
+        if getattr(args, name):
+            data[name] = list(getattr(args, name))
+    if args.model_kwargs:
+        data["model_kwargs"] = _json_arg(args.model_kwargs, "--model-kwargs")
+    if args.phases:
+        data["phases"] = _json_arg(args.phases, "--phases")
+    augment = dict(data.get("augment") or {})
+    if args.augment:
+        augment.update(_json_arg(args.augment, "--augment"))
+    if args.no_augment:
+        augment["enabled"] = False
+    if augment:
+        data["augment"] = augment
+    if args.no_early_stopping:
+        data["patience"] = None
+    for name in ("mixed_precision", "jit_compile", "tensorboard"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    cfg = config_from_dict(TrainConfig, data)
+    if not cfg.train:
+        raise ValueError("no training shards: give --train DIR (or 'train' in --config)")
+    return cfg
+
+
+def run(args) -> int:
+
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    if args.dry_run:
+        print(json.dumps(config_to_dict(cfg), indent=2))
+        return 0
+
+    result = train(cfg)
+    best = result.metrics.get("best") or result.metrics.get("last") or {}
+    print(f"run dir      {result.run_dir}")
+    print(f"path         {result.loop} ({result.strategy}, {result.replicas} replicas)")
+    print(f"epochs run   {result.epochs_run}" + ("  (stopped early)" if result.stopped_early else ""))
+    for key in ("auc", "accuracy", "precision", "recall", "loss"):
+        if key in best:
+            print(f"val {key:<10}{best[key]:.4f}")
+    return 0

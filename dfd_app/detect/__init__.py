@@ -1,0 +1,1 @@
+"""``dfd detect``'s pipeline: videos / images -> frames -> faces -> scores -> result rows."""

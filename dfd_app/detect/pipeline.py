@@ -1,0 +1,316 @@
+"""Video -> verdict: the per-video work shared by ``dfd detect`` and ``dfd serve``.
+
+:func:`build_context` loads the model(s) and the face detector once; :func:`detect_video`
+turns one video into one result dict (never raises); :func:`iter_detect` streams a batch.
+
+Result dict (also the ``--format jsonl`` object and the service's JSON)::
+
+    video, p_fake, label, threshold, n_frames, n_faces, status, error, model,   <- CSV columns
+    aggregation, frames_with_face, meta{fps, frame_count, width, height, sampler, face_margin},
+    tracks[{track, p_fake, n_faces}], frames[{track, frame_index, p_fake, box, confidence}],
+    timings{decode, detect, align, model, total}
+
+``n_frames`` counts the frames searched for faces, ``n_faces`` the faces scored.
+``p_fake`` is P(fake) (NaN -> ``null`` in JSON, empty in CSV when there is no score);
+``label`` is FAKE when ``p_fake >= threshold``, REAL below it, UNKNOWN without a score
+(``status`` ``no_face`` or ``error``). Each face track (person) is aggregated by
+``aggregation`` and the video takes its most suspicious track (max over tracks).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.extract import ExtractConfig, extract_faces
+from data_prep.faces import get_detector
+from dfd.inference import scorers as models
+from dfd.labels import verdict
+from dfd.readers import decode_face
+from dfd.scores import AGGREGATIONS, STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, aggregate
+from dfd_app.detect import artifacts
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["video", "p_fake", "label", "threshold", "n_frames", "n_faces", "status", "error",
+               "model"]
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_AGGREGATION = "mean"
+DEFAULT_N_FRAMES = 32
+DEFAULT_SAMPLER = "keyframe"
+
+
+@dataclass
+class DetectContext:
+    """Everything loaded once per process, plus per-run output options.
+
+    ``scorer(faces uint8 [N,256,256,3]) -> P(fake) [N]`` (see :mod:`dfd.inference.scorers`);
+    ``extract(path, detector, cfg)`` defaults to :func:`data_prep.extract.extract_faces`.
+    Copy with :func:`dataclasses.replace` to change output options per request.
+    """
+
+    scorer: Callable
+    detector: object = None
+    extract_cfg: object = None
+    threshold: float = DEFAULT_THRESHOLD
+    aggregation: str = DEFAULT_AGGREGATION
+    extract: Callable | None = None
+    plot_dir: str | None = None      # write <video>.png frame-score timelines here
+    faces_dir: str | None = None     # write the face crops used (JPEG) here
+    plot_png: bool = False           # inline base64 PNG timeline in the result ("plot_png")
+    thumbnails: int = 0              # up to N base64 JPEG face thumbnails ("thumbnails")
+    thumb_size: int = 96
+    details: bool = True             # per-frame / per-track lists in the result
+    crops: bool = False              # inputs are face crops (images), scored without detection
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.scorer, "name", type(self.scorer).__name__))
+
+
+def make_extract_config(n_frames: int = DEFAULT_N_FRAMES, sampler: str = DEFAULT_SAMPLER, **kw):
+
+    return ExtractConfig(n_frames=n_frames, sampler=sampler, **kw)
+
+
+def build_context(model: str | None = None, stacker: str | None = None,
+                  stack_models: list[str] | None = None, detector: str = "default",
+                  detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
+                  sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
+                  all_faces: bool = False, **options) -> DetectContext:
+    """Load the model(s) and the face detector once and return a :class:`DetectContext`.
+
+    ``model``: path or weights name (None: :func:`dfd.inference.scorers.default_model`).
+    ``stacker``: stacker JSON; then ``stack_models`` lists ``NAME=PATH`` entries.
+    ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
+    or a number for every model.
+    ``all_faces``: score every person as a track (default: the largest face of each frame).
+    ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
+    """
+
+    if options.get("aggregation", DEFAULT_AGGREGATION) not in _aggregations():
+        raise ValueError(f"unknown aggregation {options['aggregation']!r}; choose from {_aggregations()}")
+    t = float(options.get("threshold", DEFAULT_THRESHOLD))
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {t}")
+    scorer = (models.load_stacker(stacker, stack_models) if stacker
+              else models.load_scorer(model))
+
+    face_margin = models.choose_margin(scorer, margin)
+    if options.get("crops"):  # given crops are scored as they are, never re-framed
+        for s in models.model_scorers(scorer):
+            s.input_margin = None
+    else:
+        log.info("faces framed at margin %.2f for %s", face_margin, scorer.name)
+    det = get_detector(detector, **(detector_kw or {}))
+    return DetectContext(scorer=scorer, detector=det,
+                         extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
+                                                     all_faces=bool(all_faces)),
+                         **options)
+
+
+def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
+    """Run the scorer once on a blank face so the first request does not pay for tracing."""
+    size = face_size or int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
+    ctx.scorer(np.zeros((1, size, size, 3), np.uint8))
+
+
+def _aggregations() -> list[str]:
+
+    return sorted(AGGREGATIONS)
+
+
+def _failure_status(err: BaseException) -> str:
+    names = {c.__name__ for c in type(err).__mro__}
+    return STATUS_NO_FACE if "NoFaceError" in names else STATUS_ERROR
+
+
+def _base_record(path: str, ctx: DetectContext) -> dict:
+    return {"video": str(path), "p_fake": float("nan"), "label": "UNKNOWN",
+            "threshold": ctx.threshold, "n_frames": 0, "n_faces": 0, "status": STATUS_ERROR,
+            "error": "", "model": ctx.model_name, "aggregation": ctx.aggregation}
+
+
+def _fail(rec: dict, status: str, error: str) -> dict:
+    rec.update(status=status, error=error, p_fake=float("nan"), label="UNKNOWN")
+    return rec
+
+
+def _meta(vf, ctx: DetectContext) -> dict:
+    meta = {k: getattr(vf, k, None) for k in ("fps", "frame_count", "width", "height", "sampler")}
+    meta["face_margin"] = getattr(ctx.extract_cfg, "margin", None)
+    return meta
+
+
+def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
+    """Per-face P(fake), per-track scores and the video score."""
+    if hasattr(ctx.scorer, "score_track"):
+        return _score_clips(ctx, faces, track_ids)
+    stack = hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_all")
+    if stack:
+        per_model, clips = ctx.scorer.score_all(faces, track_ids)
+        p = np.mean(np.stack(list(per_model.values())), axis=0)
+    else:
+        p = np.asarray(ctx.scorer(faces), dtype=np.float64).reshape(-1)
+    if p.shape != (len(faces),):
+        raise ValueError(f"model {ctx.model_name!r} returned {p.shape} scores for {len(faces)} faces")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"model {ctx.model_name!r} returned scores outside [0, 1]")
+    tracks = []
+    for t in np.unique(track_ids):
+        sel = track_ids == t
+        ts = (ctx.scorer.video_score({n: v[sel] for n, v in per_model.items()},
+                                     {n: {int(t): c[int(t)]} for n, c in clips.items()})
+              if stack else aggregate(p[sel], ctx.aggregation))
+        tracks.append({"track": int(t), "p_fake": float(ts), "n_faces": int(sel.sum())})
+    if stack:
+        video = ctx.scorer.video_score(per_model, clips)
+    else:
+        video = float(np.nanmax([t["p_fake"] for t in tracks])) if tracks else float("nan")
+    return p, tracks, video
+
+
+def _score_clips(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
+    """A temporal model: each track's clips are scored and aggregated; per-face scores are
+    their clip's. The video takes its most suspicious track."""
+    p = np.empty(len(faces), np.float64)
+    tracks = []
+    for t in np.unique(track_ids):
+        sel = np.flatnonzero(track_ids == t)
+        clip_p, face_p = ctx.scorer.score_track(faces[sel])
+        if np.any((clip_p < 0) | (clip_p > 1)) or len(face_p) != len(sel):
+            raise ValueError(f"model {ctx.model_name!r} returned bad clip scores {clip_p}")
+        p[sel] = face_p
+        tracks.append({"track": int(t), "p_fake": float(aggregate(clip_p, ctx.aggregation)),
+                       "n_faces": int(len(sel)), "n_clips": int(len(clip_p))})
+    video = float(np.nanmax([t["p_fake"] for t in tracks])) if tracks else float("nan")
+    return p, tracks, video
+
+
+def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) -> dict:
+    """Score one video; never raises: failures give ``status`` no_face/error and a reason.
+
+    ``name`` replaces the path in the ``video`` field (the service shows the upload's name).
+    """
+    t0 = time.perf_counter()
+    rec = _base_record(name if name is not None else str(path), ctx)
+    timings = {"decode": 0.0, "detect": 0.0, "align": 0.0, "model": 0.0}
+    if ctx.crops:
+        return _detect_crop(path, ctx, rec, timings, t0)
+    try:
+        extract = ctx.extract
+        if extract is None:
+            extract = extract_faces
+        vf = extract(str(path), ctx.detector, ctx.extract_cfg)
+        timings.update({k: float(v) for k, v in (getattr(vf, "timings", None) or {}).items()})
+        rec["meta"] = _meta(vf, ctx)
+        tracks = list(vf.tracks)
+        face_list = [np.asarray(f, dtype=np.uint8) for t in tracks for f in t.faces]
+        if not face_list:
+            return _finish(_fail(rec, STATUS_NO_FACE, "no face found in the sampled frames"),
+                           timings, t0)
+        faces = np.stack(face_list)
+        track_ids = np.concatenate([np.full(len(t.faces), t.track) for t in tracks])
+        frame_idx = np.concatenate([np.asarray(t.frame_indices, dtype=np.int64) for t in tracks])
+        boxes = [list(map(float, b)) for t in tracks for b in t.boxes]
+        confs = [float(c) for t in tracks for c in t.confidences]
+        tm = time.perf_counter()
+        p, track_scores, video_p = _score(ctx, faces, track_ids)
+        timings["model"] = time.perf_counter() - tm
+    except Exception as err:  # noqa: BLE001 - one bad file never stops a batch
+        status = _failure_status(err)
+        log.debug("%s: %s", rec["video"], err, exc_info=status == STATUS_ERROR)
+        return _finish(_fail(rec, status, f"{type(err).__name__}: {err}"
+                             if status == STATUS_ERROR else str(err)), timings, t0)
+    searched = getattr(vf, "frames_searched", None)
+    rec.update(p_fake=float(video_p), n_faces=int(len(faces)), status=STATUS_OK, error="",
+               n_frames=int(searched if searched is not None else len(np.unique(frame_idx))))
+    rec["frames_with_face"] = int(len(np.unique(frame_idx)))
+    rec["label"] = verdict(rec["p_fake"], ctx.threshold)
+    if not np.isfinite(rec["p_fake"]):
+        _fail(rec, STATUS_ERROR, "the model gave no finite score")
+    if ctx.details:
+        rec["tracks"] = track_scores
+        rec["frames"] = [
+            {"track": int(t), "frame_index": int(f), "p_fake": float(s),
+             "box": boxes[i] if i < len(boxes) else None,
+             "confidence": confs[i] if i < len(confs) else None}
+            for i, (t, f, s) in enumerate(zip(track_ids, frame_idx, p))]
+    _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p)
+    return _finish(rec, timings, t0)
+
+
+def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) -> dict:
+    """A face crop (an image file) scored as it is: decoded and resized to the model's face
+    size by the shard reader's own function (so a crop scores as it would from shards), no
+    detection, no re-framing."""
+    size = int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
+    try:
+        from PIL import Image, UnidentifiedImageError
+
+
+        with Image.open(path) as im:  # sniff first: TF's decoder errors are less clear
+            w, h = im.size
+        face = np.asarray(decode_face(Path(path).read_bytes(), size))
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} ({err})"),
+                       timings, t0)
+    except Exception as err:  # noqa: BLE001 - e.g. tf InvalidArgumentError; never stops a batch
+        return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} "
+                             f"({type(err).__name__})"), timings, t0)
+    timings["decode"] = time.perf_counter() - t0
+    rec["meta"] = {"width": int(w), "height": int(h), "crop": True}
+    tm = time.perf_counter()
+    try:
+        p, tracks, video_p = _score(ctx, face[None], np.zeros(1, int))
+    except Exception as err:  # noqa: BLE001 - one bad file never stops a batch
+        return _finish(_fail(rec, STATUS_ERROR, f"{type(err).__name__}: {err}"), timings, t0)
+    timings["model"] = time.perf_counter() - tm
+    rec.update(p_fake=float(video_p), n_frames=1, n_faces=1, frames_with_face=1, status=STATUS_OK,
+               error="", label=verdict(float(video_p), ctx.threshold))
+    if ctx.details:
+        rec["tracks"] = tracks
+        rec["frames"] = [{"track": 0, "frame_index": 0, "p_fake": float(p[0]),
+                          "box": [0.0, 0.0, float(w), float(h)], "confidence": None}]
+    _write_extras(rec, ctx, path, face[None], np.zeros(1, int), np.zeros(1, int), p)
+    return _finish(rec, timings, t0)
+
+
+def _finish(rec: dict, timings: dict, t0: float) -> dict:
+    timings["total"] = time.perf_counter() - t0
+    rec["timings"] = {k: round(float(v), 4) for k, v in timings.items()}
+    return rec
+
+
+def _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p) -> None:
+    """Plots, face JPEGs and thumbnails; a failure here is logged, never fatal."""
+
+    try:
+        if ctx.faces_dir:
+            artifacts.write_faces(ctx.faces_dir, path, faces, track_ids, frame_idx)
+        if ctx.plot_dir:
+            artifacts.write_plot(Path(ctx.plot_dir) / f"{artifacts.output_stem(path)}.png",
+                                 rec, frame_idx, p, track_ids)
+        if ctx.plot_png:
+            rec["plot_png"] = artifacts.plot_png_base64(rec, frame_idx, p, track_ids)
+        if ctx.thumbnails:
+            rec["thumbnails"] = artifacts.thumbnails(faces, track_ids, frame_idx, p,
+                                                     ctx.thumbnails, ctx.thumb_size)
+    except Exception as err:  # noqa: BLE001 - outputs beside the verdict are best-effort
+        log.warning("%s: could not write plot/faces: %s", rec["video"], err)
+
+
+def iter_detect(items: Iterable, ctx: DetectContext) -> Iterator[dict]:
+    """Stream results for :class:`dfd_app.detect.inputs.InputItem` objects (or plain paths)."""
+    for item in items:
+        path, error = (item, "") if isinstance(item, (str, Path)) else (item.path, item.error)
+        if error:
+            yield _finish(_fail(_base_record(str(path), ctx), STATUS_ERROR, error), {}, time.perf_counter())
+            continue
+        yield detect_video(path, ctx)

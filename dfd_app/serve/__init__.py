@@ -1,0 +1,1 @@
+"""``dfd serve``: the HTTP detection service and its upload page."""

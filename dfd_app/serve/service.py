@@ -1,0 +1,182 @@
+"""The detection HTTP service (FastAPI): ``POST /v1/detect``, ``GET /healthz``, ``GET /`` page.
+
+``create_app(ctx_or_settings)`` takes a ready :class:`dfd_app.detect.pipeline.DetectContext`
+(tests inject fakes) or :class:`ServiceSettings` (the model and face detector are then loaded
+once, at start-up, in the lifespan). Each upload is streamed into a private ``mkdtemp``
+folder (0700, always removed), sniffed, and scored by :func:`dfd_app.detect.pipeline.detect_video`
+in a bounded thread pool (``workers`` at once, ``max_queue`` waiting, then 503) under a
+per-request time limit (504). Error bodies are ``{"detail": "..."}`` without paths or
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from dfd.config import json_safe
+from dfd_app.detect import pipeline
+from dfd_app.serve.uploads import PrivateDir, UploadError, receive_upload
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+SAFE_ERRORS = {
+    "no_face": "no face found in the sampled frames",
+    "unreadable": "could not decode the video (corrupt file or unsupported codec)",
+    "internal": "internal error while scoring the video",
+}
+
+
+@dataclass
+class ServiceSettings:
+    """What ``dfd serve`` loads and the limits it enforces."""
+
+    model: str | None = None
+    stacker: str | None = None
+    stack_models: list[str] | None = None
+    detector: str = "default"
+    n_frames: int = pipeline.DEFAULT_N_FRAMES
+    sampler: str = pipeline.DEFAULT_SAMPLER
+    margin: float | str = "auto"  # face crop framing (pipeline.build_context)
+    all_faces: bool = False  # every person as a track (default: largest face per frame)
+    threshold: float = pipeline.DEFAULT_THRESHOLD
+    aggregation: str = pipeline.DEFAULT_AGGREGATION
+    max_upload_mb: float = 200.0
+    timeout_s: float = 120.0
+    workers: int = 2
+    max_queue: int = 8
+    max_thumbnails: int = 16
+    thumb_size: int = 96
+    tmp_root: str | None = None  # where private upload folders are made (default: system temp)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    def build_context(self) -> pipeline.DetectContext:
+        return pipeline.build_context(
+            model=self.model, stacker=self.stacker, stack_models=self.stack_models,
+            detector=self.detector, n_frames=self.n_frames, sampler=self.sampler,
+            margin=self.margin, all_faces=self.all_faces, threshold=self.threshold, aggregation=self.aggregation)
+
+
+def _safe_record(rec: dict, name: str) -> tuple[int, dict]:
+    """HTTP status and a client-safe copy of a result (fixed error texts, display name)."""
+    rec = dict(rec, video=name)
+    if rec["status"] == "no_face":
+        rec["error"] = SAFE_ERRORS["no_face"]
+        return 200, rec
+    if rec["status"] == "error":
+        unreadable = str(rec.get("error", "")).startswith("VideoReadError")
+        rec["error"] = SAFE_ERRORS["unreadable" if unreadable else "internal"]
+        return (422 if unreadable else 500), rec
+    return 200, rec
+
+
+def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
+    """The FastAPI app. ``ctx_or_settings``: a DetectContext (used as is) or ServiceSettings.
+
+    With a context, ``settings`` gives the limits (defaults otherwise).
+    """
+    if isinstance(ctx_or_settings, pipeline.DetectContext):
+        given_ctx, cfg = ctx_or_settings, settings or ServiceSettings()
+    else:
+        given_ctx, cfg = None, ctx_or_settings or settings or ServiceSettings()
+    state: dict = {"ctx": given_ctx, "pool": None, "busy": 0}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if state["ctx"] is None:
+            log.info("loading the model and the face detector")
+            state["ctx"] = await asyncio.to_thread(cfg.build_context)
+        try:
+            await asyncio.to_thread(pipeline.warm_up, state["ctx"])
+        except Exception as err:  # noqa: BLE001 - the first request will show the real error
+            log.warning("model warm-up failed: %s", err)
+        state["pool"] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, cfg.workers), thread_name_prefix="dfd-detect")
+        log.info("ready: model %s, threshold %s, %d worker(s)", state["ctx"].model_name,
+                 state["ctx"].threshold, cfg.workers)
+        try:
+            yield
+        finally:
+            state["pool"].shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="dfd-tf deepfake detection", version="1", lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.settings = cfg
+    app.state.service = state
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    async def healthz():
+        ctx = state["ctx"]
+        return {"status": "ok" if ctx is not None else "starting",
+                "model": ctx.model_name if ctx else None,
+                "threshold": ctx.threshold if ctx else None,
+                "aggregation": ctx.aggregation if ctx else None,
+                "max_upload_mb": cfg.max_upload_mb, "timeout_s": cfg.timeout_s,
+                "busy": state["busy"]}
+
+    @app.post("/v1/detect")
+    async def detect(request: Request, plot: bool = Query(False, description="inline PNG timeline"),
+                     faces: int = Query(0, ge=0, description="number of face thumbnails")):
+        ctx = state["ctx"]
+        if ctx is None:
+            raise HTTPException(503, "the model is still loading")
+        if state["busy"] >= cfg.workers + cfg.max_queue:
+            raise HTTPException(503, "too many requests in progress; retry later")
+        deadline = time.monotonic() + cfg.timeout_s
+        state["busy"] += 1
+        tmp = PrivateDir(cfg.tmp_root)
+        try:
+            try:
+                path, name, _ = await asyncio.wait_for(
+                    receive_upload(request, tmp.path, cfg.max_bytes), cfg.timeout_s)
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
+                raise HTTPException(408, "the upload took longer than the time limit") from None
+            except UploadError as err:
+                raise HTTPException(err.status, err.message) from None
+            rctx = dataclasses.replace(ctx, plot_png=plot, plot_dir=None, faces_dir=None,
+                                       thumbnails=min(faces, cfg.max_thumbnails),
+                                       thumb_size=cfg.thumb_size, details=True)
+            rec = await _run_job(state["pool"], tmp, path, rctx, deadline - time.monotonic())
+            status, body = _safe_record(rec, name)
+            return JSONResponse(json_safe(body), status_code=status)
+        finally:
+            state["busy"] -= 1
+            tmp.release()
+
+    async def _run_job(pool, tmp: PrivateDir, path: Path, rctx, remaining: float) -> dict:
+        def job():
+            try:
+                return pipeline.detect_video(path, rctx)
+            finally:
+                tmp.release()
+
+        tmp.acquire()  # the job's reference: released by the job, or here if it never runs
+        fut = pool.submit(job)
+        fut.add_done_callback(lambda f: tmp.release() if f.cancelled() else None)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            fut.cancel()  # a queued job never starts; a running one finishes and cleans up
+            log.warning("request over the %.0f s time limit", cfg.timeout_s)
+            raise HTTPException(504, f"detection took longer than the {cfg.timeout_s:g} s limit") from None
+
+    return app
