@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import io
+import tarfile
 
-from data_prep import manifests, split_cli, splits
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_prep import manifests, prep, split_cli, splits
+from dfd import readers, schema
 from tests.conftest import shared_path
 
 
@@ -72,3 +79,100 @@ def test_split_of_both_shared_crop_sets(tmp_path, capsys):
     assert split_cli.run_for("check-split", check.parse_args([str(out)])) == 0
     text = capsys.readouterr().out
     assert "per source" in text and "csv:ffpp_faces" in text and "videos" in text
+
+
+def _jpeg(value: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.full((32, 32, 3), value, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture
+def ffpp_like(tmp_path):
+    """An FF++-style crop set: 2 real and 2 fake videos of 4 frames, listed out of order, one
+    fake frame broken; plus a DFDC-style set (one crop per video)."""
+    root = tmp_path / "ffpp_like"
+    root.mkdir()
+    rows, blobs = [], {}
+    for tgt, src in (("x:000", "x:003"), ("x:003", "x:000")):
+        for label in ("REAL", "FAKE"):
+            for frame in (2, 0, 3, 1):
+                kind = "real" if label == "REAL" else "fake"
+                name = f"{kind}_{tgt[2:]}_{src[2:] + '_' if label == 'FAKE' else ''}{frame}.jpg"
+                broken = label == "FAKE" and tgt == "x:003" and frame == 3
+                blobs[name] = b"broken" if broken else _jpeg(40 * frame + (100 if label == "FAKE" else 0))
+                rows.append({"file": name, "label": label, "group": "x:000", "target": tgt,
+                             "source": src if label == "FAKE" else "", "frame": frame,
+                             "archive": "faces-00.tar"})
+    with tarfile.open(root / "faces-00.tar", "w") as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    dfdc = tmp_path / "dfdc_like"
+    dfdc.mkdir()
+    for i in range(4):
+        (dfdc / f"c{i}.jpg").write_bytes(_jpeg(50 + i))
+    pd.DataFrame({"file": [f"c{i}.jpg" for i in range(4)], "label": ["REAL", "FAKE"] * 2,
+                  "original": ["o0.mp4", "o0.mp4", "o1.mp4", "o1.mp4"]}
+                 ).to_csv(dfdc / "metadata.csv", index=False)
+    return root, dfdc
+
+
+def test_manifest_video_and_original_keys(ffpp_like):
+    root, dfdc = ffpp_like
+    items = manifests.merge_manifests([manifests.load_manifest(root),
+                                       manifests.load_manifest(dfdc)]).items.set_index("video_id")
+    assert items.loc["fake_000_003_2.jpg", "video"] == "x:000_003"
+    assert items.loc["real_003_1.jpg", "video"] == "x:003"
+    assert items.loc["fake_000_003_2.jpg", "original"] == "x:000"  # the target: its real video
+    assert items.loc["real_000_0.jpg", "original"] == "x:000"
+    assert items.loc["c1.jpg", "original"] == "o0.mp4" and items.loc["c1.jpg", "video"] == ""
+
+
+def _records(out) -> dict:
+    import tensorflow as tf
+
+    files = [str(f) for f in schema.resolve_shards(out)]
+    return {r["video_id"]: r for r in (schema.decode_record(x.numpy())
+                                       for x in tf.data.TFRecordDataset(files))}
+
+
+def test_prep_writes_one_record_per_video_in_frame_order(ffpp_like, tmp_path):
+    root, dfdc = ffpp_like
+    out = tmp_path / "shards"
+    res = prep.run_prep(prep.PrepConfig(sources=[str(root), str(dfdc)], out_dir=str(out)))
+    assert (res.written, res.failed, res.faces) == (4 + 4, 1, 15 + 4)
+    recs = _records(out)
+    assert set(recs) == {"x:000", "x:003", "x:000_003", "x:003_000", "c0.jpg", "c1.jpg",
+                         "c2.jpg", "c3.jpg"}
+    fake = recs["x:000_003"]
+    assert list(fake["frame_index"]) == [0, 1, 2, 3] and fake["label"] == 1
+    means = [int(schema.decode_image(f).mean()) for f in fake["face"]]
+    assert all(abs(m - (100 + 40 * k)) <= 2 for k, m in enumerate(means)), means
+    assert list(recs["x:003_000"]["frame_index"]) == [0, 1, 2]  # the broken frame left out
+    assert fake["original"] == "x:000" and recs["x:000"]["original"] == "x:000"
+    assert recs["c1.jpg"]["original"] == "o0.mp4" and len(recs["c1.jpg"]["face"]) == 1
+    assert list(prep.read_failures(out)["video_id"]) == ["fake_003_000_3.jpg"]
+    # resumable: a re-run finds every video done
+    again = prep.run_prep(prep.PrepConfig(sources=[str(root), str(dfdc)], out_dir=str(out)))
+    assert again.written == 0 and again.skipped == 16 + 4
+
+
+def test_a_shard_written_without_original_still_reads(tmp_path):
+    import tensorflow as tf
+
+    rec = schema.FaceRecord(video_id="old", label=1, faces=[_jpeg(9)], frame_indices=[0])
+    data = schema.encode_record(rec)
+    ex = tf.train.SequenceExample.FromString(data)
+    assert schema.ORIGINAL not in ex.context.feature  # as every shard written before the key
+    path = tmp_path / "old.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as w:
+        w.write(data)
+    got = next(readers.records(path).as_numpy_iterator())
+    assert got[schema.ORIGINAL] == b"" and got[schema.VIDEO_ID] == b"old"
+    new = schema.decode_record(schema.encode_record(
+        schema.FaceRecord(video_id="new", label=1, faces=[_jpeg(9)], frame_indices=[0],
+                          original="o.mp4")))
+    assert new["original"] == "o.mp4"
