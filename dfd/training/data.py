@@ -112,7 +112,7 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
         if cfg.class_balance == "weights":
             log.info("mix/paired batches are balanced by sampling: class weights not used")
         ds = sampling.training_examples(
-            cfg, lambda keep: _examples(cfg, source, True, keep), batch_size)
+            cfg, lambda keep, files: _examples(cfg, files, True, keep), batch_size)
     else:
         ds = _examples(cfg, source, training)
     if training and (cfg.mix or cfg.paired):

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 
 def shard_table(source, split: str | None = None) -> pd.DataFrame:
-    """One row per labelled record (``video_id, label, source, original, split, faces``),
-    parsed from the context only (no face is decoded)."""
+    """One row per labelled record (``video_id, label, source, original, split, faces,
+    file``), parsed from the context only (no face is decoded). ``file`` lets a per-source
+    stream read only the shards that hold that source."""
     import tensorflow as tf
 
     keys = (schema.VIDEO_ID, schema.SOURCE, schema.ORIGINAL, schema.SPLIT)
@@ -57,13 +58,16 @@ def shard_table(source, split: str | None = None) -> pd.DataFrame:
         c["faces"] = tf.size(q[schema.FRAME_INDEX])
         return c
 
-    files = [str(f) for f in schema.resolve_shards(source)]
-    cols: dict[str, list] = {k: [] for k in (*keys, schema.LABEL, "faces")}
-    ds = tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=readers.AUTOTUNE)
-    for batch in ds.batch(4096).as_numpy_iterator():
-        for k in cols:
-            v = batch[k]
-            cols[k] += [x.decode() for x in v] if v.dtype == object else v.tolist()
+    cols: dict[str, list] = {k: [] for k in (*keys, schema.LABEL, "faces", "file")}
+    for f in (str(f) for f in schema.resolve_shards(source)):
+        ds = tf.data.TFRecordDataset(f).map(parse, num_parallel_calls=readers.AUTOTUNE)
+        for batch in ds.batch(4096).as_numpy_iterator():
+            for k in cols:
+                if k == "file":
+                    cols[k] += [f] * len(batch[schema.LABEL])
+                    continue
+                v = batch[k]
+                cols[k] += [x.decode() for x in v] if v.dtype == object else v.tolist()
     table = pd.DataFrame(cols)
     table = table[table[schema.LABEL].isin([REAL, FAKE])]
     if split:
@@ -191,7 +195,8 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
             unit["mask"] = two(window["mask"])
         return tf.data.Dataset.from_tensor_slices(unit)
 
-    ds = readers.records(cfg.train, shuffle=True, seed=seed, split=cfg.train_split, keep=keep)
+    files = sorted(sub["file"].unique())  # only the shards that hold this source
+    ds = readers.records(files, shuffle=True, seed=seed, split=cfg.train_split, keep=keep)
     ds = (ds.shuffle(max(2, min(len(sub), cfg.shuffle_buffer)), seed=seed,
                      reshuffle_each_iteration=True)
           .map(sample, num_parallel_calls=readers.AUTOTUNE).repeat()
@@ -221,8 +226,8 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
 def training_examples(cfg: TrainConfig, examples: Callable, batch_size: int):
     """Unbatched, endless ``(inputs, label)`` training examples of ``cfg.mix`` /
     ``cfg.paired``, aligned so that each run of ``batch_size`` examples from the start is one
-    batch with the set shares (and whole pairs). ``examples(keep)`` gives the plain
-    (shuffled, unbatched) examples of the records that ``keep`` accepts."""
+    batch with the set shares (and whole pairs). ``examples(keep, files)`` gives the
+    plain (shuffled, unbatched) examples of the records of ``files`` that ``keep`` accepts."""
     import tensorflow as tf
 
     table = shard_table(cfg.train, cfg.train_split)
@@ -256,7 +261,8 @@ def training_examples(cfg: TrainConfig, examples: Callable, batch_size: int):
                 ok = tf.equal(rec[schema.SOURCE], src)
                 return ok if lab is None else tf.logical_and(ok, tf.equal(rec[schema.LABEL], lab))
 
-            streams.append(examples(keep).repeat())
+            files = sorted(table.loc[table[schema.SOURCE] == src, "file"].unique())
+            streams.append(examples(keep, files).repeat())
             weights.append(share / len(labels))
     log.info("mixed batches of %d: %s", batch_size, ", ".join(
         f"{s} {math.floor(v * 1000) / 10:g}%" for s, v in shares.items()))
