@@ -176,3 +176,16 @@ def test_a_shard_written_without_original_still_reads(tmp_path):
         schema.FaceRecord(video_id="new", label=1, faces=[_jpeg(9)], frame_indices=[0],
                           original="o.mp4")))
     assert new["original"] == "o.mp4"
+
+
+@pytest.mark.slow
+def test_prep_of_the_shared_ffpp_crops_gives_one_record_per_video(tmp_path):
+    src = shared_path("data", "ffpp_faces")
+    res = prep.run_prep(prep.PrepConfig(sources=[str(src)], out_dir=str(tmp_path / "s")))
+    assert (res.written, res.failed, res.faces) == (280, 0, 2796)
+    recs = _records(tmp_path / "s")
+    assert all(list(r["frame_index"]) == sorted(r["frame_index"]) for r in recs.values())
+    reals = {v for v, r in recs.items() if r["label"] == 0}
+    fakes = [r for r in recs.values() if r["label"] == 1]
+    assert len(reals) == 140 and len(fakes) == 140
+    assert all(r["original"] in reals for r in fakes)  # every fake pairs with a real record
