@@ -189,3 +189,15 @@ def test_prep_of_the_shared_ffpp_crops_gives_one_record_per_video(tmp_path):
     fakes = [r for r in recs.values() if r["label"] == 1]
     assert len(reals) == 140 and len(fakes) == 140
     assert all(r["original"] in reals for r in fakes)  # every fake pairs with a real record
+
+
+def test_a_video_mixing_labels_is_left_out_with_a_problem(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    for name in ("a_0.jpg", "a_1.jpg", "b_0.jpg"):
+        (root / name).write_bytes(_jpeg(5))
+    pd.DataFrame({"file": ["a_0.jpg", "a_1.jpg", "b_0.jpg"], "label": ["REAL", "FAKE", "REAL"],
+                  "group": "g", "frame": [0, 1, 0]}).to_csv(root / "metadata.csv", index=False)
+    m = manifests.load_manifest(root)
+    assert list(m.items["video_id"]) == ["b_0.jpg"] and list(m.items["video"]) == ["b"]
+    assert m.errors["problem"].str.contains("video 'a' mixes").sum() == 2
