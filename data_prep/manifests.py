@@ -306,12 +306,27 @@ def _load_ffpp(root: Path, col: _Collector) -> None:
             col.problem(rel.as_posix(), f"unexpected FaceForensics++ name {f.name!r}: "
                         "grouped by its own name", "warning")
             keys = [f"ffpp-file-{rel.as_posix()}"]
+            original = keys[0]
         else:
             keys = [prefix + g for g in m.groups()]
+            original = _ffpp_original(rel, stem, m, label == "REAL", actors)
         uf.union(*keys)
-        found.append((rel, f, label, keys[0]))
-    for rel, f, label, key in found:  # keys[0]: the real video (a fake's target)
-        col.add(rel.as_posix(), f, label, uf.find(key), original=key)
+        found.append((rel, f, label, keys[0], original))
+    for rel, f, label, key, original in found:
+        col.add(rel.as_posix(), f, label, uf.find(key), original=original)
+
+
+def _ffpp_original(rel: Path, stem: str, m: re.Match, real: bool, actors: bool) -> str:
+    """The real video a FaceForensics++ video was made from, at the same compression: a
+    fake ``000_003`` -> ``ffpp:youtube/c23/000``, a DFD fake ``01_02__walking__X`` ->
+    ``ffpp:actors/c23/01__walking``; a real video -> its own."""
+    if real:
+        video = stem
+    elif actors:
+        video = f"{m.group(1)}__{stem.split('__')[1]}"
+    else:
+        video = m.group(1)
+    return f"ffpp:{'actors' if actors else 'youtube'}/{rel.parts[2]}/{video}"
 
 
 def _pick(columns, *names):

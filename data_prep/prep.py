@@ -236,8 +236,9 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
     items = manifest.items
     if len(manifest.problems):
         manifest.problems.to_csv(out / "manifest_problems.csv", index=False)
-    if cfg.limit:
-        items = items.head(cfg.limit)
+    if cfg.limit:  # the first N records: a video's crops are kept or left out together
+        rec = crop_videos.record_ids(items)
+        items = items[rec.isin(rec.unique()[: cfg.limit])]
     manifests.write_manifest(items, out / MANIFEST_FILE)
     dfd_config.save_config(cfg, out / CONFIG_FILE)
 

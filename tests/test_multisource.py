@@ -155,6 +155,9 @@ def test_prep_writes_one_record_per_video_in_frame_order(ffpp_like, tmp_path):
     assert fake["original"] == "x:000" and recs["x:000"]["original"] == "x:000"
     assert recs["c1.jpg"]["original"] == "o0.mp4" and len(recs["c1.jpg"]["face"]) == 1
     assert list(prep.read_failures(out)["video_id"]) == ["fake_003_000_3.jpg"]
+    limited = prep.run_prep(prep.PrepConfig(sources=[str(root)], out_dir=str(tmp_path / "l"),
+                                            limit=2))
+    assert (limited.written, limited.faces) == (2, 8)  # two whole videos
     # resumable: a re-run finds every video done
     again = prep.run_prep(prep.PrepConfig(sources=[str(root), str(dfdc)], out_dir=str(out)))
     assert again.written == 0 and again.skipped == 16 + 4
@@ -201,3 +204,20 @@ def test_a_video_mixing_labels_is_left_out_with_a_problem(tmp_path):
     m = manifests.load_manifest(root)
     assert list(m.items["video_id"]) == ["b_0.jpg"] and list(m.items["video"]) == ["b"]
     assert m.errors["problem"].str.contains("video 'a' mixes").sum() == 2
+
+
+def test_ffpp_videos_know_their_real_original(tmp_path):
+    ff = tmp_path / "ffpp"
+    names = ["original_sequences/youtube/c23/videos/000.mp4",
+             "original_sequences/youtube/c40/videos/000.mp4",
+             "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
+             "manipulated_sequences/Deepfakes/c40/videos/000_003.mp4",
+             "original_sequences/actors/c23/videos/01__walking.mp4",
+             "manipulated_sequences/DeepFakeDetection/c23/videos/01_02__walking__ABCD1234.mp4"]
+    for n in names:
+        (ff / n).parent.mkdir(parents=True, exist_ok=True)
+        (ff / n).write_bytes(b"")
+    o = manifests.load_manifest(ff, layout="ffpp").items.set_index("video_id")["original"]
+    assert o[names[2]] == o[names[0]] == "ffpp:youtube/c23/000"  # same compression
+    assert o[names[3]] == o[names[1]] == "ffpp:youtube/c40/000"
+    assert o[names[5]] == o[names[4]] == "ffpp:actors/c23/01__walking"
