@@ -96,8 +96,8 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     """The batched training (``training=True``) or validation pipeline of ``cfg``.
 
     ``counts`` (from :func:`count_labels`) is needed for ``class_balance="weights"``.
-    Training data repeats forever when ``repeat`` is implied (sampling balance) - callers
-    then give ``steps_per_epoch``.
+    Training data repeats forever when ``repeat`` is implied (sampling balance, ``mix``,
+    ``paired``) - callers then give ``steps_per_epoch``.
     """
     import tensorflow as tf
 
@@ -106,7 +106,8 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
         raise ValueError(f"no {'training' if training else 'validation'} shards given in the config")
     batch_size = batch_size or cfg.batch_size
     weights = {REAL: 1.0, FAKE: 1.0}
-    if training and (cfg.mix or cfg.paired):
+    mixed = training and bool(cfg.mix or cfg.paired)
+    if mixed:  # per-source shares / (fake, real) pairs: balanced by the sampling itself
         from dfd.training import sampling
 
         if cfg.class_balance == "weights":
@@ -115,7 +116,7 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
             cfg, lambda keep, files: _examples(cfg, files, True, keep), batch_size)
     else:
         ds = _examples(cfg, source, training)
-    if training and (cfg.mix or cfg.paired):
+    if mixed:
         pass
     elif training and cfg.class_balance == "sampling":
         per_class = [ds.filter(lambda x, y, lab=lab: tf.equal(y, float(lab))).repeat()
