@@ -14,6 +14,15 @@ Layouts (auto-detected, or named with ``layout=``):
 * ``real_fake``: ``real/`` and ``fake/`` folders, searched recursively.
 * ``manifest``: a CSV written by :func:`write_manifest`.
 
+Optional columns (present when the layout knows them, ``""`` for items that lack them):
+
+* ``original``: the real video an item was made from, for pairing a fake with its real
+  (DFDC ``original``; FaceForensics++ the target video; for a REAL its own video).
+* ``video`` and ``frame``: for crop sets with several crops (frames) per video (a CSV with a
+  ``frame`` column, e.g. ``ffpp_faces``), the video a crop belongs to and its frame number.
+  ``dfd prep`` writes the crops of one video as ONE multi-frame record whose id is ``video``,
+  so every metric counts a video once (ten near-identical frames are not ten test cases).
+
 Problems (missing files, unknown labels, duplicate ids/paths) never raise: they are rows of
 ``Manifest.problems`` (``item, problem, severity``); items with an ``error`` are left out.
 """
@@ -34,6 +43,7 @@ from dfd.labels import UNKNOWN, parse_label
 log = logging.getLogger(__name__)
 
 COLUMNS = ["video_id", "path", "member", "label", "group", "source", "split", "kind"]
+OPTIONAL_COLUMNS = ["original", "video", "frame"]
 PROBLEM_COLUMNS = ["item", "problem", "severity"]
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -75,7 +85,12 @@ class _Collector:
     def problem(self, item, problem: str, severity: str = "error") -> None:
         self.problems.append({"item": str(item), "problem": problem, "severity": severity})
 
-    def add(self, video_id, path, label, group, split="", member="", kind=None) -> None:
+    def add(self, video_id, path, label, group, split="", member="", kind=None, **extra) -> None:
+        """One item; ``extra`` sets :data:`OPTIONAL_COLUMNS` (unknown names raise)."""
+        unknown = set(extra) - set(OPTIONAL_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown manifest columns {sorted(unknown)}: "
+                             f"optional ones are {OPTIONAL_COLUMNS}")
         lab = parse_label_safe(label)
         if lab is None:
             return self.problem(video_id, f"unknown label {label!r}")
@@ -85,10 +100,16 @@ class _Collector:
                 return self.problem(video_id, f"unsupported type {Path(member or path).suffix!r}")
         self.rows.append({"video_id": str(video_id), "path": str(path), "member": str(member),
                           "label": lab, "group": str(group), "source": self.source,
-                          "split": str(split or ""), "kind": kind})
+                          "split": str(split or ""), "kind": kind,
+                          **{k: str(v) for k, v in extra.items()}})
 
     def finish(self, check_files: bool = True) -> Manifest:
-        items = pd.DataFrame(self.rows, columns=COLUMNS) if self.rows else _empty_items()
+        if self.rows:
+            extra = [c for c in OPTIONAL_COLUMNS if any(c in r for r in self.rows)]
+            items = pd.DataFrame(self.rows, columns=COLUMNS + extra)
+            items[extra] = items[extra].fillna("")
+        else:
+            items = _empty_items()
         return self.validate(items, check_files)
 
     def validate(self, items: pd.DataFrame, check_files: bool = True) -> Manifest:
@@ -97,6 +118,7 @@ class _Collector:
         if check_files and len(items):
             items = items[_files_exist(items, self)]
         items = _drop_duplicates(items, self)
+        items = _check_videos(items, self)
         problems = pd.DataFrame(self.problems, columns=PROBLEM_COLUMNS)
         _log_problems(self.source, problems)
         return Manifest(items.reset_index(drop=True), problems)
@@ -152,6 +174,24 @@ def _drop_duplicates(items: pd.DataFrame, col: _Collector) -> pd.DataFrame:
         where = row["path"] + (f"::{row['member']}" if row["member"] else "")
         col.problem(row["video_id"], f"duplicate path {where}")
     return items[~(dup_id | dup_path)]
+
+
+def _check_videos(items: pd.DataFrame, col: _Collector) -> pd.DataFrame:
+    """Drop the crops of a ``video`` whose crops disagree on label, group or split (one
+    record cannot hold them), each named in a problem row."""
+    if "video" not in items.columns or not len(items):
+        return items
+    has = items["video"].astype(str) != ""
+    keys = [c for c in ("label", "group", "split", "source") if c in items.columns]
+    mixed = items[has].groupby("video")[keys].nunique().max(axis=1) > 1
+    bad_videos = set(mixed.index[mixed])
+    if not bad_videos:
+        return items
+    bad = items["video"].isin(bad_videos) & has
+    for _, row in items[bad].iterrows():
+        col.problem(row["video_id"], f"video {row['video']!r} mixes crops of different "
+                    f"{'/'.join(keys)}: left out")
+    return items[~bad]
 
 
 def _log_problems(source: str, problems: pd.DataFrame) -> None:
@@ -214,7 +254,8 @@ def _load_dfdc(root: Path, col: _Collector) -> None:
             group = original or name
             if parse_label_safe(label) == 1 and not original:
                 col.problem(name, "FAKE without 'original': grouped by its own name", "warning")
-            col.add(name, meta.parent / name, label, group, split=info.get("split", ""))
+            col.add(name, meta.parent / name, label, group, split=info.get("split", ""),
+                    original=original or name)
         listed = set(entries)
         for f in sorted(meta.parent.iterdir()):
             if f.suffix.lower() in VIDEO_EXTS and f.name not in listed:
@@ -265,12 +306,27 @@ def _load_ffpp(root: Path, col: _Collector) -> None:
             col.problem(rel.as_posix(), f"unexpected FaceForensics++ name {f.name!r}: "
                         "grouped by its own name", "warning")
             keys = [f"ffpp-file-{rel.as_posix()}"]
+            original = keys[0]
         else:
             keys = [prefix + g for g in m.groups()]
+            original = _ffpp_original(rel, stem, m, label == "REAL", actors)
         uf.union(*keys)
-        found.append((rel, f, label, keys[0]))
-    for rel, f, label, key in found:
-        col.add(rel.as_posix(), f, label, uf.find(key))
+        found.append((rel, f, label, keys[0], original))
+    for rel, f, label, key, original in found:
+        col.add(rel.as_posix(), f, label, uf.find(key), original=original)
+
+
+def _ffpp_original(rel: Path, stem: str, m: re.Match, real: bool, actors: bool) -> str:
+    """The real video a FaceForensics++ video was made from, at the same compression: a
+    fake ``000_003`` -> ``ffpp:youtube/c23/000``, a DFD fake ``01_02__walking__X`` ->
+    ``ffpp:actors/c23/01__walking``; a real video -> its own."""
+    if real:
+        video = stem
+    elif actors:
+        video = f"{m.group(1)}__{stem.split('__')[1]}"
+    else:
+        video = m.group(1)
+    return f"ffpp:{'actors' if actors else 'youtube'}/{rel.parts[2]}/{video}"
 
 
 def _pick(columns, *names):
@@ -289,6 +345,10 @@ def _load_csv(csv_path: Path, col: _Collector) -> None:
         col.problem(csv_path, "no label column: every item is UNKNOWN", "warning")
     group_c, orig_c = _pick(table.columns, "group"), _pick(table.columns, "original")
     arch_c, split_c = _pick(table.columns, "archive"), _pick(table.columns, "split")
+    target_c, donor_c = _pick(table.columns, "target"), _pick(table.columns, "source")
+    frame_c, video_c = _pick(table.columns, "frame"), _pick(table.columns, "video")
+    if video_c == path_c:
+        video_c = None
     base = csv_path.parent
     for r in table.to_dict("records"):
         name = r[path_c].strip()
@@ -300,10 +360,35 @@ def _load_csv(csv_path: Path, col: _Collector) -> None:
         label = r[label_c] if label_c else UNKNOWN
         split = r[split_c] if split_c else ""
         archive = r[arch_c].strip() if arch_c else ""
+        extra = {}
+        original = (r[orig_c] if orig_c else "").strip() or (r[target_c] if target_c else "").strip()
+        if orig_c or target_c:
+            extra["original"] = original
+        if frame_c:
+            extra["frame"] = r[frame_c].strip()
+            extra["video"] = _video_of(r, name, label, video_c, target_c, donor_c, frame_c)
         if archive:
-            col.add(name, (base / archive).resolve(), label, group, split, member=name, kind="image")
+            col.add(name, (base / archive).resolve(), label, group, split, member=name,
+                    kind="image", **extra)
         else:
-            col.add(name, (base / name).resolve(), label, group, split)
+            col.add(name, (base / name).resolve(), label, group, split, **extra)
+
+
+def _video_of(r: dict, name: str, label, video_c, target_c, donor_c, frame_c) -> str:
+    """The video a crop (one frame) belongs to: a ``video`` column; else, from FF++-style
+    ``target``/``source`` columns, the target for a REAL (``ffpp:000``) and
+    ``TARGET_SOURCEID`` for a fake (``ffpp:000_003``); else the file stem without its
+    trailing ``_FRAME`` (``fake_000_003_7.jpg`` -> ``fake_000_003``)."""
+    if video_c and r[video_c].strip():
+        return r[video_c].strip()
+    target = r[target_c].strip() if target_c else ""
+    donor = r[donor_c].strip() if donor_c else ""
+    if target and parse_label_safe(label) == 0:
+        return target
+    if target and donor:
+        return f"{target}_{donor.rsplit(':', 1)[-1]}"
+    stem, frame = Path(name).stem, r[frame_c].strip()
+    return stem[: -len(frame) - 1] if frame and stem.endswith(f"_{frame}") else stem
 
 
 def _folder_label(p: Path) -> int | None:
@@ -360,6 +445,14 @@ def merge_manifests(manifests: list[Manifest]) -> Manifest:
     if not manifests:
         return Manifest()
     items = pd.concat([m.items for m in manifests], ignore_index=True)
+    for c in OPTIONAL_COLUMNS:
+        if c in items.columns:
+            items[c] = items[c].fillna("").astype(str)
+    if "video" in items.columns:  # a video id taken by two sources: prefix both with source
+        has = items["video"] != ""
+        shared = items[has].groupby("video")["source"].nunique()
+        clash = has & items["video"].isin(shared.index[shared > 1])
+        items.loc[clash, "video"] = items.loc[clash, "source"] + "/" + items.loc[clash, "video"]
     problems = pd.concat([m.problems for m in manifests], ignore_index=True)
     clash = items.duplicated("video_id", keep="first")
     items.loc[clash, "video_id"] = items.loc[clash, "source"] + "/" + items.loc[clash, "video_id"]

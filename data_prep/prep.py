@@ -4,7 +4,9 @@
   face detector once and returns encoded records. The parent alone writes shards, through
   :class:`data_prep.shard_writer.ShardWriter`, so a shard is never shared between writers.
 * Face-crop image sets (tar archives or folders of JPEGs) are read in the parent: each image
-  becomes a one-frame record holding the source JPEG bytes unchanged (no re-encoding).
+  becomes a one-frame record holding the source JPEG bytes unchanged (no re-encoding); the
+  crops of one video (a manifest ``video`` key) become one multi-frame record
+  (:mod:`data_prep.crop_videos`).
 * Resumable: items already in a complete shard, or already listed in ``failures.csv``, are
   skipped on a re-run (``retry_failures`` retries the latter). A kill loses at most the open
   shard, which is never mistaken for a complete one; shards are also committed every
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_prep import faces, manifests, shard_writer
+from data_prep import crop_videos, faces, manifests, shard_writer
 from data_prep.extract import ExtractConfig, NoFaceError, extract_faces
 from data_prep.sampling import VideoReadError
 from dfd import config as dfd_config
@@ -115,6 +117,7 @@ def video_records(item: dict, detector, extract_cfg) -> list[schema.FaceRecord]:
             frame_indices=list(t.frame_indices), boxes=[tuple(b) for b in t.boxes],
             confidences=list(t.confidences), fps=vf.fps, frame_count=vf.frame_count,
             sampler=vf.sampler, width=vf.width, height=vf.height,
+            original=str(item.get("original", "") or ""),
         )
         for t in vf.tracks
     ]
@@ -151,6 +154,7 @@ def _image_record(item: dict, data: bytes) -> schema.FaceRecord:
         source=str(item["source"]), split=str(item.get("split", "") or ""),
         faces=[data], frame_indices=[0], boxes=[(0.0, 0.0, float(w), float(h))],
         confidences=[1.0], frame_count=1, sampler="crop", width=w, height=h,
+        original=str(item.get("original", "") or ""),
     )
 
 
@@ -228,8 +232,9 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
     items = manifest.items
     if len(manifest.problems):
         manifest.problems.to_csv(out / "manifest_problems.csv", index=False)
-    if cfg.limit:
-        items = items.head(cfg.limit)
+    if cfg.limit:  # the first N records: a video's crops are kept or left out together
+        rec = crop_videos.record_ids(items)
+        items = items[rec.isin(rec.unique()[: cfg.limit])]
     manifests.write_manifest(items, out / MANIFEST_FILE)
     dfd_config.save_config(cfg, out / CONFIG_FILE)
 
@@ -241,7 +246,7 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
         kept.to_csv(out / FAILURES_FILE, index=False)
     else:
         done |= set(failed_before["video_id"])
-    todo = items[~items["video_id"].isin(done)]
+    todo = items[~(items["video_id"].isin(done) | crop_videos.record_ids(items).isin(done))]
     skipped = len(items) - len(todo)
     if skipped:
         log.info("resuming: %d of %d items already done, %d to go", skipped, len(items), len(todo))
@@ -254,19 +259,22 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
         if len(images):
             with shard_writer.ShardWriter(out, "crops", max_records=cfg.image_shard_records) as w, \
                     _progress(len(images), "crops") as bar:
-                for item, data, reason in _iter_images(images):
-                    bar.update()
-                    if data is None:
-                        failures.add(item, "unreadable", reason)
-                        continue
-                    try:
-                        rec = _image_record(item, data)
-                    except ValueError as err:
-                        failures.add(item, "unreadable", f"{item['member'] or item['path']}: {err}")
-                        continue
-                    w.add(rec)
-                    written["items"] += 1
-                    written["faces"] += 1
+                for unit in crop_videos.crop_units(images, _iter_images):
+                    bar.update(len(unit))
+                    good = []
+                    for item, data, reason in unit:
+                        if data is None:
+                            failures.add(item, "unreadable", reason)
+                            continue
+                        try:
+                            good.append((item, _image_record(item, data)))
+                        except ValueError as err:
+                            failures.add(item, "unreadable",
+                                         f"{item['member'] or item['path']}: {err}")
+                    if good:
+                        w.add(crop_videos.merge_records(good))
+                        written["items"] += 1
+                        written["faces"] += len(good)
         videos = todo[todo["kind"] == "video"]
         if len(videos):
             _run_videos(cfg, videos, out, failures, written)

@@ -54,15 +54,29 @@ def _assign_groups(sizes: pd.Series, strata: pd.Series, f: np.ndarray, names, se
     return out
 
 
+def group_sources(items: pd.DataFrame, group_col: str = "group",
+                  source_col: str = "source") -> pd.Series:
+    """Group -> the source (dataset) it belongs to: the source of most of its items (ties go
+    to the smallest name), so a group that spans two sources still lands in one split."""
+    df = items[[group_col, source_col]].astype(str)
+    counts = df.groupby([group_col, source_col]).size().reset_index(name="n")
+    counts = counts.sort_values(["n", source_col], ascending=[False, True], kind="stable")
+    return counts.drop_duplicates(group_col).set_index(group_col)[source_col]
+
+
 def split_by_group(items: pd.DataFrame, fractions=DEFAULT_FRACTIONS, names=DEFAULT_NAMES,
                    seed: int = 0, group_col: str = "group", stratify: bool = True,
                    use_given: bool = False, split_col: str = "split",
-                   label_col: str = "label") -> pd.DataFrame:
+                   label_col: str = "label", source_col: str | None = "source",
+                   ) -> pd.DataFrame:
     """A copy of ``items`` with ``split_col`` set so that no group spans two splits.
 
-    Splits get about ``fractions`` of the items; with ``stratify`` the groups are split
-    separately per label mix (all REAL / all FAKE / mixed / ...), which keeps labels roughly
-    balanced across splits. Deterministic for a seed, whatever the row order. The previous
+    Splits get about ``fractions`` of the items **of each source** (``source_col``, the
+    dataset an item came from; ``None`` pools all sources): every source gets its own
+    train / val / test, so a small source is not swallowed whole by one split of a big one.
+    With ``stratify`` the groups of a source are split separately per label mix (all REAL /
+    all FAKE / mixed / ...), which keeps labels roughly balanced across splits within each
+    source. Deterministic for a seed, whatever the row order. The previous
     split column is kept as ``given_split``. With ``use_given``, groups that carry a
     manifest-given split (e.g. DFDC's ``train``/``test``) keep it and only the rest is split.
     """
@@ -97,7 +111,17 @@ def split_by_group(items: pd.DataFrame, fractions=DEFAULT_FRACTIONS, names=DEFAU
                 lambda s: "+".join(LABEL_NAMES.get(int(v), str(v)) for v in sorted(set(s))))
         else:
             mix = pd.Series("all", index=sizes.index)
-        assignment.update(_assign_groups(sizes, mix, f, names, seed))
+        if source_col and source_col in out.columns:
+            owner = group_sources(out.loc[rest], group_col, source_col).reindex(sizes.index)
+        else:
+            owner = pd.Series("", index=sizes.index)
+        for src in sorted(owner.unique(), key=str):
+            keys = owner.index[owner == src]
+            assignment.update(_assign_groups(sizes[keys], mix[keys], f, names, seed))
+            got = {assignment[k] for k in keys}
+            empty = [n for n, fr in zip(names, f) if fr > 0 and n not in got]
+            if src and empty:
+                log.warning("source %s: %d groups leave split(s) %s empty", src, len(keys), empty)
     out[split_col] = groups.map(assignment).astype(str).values
     return out
 
@@ -158,6 +182,31 @@ def check_leakage(items: pd.DataFrame, split_col: str = "split",
                      "n_items": int(c.sum())})
     leaking = pd.DataFrame(rows, columns=["group", "splits", "counts", "n_items"])
     return LeakageReport(leaking, int(per_group.size), int(len(df)))
+
+
+def source_split_counts(items: pd.DataFrame, split_col: str = "split",
+                        source_col: str = "source", label_col: str = "label",
+                        group_col: str = "group") -> pd.DataFrame:
+    """Items per source and split (rows), with REAL / FAKE / total / groups columns; a
+    ``videos`` column too when the items carry a ``video`` key (frames of one video)."""
+    if source_col not in items.columns:
+        raise ValueError(f"no column {source_col!r} to count sources by; found {list(items.columns)}")
+    df = items.copy()
+    df[split_col] = df[split_col].astype(str)
+    df[source_col] = df[source_col].astype(str)
+    keys = [source_col, split_col]
+    labels = df[label_col].astype(str).map(
+        lambda v: LABEL_NAMES.get(int(v), v) if v.lstrip("-").isdigit() else v.upper())
+    table = pd.crosstab([df[source_col], df[split_col]], labels)
+    cols = [c for c in ("REAL", "FAKE", "UNKNOWN") if c in table.columns]
+    table = table.reindex(columns=cols, fill_value=0)
+    table["total"] = table.sum(axis=1)
+    if group_col in df.columns:
+        table["groups"] = df.groupby(keys)[group_col].nunique()
+    if "video" in df.columns:
+        vid = df["video"].astype(str).where(df["video"].astype(str) != "", df["video_id"])
+        table["videos"] = vid.groupby([df[source_col], df[split_col]]).nunique()
+    return table
 
 
 def split_counts(items: pd.DataFrame, split_col: str = "split",

@@ -23,9 +23,14 @@ AUTOTUNE = -1  # tf.data.AUTOTUNE
 
 
 def records(source, shuffle: bool = False, seed: int | None = None, keep_unknown: bool = False,
-            split: str | None = None):
-    """Parsed records (dicts of :func:`dfd.schema.parse_record`) of shards, filtered."""
-    return _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
+            split: str | None = None, keep=None):
+    """Parsed records (dicts of :func:`dfd.schema.parse_record`) of shards, filtered.
+
+    ``keep(record) -> bool tensor`` is an extra record filter (e.g. one source, one label),
+    applied before any face is decoded.
+    """
+    ds = _records(source, shuffle, seed).filter(lambda r: _keep(r, keep_unknown, split))
+    return ds if keep is None else ds.filter(keep)
 
 
 def _records(source, shuffle_files: bool, seed: int | None):
@@ -88,17 +93,19 @@ def frame_dataset(
     keep_unknown: bool = False,
     max_faces_per_record: int | None = None,
     split: str | None = None,
+    keep=None,
 ):
     """One face per element, with its label and where it came from.
 
-    ``split`` keeps only records whose manifest split (``dfd split``) has that name.
+    ``split`` keeps only records whose manifest split (``dfd split``) has that name;
+    ``keep`` is a further record filter (see :func:`records`).
 
     ``max_faces_per_record`` keeps at most that many faces of each record (evenly spaced),
     so long videos do not outweigh short ones in training.
     """
     import tensorflow as tf
 
-    ds = records(source, shuffle, seed, keep_unknown, split)
+    ds = records(source, shuffle, seed, keep_unknown, split, keep)
 
     def explode(rec):
         n = tf.shape(rec[schema.FACE])[0]
@@ -199,6 +206,7 @@ def clip_dataset(
     seed: int | None = None,
     keep_unknown: bool = False,
     split: str | None = None,
+    keep=None,
 ):
     """``clip_len`` faces of one record per element, padded with a mask when shorter.
 
@@ -208,7 +216,7 @@ def clip_dataset(
 
     if clip_len < 1:
         raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-    ds = records(source, shuffle, seed, keep_unknown, split)
+    ds = records(source, shuffle, seed, keep_unknown, split, keep)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 

@@ -20,7 +20,15 @@ key                       type    meaning
 ``frame_count``           int64   frames that exist in the video (decoded, not claimed)
 ``sampler``               bytes   how frames were picked, e.g. ``"uniform:32"``
 ``width`` / ``height``    int64   source frame size in pixels
+``original``              bytes   OPTIONAL: the real video this record was made from
+                                  (a REAL: its own video; a FAKE: its source, e.g.
+                                  DFDC ``original``, FF++ target); "" when unknown.
+                                  Written only when known; shards without it read as ""
 ========================  ======  ==================================================
+
+A record is one video (track): for crop sets with several frames per video (FF++ crops),
+``dfd prep`` writes the crops of one video as one multi-frame record, so a video is counted
+once in every metric.
 
 Per-frame feature lists (one entry per face, in frame order):
 
@@ -65,6 +73,7 @@ FRAME_COUNT = "frame_count"
 SAMPLER = "sampler"
 WIDTH = "width"
 HEIGHT = "height"
+ORIGINAL = "original"  # optional (absent from shards written before it existed)
 
 # sequence keys
 FACE = "face"
@@ -72,7 +81,7 @@ FRAME_INDEX = "frame_index"
 BOX = "box"
 CONFIDENCE = "confidence"
 
-_CTX_BYTES = (VIDEO_ID, GROUP, SOURCE, SPLIT, SAMPLER)
+_CTX_BYTES = (VIDEO_ID, GROUP, SOURCE, SPLIT, SAMPLER, ORIGINAL)
 _CTX_INT = (LABEL, TRACK, FRAME_COUNT, WIDTH, HEIGHT)
 _CTX_FLOAT = (FPS,)
 
@@ -96,6 +105,7 @@ class FaceRecord:
     sampler: str = ""
     width: int = 0
     height: int = 0
+    original: str = ""  # the real video it was made from ("" = unknown; not written then)
     extra: dict = field(default_factory=dict)  # not serialised; for callers' bookkeeping
 
     def __post_init__(self):
@@ -145,6 +155,8 @@ def encode_record(rec: FaceRecord) -> bytes:
         WIDTH: i(rec.width),
         HEIGHT: i(rec.height),
     }
+    if rec.original:
+        ctx[ORIGINAL] = b(rec.original)
     lists = {
         FACE: [feat(bytes_list=tf.train.BytesList(value=[x])) for x in rec.faces],
         FRAME_INDEX: [i(x) for x in rec.frame_indices],

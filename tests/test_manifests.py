@@ -50,7 +50,7 @@ def test_dfdc_single_folder_groups_and_problems(tmp_path):
     assert detect_layout(root) == "dfdc"
     m = load_manifest(root)
     items = m.items.set_index("video_id")
-    assert list(m.items.columns) == COLUMNS
+    assert list(m.items.columns) == COLUMNS + ["original"]
     assert set(items.index) == {"a.mp4", "r.mp4", "orphan.mp4"}
     assert items.loc["a.mp4", "group"] == "r.mp4" == items.loc["r.mp4", "group"]
     assert items.loc["orphan.mp4", "group"] == "orphan.mp4"

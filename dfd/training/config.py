@@ -7,6 +7,7 @@ config read back from JSON turns their dicts into dataclasses again in ``__post_
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,10 @@ class TrainConfig:
     optimizer: str = "adam"
     loss: str = "mse"  # mse, as the original MesoNet, or bce
     class_balance: str = "weights"  # none | weights (from train labels) | sampling (50/50)
+    # source (the shards' `source`, e.g. csv:dfdc_faces, or a unique part of it: dfdc) ->
+    # share of every training batch; {} = records as read. See dfd.training.sampling.
+    mix: dict[str, float] = field(default_factory=dict)
+    paired: bool = False  # batches of (fake, its real original) pairs; needs an even batch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     shuffle_buffer: int = 2048
     seed: int = 0
@@ -111,6 +116,10 @@ class TrainConfig:
             self.val = [str(self.val)]
         self.train = [str(s) for s in self.train]
         self.val = [str(s) for s in (self.val or [])]
+        self.mix = parse_mix(self.mix)
+        if self.paired and int(self.batch_size) % 2:
+            raise ValueError(f"paired batches hold (fake, real) pairs: batch_size must be even, "
+                             f"got {self.batch_size!r}")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
         self.phases = [Phase(**p) if isinstance(p, dict) else p for p in (self.phases or [])]
@@ -145,6 +154,36 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def parse_mix(mix) -> dict[str, float]:
+    """``{source: share}`` from a dict or a ``"dfdc=0.5,ffpp=0.5"`` string (shares > 0; they
+    are normalised when used). ``None`` / ``""`` / ``{}`` give ``{}`` (no mixing)."""
+    if not mix:
+        return {}
+    if isinstance(mix, str):
+        pairs = {}
+        for part in mix.split(","):
+            name, eq, value = part.strip().partition("=")
+            if not eq or not name.strip():
+                raise ValueError(f"mix entry {part.strip()!r} is not SOURCE=SHARE "
+                                 f"(e.g. dfdc=0.5,ffpp=0.5)")
+            if name.strip() in pairs:
+                raise ValueError(f"mix names source {name.strip()!r} twice")
+            pairs[name.strip()] = value.strip()
+        mix = pairs
+    if not isinstance(mix, dict):
+        raise ValueError(f"mix must be a dict or a 'SOURCE=SHARE,...' string, got {mix!r}")
+    out = {}
+    for name, value in mix.items():
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"mix share of {name!r} is not a number: {value!r}") from None
+        if not (math.isfinite(share) and share > 0):
+            raise ValueError(f"mix share of {name!r} must be > 0, got {value!r}")
+        out[str(name)] = share
+    return out
 
 
 def _one_of(name: str, value, allowed) -> None:

@@ -5,6 +5,8 @@
   class weight (1.0 unless ``class_balance="weights"``).
 * ``class_balance="sampling"`` draws FAKE and REAL 50/50 with ``sample_from_datasets``
   (an endless stream: an epoch is ``steps_per_epoch`` batches).
+* ``mix`` (per-source shares of every batch) and ``paired`` ((fake, real original) pairs)
+  build the training stream in :mod:`dfd.training.sampling`.
 """
 
 from __future__ import annotations
@@ -72,19 +74,19 @@ def count_labels(source, input_kind: str = "frames", max_faces_per_record: int |
     return LabelCounts(real=counts[REAL], fake=counts[FAKE])
 
 
-def _examples(cfg: TrainConfig, source, training: bool):
-    """Unbatched ``(inputs, label)`` pairs of one source."""
+def _examples(cfg: TrainConfig, source, training: bool, keep=None):
+    """Unbatched ``(inputs, label)`` pairs of one source (``keep``: a record filter)."""
     split = cfg.train_split if training else cfg.val_split
     if cfg.input_kind == "frames":
         ds = readers.frame_dataset(
             source, face_size=cfg.face_size, shuffle=training, shuffle_buffer=cfg.shuffle_buffer,
-            seed=cfg.seed, max_faces_per_record=cfg.max_faces_per_record, split=split,
+            seed=cfg.seed, max_faces_per_record=cfg.max_faces_per_record, split=split, keep=keep,
         )
         return readers.as_xy(ds, "face")
     ds = readers.clip_dataset(
         source, clip_len=cfg.clip_len, face_size=cfg.face_size,
         mode="random" if training else "uniform", shuffle=training,
-        shuffle_buffer=max(1, cfg.shuffle_buffer // 8), seed=cfg.seed, split=split,
+        shuffle_buffer=max(1, cfg.shuffle_buffer // 8), seed=cfg.seed, split=split, keep=keep,
     )
     return readers.as_xy(ds, "faces", with_mask=True)
 
@@ -94,8 +96,8 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     """The batched training (``training=True``) or validation pipeline of ``cfg``.
 
     ``counts`` (from :func:`count_labels`) is needed for ``class_balance="weights"``.
-    Training data repeats forever when ``repeat`` is implied (sampling balance) - callers
-    then give ``steps_per_epoch``.
+    Training data repeats forever when ``repeat`` is implied (sampling balance, ``mix``,
+    ``paired``) - callers then give ``steps_per_epoch``.
     """
     import tensorflow as tf
 
@@ -103,9 +105,20 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     if not source:
         raise ValueError(f"no {'training' if training else 'validation'} shards given in the config")
     batch_size = batch_size or cfg.batch_size
-    ds = _examples(cfg, source, training)
     weights = {REAL: 1.0, FAKE: 1.0}
-    if training and cfg.class_balance == "sampling":
+    mixed = training and bool(cfg.mix or cfg.paired)
+    if mixed:  # per-source shares / (fake, real) pairs: balanced by the sampling itself
+        from dfd.training import sampling
+
+        if cfg.class_balance == "weights":
+            log.info("mix/paired batches are balanced by sampling: class weights not used")
+        ds = sampling.training_examples(
+            cfg, lambda keep, files: _examples(cfg, files, True, keep), batch_size)
+    else:
+        ds = _examples(cfg, source, training)
+    if mixed:
+        pass
+    elif training and cfg.class_balance == "sampling":
         per_class = [ds.filter(lambda x, y, lab=lab: tf.equal(y, float(lab))).repeat()
                      for lab in (REAL, FAKE)]
         ds = tf.data.Dataset.sample_from_datasets(per_class, weights=[0.5, 0.5], seed=cfg.seed)

@@ -32,6 +32,9 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--layout", default="auto", choices=("auto",) + manifests.LAYOUTS,
                             help="layout of every SOURCE (default: detect each)")
         parser.add_argument("--group-col", default="group", help="identity column (default group)")
+        parser.add_argument("--pooled", action="store_true",
+                            help="split the groups of all sources together (default: each "
+                                 "source gets its own train/val/test)")
         parser.add_argument("--no-stratify", action="store_true",
                             help="do not balance label mixes across splits")
         parser.add_argument("--use-given", action="store_true",
@@ -71,7 +74,8 @@ def run_split(args) -> int:
     try:
         table = splits.split_by_group(merged.items, fractions=args.fractions, names=args.names,
                                       seed=args.seed, group_col=args.group_col,
-                                      stratify=not args.no_stratify, use_given=args.use_given)
+                                      stratify=not args.no_stratify, use_given=args.use_given,
+                                      source_col=None if args.pooled else "source")
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -84,6 +88,7 @@ def run_split(args) -> int:
     order = [n for n in args.names if n in counts.index]
     counts = counts.reindex(order + [n for n in counts.index if n not in order])
     print(counts.to_string())
+    print(_by_source(table, args.names))
     errors = int((merged.problems["severity"] == "error").sum()) if len(merged.problems) else 0
     print(f"wrote {len(table)} items in {report.n_groups} groups to {args.out}"
           f" ({errors} items left out for errors, {len(merged.problems) - errors} warnings)")
@@ -98,4 +103,14 @@ def run_check(args) -> int:
         log.error("cannot check %s: %s", args.manifest, exc)
         return 2
     print(report.message(limit=args.limit))
+    if "source" in table.columns and "label" in table.columns:
+        print(_by_source(table, list(splits.DEFAULT_NAMES), args.split_col, args.group_col))
     return 0 if report.ok else 1
+
+
+def _by_source(table, names, split_col="split", group_col="group") -> str:
+    """The per-source, per-split counts as text (splits in ``names`` order)."""
+    counts = splits.source_split_counts(table, split_col=split_col, group_col=group_col)
+    rank = {n: i for i, n in enumerate(names)}
+    order = sorted(counts.index, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
+    return "per source:\n" + counts.reindex(order).to_string()

@@ -22,7 +22,7 @@ _SIMPLE = {
     "max_faces_per_record": int, "batch_size": int, "epochs": int, "steps_per_epoch": int,
     "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
     "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
-    "train_split": str, "val_split": str,
+    "train_split": str, "val_split": str, "mix": str,
 }
 
 
@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", help="use only records of this manifest split "
                         "(`dfd split`) from --train, e.g. train")
     parser.add_argument("--val-split", help="use only records of this split from --val, e.g. val")
+    parser.add_argument("--mix", help="share of each source in every batch, e.g. "
+                        "dfdc=0.5,ffpp=0.5 (names: the shards' source, or a unique part of it)")
+    parser.add_argument("--paired", action=argparse.BooleanOptionalAction, default=None,
+                        help="batches of (fake, its real original) pairs")
     parser.add_argument("--run-dir", help="where the run writes (and resumes from)")
     parser.add_argument("--input-kind", choices=INPUT_KINDS)
     parser.add_argument("--clip-len", type=int)
@@ -104,7 +108,7 @@ def config_from_args(args):
         data["augment"] = augment
     if args.no_early_stopping:
         data["patience"] = None
-    for name in ("mixed_precision", "jit_compile", "tensorboard"):
+    for name in ("mixed_precision", "jit_compile", "tensorboard", "paired"):
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
     cfg = config_from_dict(TrainConfig, data)
