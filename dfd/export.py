@@ -1,32 +1,63 @@
-"""Export any of the package's Keras models as a SavedModel that carries its preset.
+"""Export any of the package's Keras models as a complete SavedModel: weights, resize, preset.
 
-:func:`export_savedmodel` writes one folder that is all of these at once:
+:func:`export_savedmodel` writes the TF Serving layout ``OUT/<version>/`` (``OUT/1`` by
+default), one folder that is all of these at once:
 
-* a TensorFlow SavedModel (``saved_model.pb``, ``variables/``) with the signature
-  ``serving_default``: ``faces`` uint8 ``[None, 256, 256, 3]`` -> ``p_fake`` float32 ``[None]``
-  (the temporal model: ``faces`` uint8 ``[None, T, H, W, 3]`` and ``mask`` bool ``[None, T]``);
-  it loads with ``tf.saved_model.load``, ``keras.layers.TFSMLayer`` and TF Serving;
-* ``model.keras``: the Keras model itself (``keras.models.load_model``);
+* a TensorFlow SavedModel (``saved_model.pb``, ``variables/``, ``assets/preset.json``) with
+  two signatures:
+
+  - ``serving_default``: ``faces`` uint8 ``[None, None, None, 3]`` of ANY size -> ``p_fake``
+    float32 ``[None]`` (the temporal model: ``faces`` uint8 ``[None, T, None, None, 3]`` and
+    ``mask`` bool ``[None, T]``). Faces are resized to the model's face size inside the graph
+    by :func:`dfd.readers.resize_faces` (bilinear, antialiased only when shrinking, rounded
+    to uint8: what ``dfd detect --crops`` and the shard readers do), so a crop scores the
+    same through the export as through the package;
+  - ``metadata``: no input -> ``preset`` string, the model's preset as JSON (the same text
+    as ``assets/preset.json``);
+
+  it loads with ``tf.saved_model.load``, ``keras.layers.TFSMLayer`` and TF Serving, and
+  needs nothing of this package;
+* ``model.keras``: the Keras model itself (``keras.models.load_model``; fixed-size input);
 * ``preset.json``: the model's :class:`dfd.presets.ModelPreset`: face framing
   (``face_margin``, :mod:`dfd.framing`; null when unknown), face size, clip length, outputs,
-  calibration, resize method, and in ``extra`` the input names/shapes/dtypes, the source
-  weights and the library versions.
+  calibration, resize method, and in ``extra`` the serving inputs' names/shapes/dtypes, the
+  source weights and the library versions.
 
-:func:`dfd.inference.loading.load_any` loads any of them back as a scorer.
+An existing version folder is refused (:class:`ExportExistsError`) unless ``overwrite``.
+:func:`dfd.inference.loading.load_any` loads ``OUT`` (its highest version) or ``OUT/<n>``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
-from dfd import presets
-from dfd.inference.loading import KERAS_FILE, OUTPUT_KEY, SIGNATURE, preset_info
+from dfd import presets, readers
+from dfd.config import json_safe
+from dfd.inference.loading import (
+    KERAS_FILE,
+    METADATA_KEY,
+    METADATA_SIGNATURE,
+    OUTPUT_KEY,
+    SIGNATURE,
+    is_savedmodel,
+    load_keras,
+    preset_info,
+    preset_of,
+)
 
 log = logging.getLogger(__name__)
 
 INFO_FILE = presets.PRESET_FILE
-INFO_VERSION = 2
+INFO_VERSION = 3
+DEFAULT_VERSION = 1
+
+
+class ExportExistsError(FileExistsError, ValueError):
+    """The export (version) folder exists already and ``overwrite`` was not given."""
 
 
 def default_input_spec(model) -> list:
@@ -60,15 +91,45 @@ def _as_specs(input_spec) -> list:
     return specs
 
 
-def _model_caller(model, specs):
-    """A graph function calling ``model`` on serving inputs cast to the model's input dtypes."""
+def _model_side(model) -> int | None:
+    """The fixed face side of a model's image input (None: any size)."""
+    for inp in model.inputs:
+        shape = list(inp.shape)
+        if shape[-1] == 3 and len(shape) >= 4:
+            h, w = shape[-3], shape[-2]
+            return int(h) if h and h == w else None
+    return None
+
+
+def serving_input_spec(model) -> list:
+    """:func:`default_input_spec` with the faces' height and width left free (``None``): the
+    export resizes them in its graph."""
+    import tensorflow as tf
+
+    out = []
+    for s in default_input_spec(model):
+        shape = s.shape.as_list()
+        if s.name == "faces":
+            shape[-3] = shape[-2] = None
+        out.append(tf.TensorSpec(shape, s.dtype, name=s.name))
+    return out
+
+
+def _model_caller(model, specs, face_size: int | None = None):
+    """A graph function calling ``model`` on serving inputs cast to the model's input dtypes;
+    the ``faces`` input is resized to ``face_size`` first (:func:`dfd.readers.resize_faces`)."""
     import tensorflow as tf
 
     if len(specs) != len(model.inputs):
         raise ValueError(f"{len(specs)} serving inputs for a model with {len(model.inputs)}")
     dict_inputs = isinstance(model.input, dict)
+    names = [s.name for s in specs]
 
     def call(*args):
+        args = list(args)
+        if face_size and "faces" in names:
+            i = names.index("faces")
+            args[i] = readers.resize_faces(args[i], face_size)
         cast = [tf.cast(a, inp.dtype) for a, inp in zip(args, model.inputs)]
         if dict_inputs:
             x = dict(zip(model.input.keys(), cast))
@@ -82,20 +143,33 @@ def _model_caller(model, specs):
     return call
 
 
+def _base_preset(source, base) -> presets.ModelPreset | None:
+    if base is not None or not source:
+        return base
+    if presets.is_registered(str(source)):
+        return presets.get(str(source))
+    return preset_of(source) if Path(str(source)).exists() else None
+
+
 def model_preset(model, specs, source=None, face_margin: float | None = None,
-                 calibration: dict | None = None, **extra) -> presets.ModelPreset:
+                 calibration: dict | None = None, base: presets.ModelPreset | None = None,
+                 **extra) -> presets.ModelPreset:
     """The preset of ``model`` as exported with serving inputs ``specs``: its input contract
-    from the specs, what the ``source`` preset (a registered name) records, and ``extra``."""
+    from the specs and the model, what ``base`` (else the ``source`` preset: a registered
+    name, or a model file with its ``preset.json``) records, and ``extra``."""
     import keras
     import tensorflow as tf
 
     inputs = {s.name: {"shape": list(s.shape.as_list()), "dtype": s.dtype.name} for s in specs}
     faces = inputs.get("faces", {}).get("shape") or []
     clips = len(faces) == 5
-    side = faces[-2] if len(faces) >= 3 else None
-    base = presets.get(source) if source and presets.is_registered(source) else None
+    base = _base_preset(source, base)
+    side = _model_side(model) or (faces[-2] if len(faces) >= 3 else None) or (
+        base.face_size if base else None)
     if face_margin is None and base is not None:
         face_margin = base.face_margin
+    if calibration is None and base is not None:
+        calibration = base.calibration
     return presets.ModelPreset(
         name=model.name, architecture=base.architecture if base else None, file=KERAS_FILE,
         kind="model", outputs="p_fake", input_kind="clips" if clips else "frames",
@@ -104,9 +178,10 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
         face_margin=face_margin, calibration=calibration,
         description=base.description if base else "",
         extra={"format_version": INFO_VERSION, "model_name": model.name, "signature": SIGNATURE,
-               "inputs": inputs, "output": OUTPUT_KEY, "output_shape": [None],
-               "source_weights": source, "keras_version": keras.__version__,
-               "tensorflow_version": tf.__version__, **extra})
+               "metadata_signature": METADATA_SIGNATURE, "inputs": inputs, "output": OUTPUT_KEY,
+               "output_shape": [None], "source_weights": None if source is None else str(source),
+               "keras_version": keras.__version__, "tensorflow_version": tf.__version__,
+               **extra})
 
 
 def model_info(model, specs, source=None, face_margin: float | None = None) -> dict:
@@ -114,35 +189,94 @@ def model_info(model, specs, source=None, face_margin: float | None = None) -> d
     return preset_info(model_preset(model, specs, source, face_margin))
 
 
-def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,
-                      save_keras: bool = True, face_margin: float | None = None,
-                      extra_info: dict | None = None) -> Path:
-    """Write ``model`` to ``out_dir`` as SavedModel + ``model.keras`` + ``model_info.json``.
+def version_dir(out_dir, version: int = DEFAULT_VERSION) -> Path:
+    """``OUT/<version>``: where TF Serving looks for version ``version`` of a model."""
+    if int(version) < 1 or int(version) != version:
+        raise ValueError(f"export version must be a positive integer, got {version!r}")
+    return Path(out_dir) / str(int(version))
 
-    ``input_spec``: named ``tf.TensorSpec`` list (or ``{name: (shape, dtype)}``) in the
-    model's input order; by default :func:`default_input_spec`. ``source`` (e.g. the weights
-    name) is recorded in the preset, and ``face_margin`` (None: that of ``source`` when the
-    registry knows it); ``extra_info`` entries go into the preset (``calibration``, the
-    field of ``dfd calibrate``; others into its ``extra``). Returns ``out_dir``.
-    """
+
+def _write_savedmodel(model, where: Path, specs, face_size, preset_json: str) -> None:
     import keras
+    import tensorflow as tf
 
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"export folder {out} is not empty; choose a new one")
-    specs = _as_specs(input_spec) if input_spec is not None else default_input_spec(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name=SIGNATURE, fn=_model_caller(model, specs), input_signature=specs)
-    archive.write_out(str(out), verbose=False)
-    if save_keras:
-        model.save(out / KERAS_FILE)
+    archive.add_endpoint(name=SIGNATURE, fn=_model_caller(model, specs, face_size),
+                         input_signature=specs)
+    src = where.parent / f".{where.name}.preset.json"
+    src.write_text(preset_json)
+    trackable = getattr(archive, "_tf_trackable", None)
+    if trackable is not None:  # a registered asset: copied into assets/ and kept on re-save
+        trackable.preset_asset = tf.saved_model.Asset(str(src))
+
+    def metadata():
+        return {METADATA_KEY: tf.constant(preset_json)}
+
+    archive.add_endpoint(name=METADATA_SIGNATURE, fn=metadata, input_signature=[])
+    archive.write_out(str(where), verbose=False)
+    asset = where / "assets" / presets.PRESET_FILE
+    if not asset.exists():  # keras without _tf_trackable: the file is still there for readers
+        asset.parent.mkdir(exist_ok=True)
+        shutil.copyfile(src, asset)
+    src.unlink()
+
+
+def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,
+                      save_keras: bool = True, face_margin: float | None = None,
+                      extra_info: dict | None = None, version: int = DEFAULT_VERSION,
+                      overwrite: bool = False, base: presets.ModelPreset | None = None) -> Path:
+    """Write ``model`` to ``out_dir/<version>`` as SavedModel + ``model.keras`` + ``preset.json``.
+
+    ``input_spec``: named ``tf.TensorSpec`` list (or ``{name: (shape, dtype)}``) in the
+    model's input order; by default :func:`serving_input_spec` (faces of any size, resized in
+    the graph). ``source`` (e.g. the weights name or model file) is recorded in the preset,
+    and the framing, calibration and description of ``base`` (default: the ``source``'s
+    preset); ``face_margin`` overrides the framing; ``extra_info`` entries go into the preset
+    (``calibration``, the field of ``dfd calibrate``; others into its ``extra``). An existing
+    version folder is an :class:`ExportExistsError` unless ``overwrite``. Returns the version
+    folder.
+    """
+    out = version_dir(out_dir, version)
+    if Path(out_dir).is_file():
+        raise ExportExistsError(f"export folder {out_dir} is a file")
+    if is_savedmodel(out_dir, versions=False):
+        raise ExportExistsError(f"{out_dir} holds a SavedModel of the old flat layout; export "
+                                f"into a new folder (the layout is now OUT/<version>/)")
+    if out.exists() and not overwrite:
+        raise ExportExistsError(f"export {out} exists already; pass --overwrite (overwrite=True) "
+                                f"to replace it or --version N for a new version")
+    specs = _as_specs(input_spec) if input_spec is not None else serving_input_spec(model)
     extra = dict(extra_info or {})
     preset = model_preset(model, specs, source, face_margin,
-                          calibration=extra.pop("calibration", None), **extra)
-    presets.write_preset(preset, out)
+                          calibration=extra.pop("calibration", None), base=base, **extra)
+    text = json.dumps(json_safe(preset.to_dict()), indent=2) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_savedmodel(model, tmp / "sm", specs, preset.face_size, text)
+        if save_keras:
+            model.save(tmp / "sm" / KERAS_FILE)
+        presets.write_preset(preset, tmp / "sm")
+        if out.exists():
+            shutil.rmtree(out)
+        (tmp / "sm").rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to %s (inputs %s)", model.name, out, list(preset.extra["inputs"]))
     return out
+
+
+def export_model(spec, out_dir, weights_dir=None, version: int = DEFAULT_VERSION,
+                 overwrite: bool = False, save_keras: bool = True) -> Path:
+    """``dfd export``: the model ``spec`` (registered name, ``.keras`` file, export folder or
+    authors' ``.h5``) exported to ``out_dir/<version>`` with its preset (framing, calibration)."""
+    if version_dir(out_dir, version).exists() and not overwrite:  # refuse before loading
+        raise ExportExistsError(f"export {version_dir(out_dir, version)} exists already; pass "
+                                f"--overwrite to replace it or --version N for a new version")
+    model = load_keras(spec, weights_dir=weights_dir)
+    return export_savedmodel(model, out_dir, source=str(spec), save_keras=save_keras,
+                             version=version, overwrite=overwrite)
 
 
 def read_model_info(path) -> dict | None:

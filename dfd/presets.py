@@ -121,19 +121,39 @@ def write_preset(preset: ModelPreset, where) -> Path:
     return p
 
 
+def is_flat_savedmodel(path) -> bool:
+    p = Path(str(path))
+    return p.is_dir() and ((p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists())
+
+
+def resolve_export(path) -> Path:
+    """``path`` itself when it is a SavedModel folder, else the highest numbered version
+    ``path/<n>`` that is one (the TF Serving layout ``dfd export`` writes), else ``path``."""
+    p = Path(str(path)).expanduser()
+    if is_flat_savedmodel(p) or not p.is_dir():
+        return p
+    versions = [c for c in p.iterdir() if c.name.isdigit() and is_flat_savedmodel(c)]
+    return max(versions, key=lambda c: int(c.name)) if versions else p
+
+
+def preset_from_json(text: str, where: str = "preset") -> ModelPreset:
+    """A preset from its JSON text; a broken one is a ``ValueError`` naming ``where``."""
+    try:
+        return ModelPreset.from_dict(json.loads(text))
+    except (json.JSONDecodeError, TypeError, AttributeError) as err:
+        raise ValueError(f"model metadata {where} is not a valid preset: {err}") from None
+
+
 def read_preset(path) -> ModelPreset | None:
     """The preset of a model folder / file: ``preset.json`` in the folder or beside the file,
-    else an older ``model_info.json``; None when there is none. A broken file is a
-    ``ValueError`` naming it."""
-    p = Path(path)
+    else an older ``model_info.json``, else the one a SavedModel carries as its asset
+    (``assets/preset.json``); an export folder ``OUT`` is read at its highest version
+    ``OUT/<n>``. None when there is none. A broken file is a ``ValueError`` naming it."""
+    p = resolve_export(path)
     folder = p if p.is_dir() else p.parent
-    for name in (PRESET_FILE, "model_info.json"):
-        f = folder / name
+    for f in (folder / PRESET_FILE, folder / "model_info.json", folder / "assets" / PRESET_FILE):
         if f.is_file():
-            try:
-                return ModelPreset.from_dict(json.loads(f.read_text()))
-            except (json.JSONDecodeError, TypeError) as err:
-                raise ValueError(f"model metadata {f} is not a valid preset: {err}") from None
+            return preset_from_json(f.read_text(), str(f))
     return None
 
 

@@ -51,14 +51,33 @@ def _records(source, shuffle_files: bool, seed: int | None):
 
 def _resize_uint8(img, face_size: int):
     """Bilinear resize to ``face_size``, antialiased only when shrinking (upscaling gains
-    nothing from it and it halves the input pipeline's speed)."""
+    nothing from it and it halves the input pipeline's speed); ``img`` is one image
+    ``[H, W, 3]`` or a batch ``[N, H, W, 3]`` of one size."""
     import tensorflow as tf
 
     size = [face_size, face_size]
-    shrink = tf.reduce_max(tf.shape(img)[:2]) > face_size
+    shrink = tf.reduce_max(tf.shape(img)[-3:-1]) > face_size
     out = tf.cond(shrink, lambda: tf.image.resize(img, size, antialias=True),
                   lambda: tf.image.resize(img, size))
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def resize_faces(faces, face_size: int):
+    """uint8 faces ``[..., H, W, 3]`` (one size) -> ``[..., face_size, face_size, 3]`` by the
+    method of :func:`decode_face` (unchanged when already that size). The exported
+    SavedModel runs this in its graph (:mod:`dfd.export`), so a face of any size scores
+    there as it does in ``dfd detect --crops`` and from shards."""
+    import tensorflow as tf
+
+    faces = tf.convert_to_tensor(faces)
+    shape = tf.shape(faces)
+    lead = shape[:-3]
+    flat = tf.reshape(faces, tf.concat([[-1], shape[-3:]], 0))
+    same = tf.logical_and(tf.equal(shape[-3], face_size), tf.equal(shape[-2], face_size))
+    out = tf.cond(same, lambda: flat, lambda: _resize_uint8(flat, face_size))
+    out = tf.reshape(out, tf.concat([lead, [face_size, face_size, 3]], 0))
+    static = faces.shape[:-3].as_list() if faces.shape.rank is not None else None
+    return tf.ensure_shape(out, static + [face_size, face_size, 3]) if static is not None else out
 
 
 def decode_face(data, face_size: int = schema.FACE_SIZE):

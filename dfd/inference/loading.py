@@ -19,12 +19,20 @@ log = logging.getLogger(__name__)
 
 SIGNATURE = "serving_default"
 OUTPUT_KEY = "p_fake"
+#: the export's second signature: no input -> {METADATA_KEY: the preset as JSON}
+METADATA_SIGNATURE = "metadata"
+METADATA_KEY = "preset"
 KERAS_FILE = "model.keras"
 
 
-def is_savedmodel(path) -> bool:
-    p = Path(path)
-    return p.is_dir() and ((p / "saved_model.pb").exists() or (p / "saved_model.pbtxt").exists())
+_is_flat_savedmodel = presets.is_flat_savedmodel
+resolve_export = presets.resolve_export
+
+
+def is_savedmodel(path, versions: bool = True) -> bool:
+    """Whether ``path`` is a SavedModel folder (with ``versions``: or holds ``<n>/`` ones)."""
+    p = Path(str(path)).expanduser()
+    return _is_flat_savedmodel(resolve_export(p) if versions else p)
 
 
 def preset_info(preset) -> dict | None:
@@ -95,9 +103,18 @@ def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, pres
     return Scorer(fn, name or model.name, "keras", n, model, batch_size, preset)
 
 
+def savedmodel_preset(loaded) -> presets.ModelPreset | None:
+    """The preset a loaded SavedModel carries in its ``metadata`` signature (None: none)."""
+    if METADATA_SIGNATURE not in loaded.signatures:
+        return None
+    text = loaded.signatures[METADATA_SIGNATURE]()[METADATA_KEY].numpy().decode()
+    return presets.preset_from_json(text, f"the {METADATA_SIGNATURE!r} signature")
+
+
 def scorer_from_savedmodel(path, batch_size: int = 64) -> Scorer:
     import tensorflow as tf
 
+    path = resolve_export(path)
     loaded = tf.saved_model.load(str(path))
     if SIGNATURE not in loaded.signatures:
         raise ValueError(f"SavedModel {path} has no {SIGNATURE!r} signature "
@@ -110,7 +127,7 @@ def scorer_from_savedmodel(path, batch_size: int = 64) -> Scorer:
         feeds = {k: tf.constant(v) for k, v in zip(order, args)}
         return sig(**feeds)[OUTPUT_KEY].numpy()
 
-    preset = presets.read_preset(path)
+    preset = presets.read_preset(path) or savedmodel_preset(loaded)
     name = (preset.extra.get("model_name") or preset.name) if preset else Path(path).name
     scorer = Scorer(fn, name, "savedmodel", len(names), None, batch_size, preset)
     scorer.loaded = loaded  # keep the trackable alive
@@ -124,7 +141,7 @@ def load_keras(path_or_name, weights_dir=None):
 
     if isinstance(path_or_name, keras.Model):
         return path_or_name
-    p = Path(str(path_or_name)).expanduser()
+    p = resolve_export(path_or_name)
     if p.is_dir() and (p / KERAS_FILE).exists():
         p = p / KERAS_FILE
     if p.is_file() and p.suffix == ".keras":
@@ -167,6 +184,10 @@ def preset_of(spec) -> presets.ModelPreset | None:
         except ValueError as err:
             log.warning("%s", err)
             found = None
+        if found is None and is_savedmodel(p):  # no preset.json, no asset: the signature
+            import tensorflow as tf
+
+            found = savedmodel_preset(tf.saved_model.load(str(resolve_export(p))))
         if found is not None:
             return found
         return presets.find_by_path(p)
