@@ -106,11 +106,35 @@ def test_calibrate_command_writes_an_export_that_round_trips(tmp_path):
     want = s.apply(raw)
     assert np.abs(want - raw).max() > 1e-2  # the calibration is visible in the outputs
     np.testing.assert_allclose(loading.load_any(out)(x), want, atol=1e-5)  # SavedModel
-    np.testing.assert_allclose(loading.load_any(out / "model.keras")(x), want, atol=1e-5)
+    np.testing.assert_allclose(loading.load_any(out / "1" / "model.keras")(x), want, atol=1e-5)
     # a table without labels is refused with a clear message (exit 2)
     table.drop(columns="label").to_csv(tmp_path / "nolabel.csv", index=False)
     assert cli.main(["-q", "calibrate", "--model", str(src), "--scores",
                      str(tmp_path / "nolabel.csv"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_calibrate_reads_text_labels_and_refuses_an_existing_export(tmp_path, caplog):
+    """FAKE/REAL text labels (what `dfd evaluate` accepts) were read as 0 REAL and 0 FAKE; an
+    existing output folder gave a FileExistsError traceback."""
+    model = Meso4(input_shape=(32, 32, 3))
+    src = tmp_path / "m.keras"
+    model.save(src)
+    p, y = synthetic(300, seed=6)
+    pd.DataFrame({"video_id": [f"v{i}" for i in range(300)], "p_fake": p,
+                  "label": np.where(y == 1, "FAKE", "REAL")}).to_csv(tmp_path / "val.csv",
+                                                                       index=False)
+    scaling = fit_platt(p, np.where(y == 1, "FAKE", "REAL"))
+    assert (scaling.n, scaling.n_fake) == (300, int(y.sum()))
+    args = ["-q", "calibrate", "--model", str(src), "--scores", str(tmp_path / "val.csv"),
+            "--out", str(tmp_path / "cal")]
+    assert cli.main(args) == 0
+    assert export.read_model_info(tmp_path / "cal")["calibration"]["n_fake"] == int(y.sum())
+    caplog.clear()
+    assert cli.main(args) == 2  # one line, no traceback
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "exists already" in errors[0].getMessage() and "--overwrite" in errors[0].getMessage()
+    assert cli.main(args + ["--overwrite"]) == 0
 
 
 def test_authors_weights_are_folded_to_p_fake_then_calibrated(tmp_path, monkeypatch):

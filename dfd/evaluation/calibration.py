@@ -19,13 +19,19 @@ architecture of built-in layers (it loads without this package) and costs nothin
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from dfd import presets
-from dfd.inference.loading import load_keras
+from dfd.export import DEFAULT_VERSION, ExportExistsError, export_savedmodel, version_dir
+from dfd.inference.loading import load_keras, preset_of
+from dfd.labels import parse_label
+from dfd.scores import STATUS_OK, read_table
+
+log = logging.getLogger(__name__)
 
 #: scores are clipped to [EPS, 1 - EPS] before the logit (a sigmoid output of exactly 0 or 1)
 EPS = 1e-7
@@ -65,14 +71,15 @@ def logit(p) -> np.ndarray:
 def fit_platt(p_fake, labels, fitted_on: str = "") -> PlattScaling:
     """Fit Platt scaling of scores ``p_fake`` to 0/1 ``labels`` (FAKE = 1).
 
-    Rows with a NaN score or a label other than 0/1 are dropped. Both classes are needed; an
+    Labels in any accepted spelling (FAKE/REAL, df/real, 1/0: :func:`dfd.labels.parse_label`).
+    Rows with a NaN score or an unknown label are dropped. Both classes are needed; an
     ``a <= 0`` fit (scores that rank the classes backwards) is refused, since folding it would
     turn the detector around.
     """
     from sklearn.linear_model import LogisticRegression
 
     p = np.asarray(p_fake, np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1)
+    y = np.array([parse_label(v) for v in np.asarray(labels, dtype=object).reshape(-1)])
     if p.shape != y.shape:
         raise ValueError(f"{p.size} scores but {y.size} labels")
     keep = np.isfinite(p) & np.isin(y, (0, 1))
@@ -136,3 +143,28 @@ def load_for_calibration(spec, weights_dir=None):
         return builder.fn(weights=preset.name, weights_dir=weights_dir, fold_flip=True,
                           name=preset.name)
     return load_keras(spec, weights_dir)
+
+
+def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
+                    version: int = DEFAULT_VERSION, overwrite: bool = False):
+    """``dfd calibrate``: fit Platt scaling on the labelled video table ``scores`` and export
+    the model of ``model_spec`` with it folded in to ``out_dir/<version>`` (its preset keeps
+    the source's framing and records the ``calibration``). Returns ``(folder, scaling)``."""
+    if version_dir(out_dir, version).exists() and not overwrite:  # refuse before any work
+        raise ExportExistsError(f"export {version_dir(out_dir, version)} exists already; pass "
+                                f"--overwrite to replace it or --version N for a new version")
+    table = read_table(scores)
+    if "label" not in table.columns:
+        raise ValueError(f"{scores} has no label column: give the video table of "
+                         "`dfd predict --out` on labelled validation shards")
+    if "status" in table.columns:
+        table = table[table["status"].fillna(STATUS_OK) == STATUS_OK]
+    scaling = fit_platt(table["p_fake"], table["label"], fitted_on=str(scores))
+    model = load_for_calibration(model_spec, weights_dir)
+    source = preset_of(model_spec)
+    out = export_savedmodel(fold_into_model(model, scaling), out_dir, source=str(model_spec),
+                            face_margin=source.face_margin if source is not None else None,
+                            extra_info={"calibration": scaling.to_dict()}, version=version,
+                            overwrite=overwrite, base=source)
+    log.info("%s", describe(scaling))
+    return out, scaling

@@ -5,21 +5,16 @@
     dfd calibrate --model runs/meso4/best.keras --scores runs/scores/meso4-val.csv \\
         --out runs/export/meso4_calibrated
 
-The output folder is an export (``dfd export``: SavedModel + ``model.keras`` +
-``preset.json``) whose preset also records the ``calibration`` (a, b, counts) and keeps the
-source's ``face_margin``. Fit on scores of videos the model never trained on.
+The output is an export (``dfd export``: ``OUT/<version>/`` with the SavedModel,
+``model.keras`` and ``preset.json``) whose preset also records the ``calibration`` (a, b,
+counts) and keeps the source's ``face_margin``. Labels may be FAKE/REAL or 1/0. Fit on
+scores of videos the model never trained on.
 """
 
 from __future__ import annotations
 
-import logging
-
-from dfd.evaluation.calibration import describe, fit_platt, fold_into_model, load_for_calibration
-from dfd.export import export_savedmodel
-from dfd.inference.loading import preset_of
-from dfd.scores import STATUS_OK, read_table
-
-log = logging.getLogger(__name__)
+from dfd.evaluation.calibration import calibrate_model, describe
+from dfd.export import DEFAULT_VERSION
 
 
 def add_arguments(parser) -> None:
@@ -28,24 +23,17 @@ def add_arguments(parser) -> None:
                              "name (the authors' weights are folded to a P(fake) output first)")
     parser.add_argument("--scores", required=True,
                         help="video score table with labels (dfd predict --out) on validation data")
-    parser.add_argument("--out", required=True, help="new (or empty) export folder")
+    parser.add_argument("--out", "-o", required=True,
+                        help="export folder; the model goes into OUT/<version>/")
+    parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
+                        help="version number, the sub-folder of --out (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing OUT/<version> (default: refuse)")
     parser.add_argument("--weights-dir", help="cache folder of registered weights")
 
 
 def run(args) -> int:
-    table = read_table(args.scores)
-    if "label" not in table.columns:
-        raise ValueError(f"{args.scores} has no label column: give the video table of "
-                         "`dfd predict --out` on labelled validation shards")
-    if "status" in table.columns:
-        table = table[table["status"] == STATUS_OK]
-    scaling = fit_platt(table["p_fake"], table["label"], fitted_on=str(args.scores))
-    model = load_for_calibration(args.model, args.weights_dir)
-    calibrated = fold_into_model(model, scaling)
-    source = preset_of(args.model)
-    margin = source.face_margin if source is not None else None
-    out = export_savedmodel(calibrated, args.out, source=str(args.model), face_margin=margin,
-                            extra_info={"calibration": scaling.to_dict()})
-    log.info("%s", describe(scaling))
+    out, scaling = calibrate_model(args.model, args.scores, args.out, args.weights_dir,
+                                   args.version, args.overwrite)
     print(f"calibrated {args.model} -> {out}: {describe(scaling)}")
     return 0
