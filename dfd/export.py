@@ -153,7 +153,7 @@ def _base_preset(source, base) -> presets.ModelPreset | None:
 
 def model_preset(model, specs, source=None, face_margin: float | None = None,
                  calibration: dict | None = None, base: presets.ModelPreset | None = None,
-                 **extra) -> presets.ModelPreset:
+                 face_size: int | None = None, **extra) -> presets.ModelPreset:
     """The preset of ``model`` as exported with serving inputs ``specs``: its input contract
     from the specs and the model, what ``base`` (else the ``source`` preset: a registered
     name, or a model file with its ``preset.json``) records, and ``extra``."""
@@ -164,7 +164,7 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
     faces = inputs.get("faces", {}).get("shape") or []
     clips = len(faces) == 5
     base = _base_preset(source, base)
-    side = _model_side(model) or (faces[-2] if len(faces) >= 3 else None) or (
+    side = face_size or _model_side(model) or (faces[-2] if len(faces) >= 3 else None) or (
         base.face_size if base else None)
     if face_margin is None and base is not None:
         face_margin = base.face_margin
@@ -225,7 +225,8 @@ def _write_savedmodel(model, where: Path, specs, face_size, preset_json: str) ->
 def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,
                       save_keras: bool = True, face_margin: float | None = None,
                       extra_info: dict | None = None, version: int = DEFAULT_VERSION,
-                      overwrite: bool = False, base: presets.ModelPreset | None = None) -> Path:
+                      overwrite: bool = False, base: presets.ModelPreset | None = None,
+                      face_size: int | None = None) -> Path:
     """Write ``model`` to ``out_dir/<version>`` as SavedModel + ``model.keras`` + ``preset.json``.
 
     ``input_spec``: named ``tf.TensorSpec`` list (or ``{name: (shape, dtype)}``) in the
@@ -235,7 +236,9 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
     preset); ``face_margin`` overrides the framing; ``extra_info`` entries go into the preset
     (``calibration``, the field of ``dfd calibrate``; others into its ``extra``). An existing
     version folder is an :class:`ExportExistsError` unless ``overwrite``. Returns the version
-    folder.
+    folder. ``face_size``: the side faces are resized to in the graph (default: the model's
+    fixed input side; for a model taking any size, which resizes inside itself like the
+    temporal model, the ``base`` preset's, else the package's 256 of the shards).
     """
     out = version_dir(out_dir, version)
     if Path(out_dir).is_file():
@@ -249,7 +252,8 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
     specs = _as_specs(input_spec) if input_spec is not None else serving_input_spec(model)
     extra = dict(extra_info or {})
     preset = model_preset(model, specs, source, face_margin,
-                          calibration=extra.pop("calibration", None), base=base, **extra)
+                          calibration=extra.pop("calibration", None), base=base,
+                          face_size=face_size, **extra)
     text = json.dumps(json_safe(preset.to_dict()), indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

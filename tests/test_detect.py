@@ -371,7 +371,7 @@ def test_a_temporal_model_scores_videos_like_predict_shards(tmp_path):
     keras.utils.set_random_seed(3)
     model = build(clip_len=4, dropout=0.0, pooling="mean")
     model.save(tmp_path / "clip.keras")
-    export.export_savedmodel(model, tmp_path / "clip_export")
+    export.export_savedmodel(model, tmp_path / "clip_export", face_size=FACE)
     rng = np.random.default_rng(4)
     tracks = {0: rng.integers(0, 256, (11, FACE, FACE, 3), dtype=np.uint8),  # 3 clips
               1: rng.integers(0, 256, (3, FACE, FACE, 3), dtype=np.uint8)}   # 1 padded clip

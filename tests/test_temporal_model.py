@@ -271,7 +271,7 @@ def test_train_predict_export_end_to_end(tmp_path):
     path = scores.write_table(videos, tmp_path / "videos.csv")
     assert scores.read_table(path)["p_fake"].tolist() == pytest.approx(videos["p_fake"].tolist())
 
-    out = export.export_savedmodel(model, tmp_path / "export")
+    out = export.export_savedmodel(model, tmp_path / "export", face_size=FACE)
     scorer = loading.scorer_from_savedmodel(out)
     faces, mask = clip(np.random.default_rng(8), 3, 4, size=FACE, batch=2)
     np.testing.assert_allclose(scorer(faces, mask), run(model, faces, mask).reshape(-1),
