@@ -222,9 +222,11 @@ def test_cli_csv_round_trip(tmp_path, capsys, cli_ctx):
     assert code == 1  # one row failed
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == pipeline.CSV_COLUMNS
-    assert rows[0]["status"] == "ok" and rows[0]["label"] in ("FAKE", "REAL")
+    assert "label" not in rows[0]  # a prediction is never called a label in the CSV
+    assert rows[0]["status"] == "ok" and rows[0]["verdict"] in ("FAKE", "REAL")
     assert float(rows[0]["threshold"]) == 0.3 and rows[0]["n_faces"] == "2"
-    assert rows[1]["status"] == "error" and rows[1]["p_fake"] == "" and rows[1]["label"] == "UNKNOWN"
+    assert rows[1]["status"] == "error" and rows[1]["p_fake"] == ""
+    assert rows[1]["verdict"] == "UNKNOWN"
     assert cli_ctx["model"] is None and cli_ctx["aggregation"] == "mean"
 
 

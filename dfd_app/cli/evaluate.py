@@ -2,6 +2,11 @@
 
     dfd evaluate --scores test_videos.csv [--labels labels.csv] [--frames test_frames.csv]
                  [--val val_videos.csv --threshold-policy f1] --out runs/report
+    dfd detect videos/ --out detect.csv
+    dfd evaluate --scores detect.csv --labels truth.csv --out runs/report   # truth: video,label
+
+``--scores`` may be ``dfd detect``'s CSV: its ``verdict`` is a prediction, so the true labels
+must come from ``--labels``, joined by file name (:mod:`dfd.evaluation.inputs`).
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import logging
 from pathlib import Path
 
 from dfd.evaluation import report
-from dfd.evaluation.compare import read_labels
-from dfd.evaluation.metrics import apply_labels, evaluate, prepare
+from dfd.evaluation.inputs import load_videos
+from dfd.evaluation.metrics import evaluate, prepare
 from dfd.scores import read_table
 from dfd_app.cli.common import add_common_arguments
 
@@ -20,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scores", type=Path, required=True, help="video score table (.csv/.parquet)")
+    p.add_argument("--scores", type=Path, required=True,
+                   help="video score table (.csv/.parquet) or dfd detect's CSV (then --labels)")
     p.add_argument("--frames", type=Path, help="frame score table: frame-level metrics and timelines")
     p.add_argument("--val", type=Path, help="validation video score table for the threshold policy")
     p.add_argument("--timelines", type=int, default=2, metavar="K",
@@ -43,9 +49,8 @@ def print_summary(name: str, res: dict) -> None:
 
 
 def run(args) -> int:
-    labels = read_labels(args.labels)
-    videos = apply_labels(read_table(args.scores), labels)
-    val = apply_labels(read_table(args.val), labels) if args.val else None
+    videos = load_videos(args.scores, args.labels)
+    val = load_videos(args.val, args.labels, "validation") if args.val else None
     frames = read_table(args.frames) if args.frames else None
     models = sorted(videos["model"].dropna().astype(str).unique()) if "model" in videos else []
     if len(models) > 1:

@@ -5,15 +5,18 @@ turns one video into one result dict (never raises); :func:`iter_detect` streams
 
 Result dict (also the ``--format jsonl`` object and the service's JSON)::
 
-    video, p_fake, label, threshold, n_frames, n_faces, status, error, model,   <- CSV columns
-    aggregation, frames_with_face, meta{fps, frame_count, width, height, sampler, face_margin},
+    video, p_fake, verdict, threshold, n_frames, n_faces, status, error, model,   <- CSV columns
+    label (= verdict, kept in JSON for older clients), aggregation, frames_with_face,
+    meta{fps, frame_count, width, height, sampler, face_margin},
     tracks[{track, p_fake, n_faces}], frames[{track, frame_index, p_fake, box, confidence}],
     timings{decode, detect, align, model, total}
 
 ``n_frames`` counts the frames searched for faces, ``n_faces`` the faces scored.
 ``p_fake`` is P(fake) (NaN -> ``null`` in JSON, empty in CSV when there is no score);
-``label`` is FAKE when ``p_fake >= threshold``, REAL below it, UNKNOWN without a score
-(``status`` ``no_face`` or ``error``). Each face track (person) is aggregated by
+``verdict`` is the model's prediction: FAKE when ``p_fake >= threshold``, REAL below it,
+UNKNOWN without a score (``status`` ``no_face`` or ``error``); never a true label, which is why
+the CSV names it ``verdict`` (before: ``label``) and carries the ``threshold``
+(``dfd evaluate`` recognises the table by them and takes true labels from ``--labels``). Each face track (person) is aggregated by
 ``aggregation`` and the video takes its most suspicious track (max over tracks).
 """
 
@@ -37,7 +40,7 @@ from dfd_app.detect import artifacts
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ["video", "p_fake", "label", "threshold", "n_frames", "n_faces", "status", "error",
+CSV_COLUMNS = ["video", "p_fake", "verdict", "threshold", "n_frames", "n_faces", "status", "error",
                "model"]
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_AGGREGATION = "mean"
@@ -132,13 +135,13 @@ def _failure_status(err: BaseException) -> str:
 
 
 def _base_record(path: str, ctx: DetectContext) -> dict:
-    return {"video": str(path), "p_fake": float("nan"), "label": "UNKNOWN",
+    return {"video": str(path), "p_fake": float("nan"), "verdict": "UNKNOWN", "label": "UNKNOWN",
             "threshold": ctx.threshold, "n_frames": 0, "n_faces": 0, "status": STATUS_ERROR,
             "error": "", "model": ctx.model_name, "aggregation": ctx.aggregation}
 
 
 def _fail(rec: dict, status: str, error: str) -> dict:
-    rec.update(status=status, error=error, p_fake=float("nan"), label="UNKNOWN")
+    rec.update(status=status, error=error, p_fake=float("nan"), verdict="UNKNOWN", label="UNKNOWN")
     return rec
 
 
@@ -232,7 +235,7 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
     rec.update(p_fake=float(video_p), n_faces=int(len(faces)), status=STATUS_OK, error="",
                n_frames=int(searched if searched is not None else len(np.unique(frame_idx))))
     rec["frames_with_face"] = int(len(np.unique(frame_idx)))
-    rec["label"] = verdict(rec["p_fake"], ctx.threshold)
+    rec["verdict"] = rec["label"] = verdict(rec["p_fake"], ctx.threshold)
     if not np.isfinite(rec["p_fake"]):
         _fail(rec, STATUS_ERROR, "the model gave no finite score")
     if ctx.details:
@@ -273,7 +276,8 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
         return _finish(_fail(rec, STATUS_ERROR, f"{type(err).__name__}: {err}"), timings, t0)
     timings["model"] = time.perf_counter() - tm
     rec.update(p_fake=float(video_p), n_frames=1, n_faces=1, frames_with_face=1, status=STATUS_OK,
-               error="", label=verdict(float(video_p), ctx.threshold))
+               error="")
+    rec["verdict"] = rec["label"] = verdict(float(video_p), ctx.threshold)
     if ctx.details:
         rec["tracks"] = tracks
         rec["frames"] = [{"track": 0, "frame_index": 0, "p_fake": float(p[0]),
