@@ -341,11 +341,15 @@ def _verify(path: Path, preset: ModelPreset) -> None:
 def missing_weights_message(preset: ModelPreset, directory=None, reason: str = "") -> str:
     """One line: which file is needed, where it was looked for, where to get it."""
     where = weights_dir(directory)
-    get_it = f"download it from {preset.url}" if preset.url else "it has no download address"
-    return (f"weights {preset.name!r} need the file {preset.file} and it is not in {where} "
-            f"(looked in the weights_dir argument / --weights-dir, else ${ENV_DIR}, else "
-            f"{DEFAULT_DIR}); {get_it} and put it there, or pass the file's path instead of "
-            f"the name" + (f" ({reason})" if reason else ""))
+    looked = ("--weights-dir" if directory else
+              f"${ENV_DIR}" if os.environ.get(ENV_DIR) else "the default")
+    get_it = (f"download {preset.url} on a machine with internet into that folder"
+              if preset.url else "it has no download address: copy it into that folder")
+    return (f"weights {preset.name!r} need the file {preset.file}, which is not in {where} "
+            f"(from {looked}; the weights folder is --weights-dir, else ${ENV_DIR}, else "
+            f"{DEFAULT_DIR})" + (f" and the download failed ({reason})" if reason else "")
+            + f"; {get_it}, or pass the file's path instead of the name "
+              f"(--model /path/to/{preset.file})")
 
 
 def fetch(name: str, directory=None) -> Path:
@@ -369,7 +373,7 @@ def fetch(name: str, directory=None) -> Path:
         if preset.sha256 and "hash" in str(err).lower():
             raise ValueError(f"download of {preset.name!r} does not match its sha256: {err}") from None
         raise FileNotFoundError(missing_weights_message(
-            preset, directory, f"download failed: {type(err).__name__}: {err}")) from None
+            preset, directory, f"{type(err).__name__}: {err}")) from None
     path = Path(got)
     _verify(path, preset)
     return path

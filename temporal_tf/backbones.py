@@ -11,15 +11,23 @@ name           architecture                    ImageNet weights    input preproc
 
 Every builder takes ``weights=None | "imagenet" | path``, ``include_top``, ``pooling``,
 ``input_shape`` (default 224 px; the original study used 112) and ``trainable``.
-``"imagenet"`` for the Keras ResNets downloads from Google storage, so on machines without
-internet pass the downloaded ``.h5`` file as a path instead.
+``"imagenet"`` for the Keras ResNets is looked for, in this order, in the weights folder
+(``$DFD_WEIGHTS_DIR``, else ``~/.cache/dfd/weights``: the file Keras would download, e.g.
+``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``), in the Keras cache
+(``$KERAS_HOME/models``, default ``~/.keras/models``), else downloaded from Google storage;
+without network and file it is one ``FileNotFoundError`` line saying which file, where it was
+looked for and where to get it. A path to the file works as well. The ResNeXts' ``"imagenet"``
+is the converted torchvision file ``<variant>.npz`` in the weights folder
+(:func:`temporal_tf.resnext.imagenet_weights`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+from dfd import presets
 from temporal_tf import resnext
 
 log = logging.getLogger(__name__)
@@ -36,7 +44,40 @@ def _check_keras_args(weights, input_shape, pooling):
     resnext.check_shape_and_pooling(input_shape, pooling)
 
 
-def _keras_resnet(builder, include_top, weights, input_shape, pooling, classes, trainable, name):
+#: where keras.applications downloads the ResNets' ImageNet weights from
+KERAS_RESNET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+
+
+def keras_imagenet_file(arch: str, include_top: bool = False) -> str:
+    """The file name of a Keras ResNet's ImageNet weights (``arch``: resnet50, resnet152)."""
+    return f"{arch}_weights_tf_dim_ordering_tf_kernels{'' if include_top else '_notop'}.h5"
+
+
+def keras_cache() -> Path:
+    """The folder Keras keeps downloaded application weights in."""
+    return Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser() / "models"
+
+
+def _is_fetch_failure(err: BaseException) -> bool:
+    import urllib.error
+
+    return ("fetch failure" in str(err).lower()
+            or isinstance(err, (urllib.error.URLError, ConnectionError, TimeoutError)))
+
+
+def missing_imagenet_message(arch: str, include_top: bool = False, reason: str = "") -> str:
+    """One line: which ImageNet file ``arch`` needs, where it was looked for, where to get it."""
+    fname = keras_imagenet_file(arch, include_top)
+    return (f"weights='imagenet' for {arch} need the file {fname}: it is not in the weights "
+            f"folder {presets.weights_dir()} (${presets.ENV_DIR}, else {presets.DEFAULT_DIR}) "
+            f"nor in the Keras cache {keras_cache()}"
+            + (f", and the download failed ({reason})" if reason else "")
+            + f"; download {KERAS_RESNET_URL}{fname} on a machine with internet and put it in "
+              f"one of those folders, or pass weights='/path/to/{fname}'")
+
+
+def _keras_resnet(builder, include_top, weights, input_shape, pooling, classes, trainable, name,
+                  arch=None):
     input_shape = tuple(input_shape) if input_shape is not None else (224, 224, 3)
     _check_keras_args(weights, input_shape, pooling)
     if include_top and weights == "imagenet" and input_shape != (224, 224, 3):
@@ -44,8 +85,19 @@ def _keras_resnet(builder, include_top, weights, input_shape, pooling, classes, 
             f"include_top=True with ImageNet weights needs input_shape (224, 224, 3), "
             f"got {input_shape!r}"
         )
-    model = builder(include_top=include_top, weights=weights, input_shape=input_shape,
-                    pooling=pooling, classes=classes, name=name)
+    if weights == "imagenet" and arch:  # offline first: the file put in the weights folder
+        local = presets.weights_dir() / keras_imagenet_file(arch, include_top)
+        if local.is_file():
+            log.info("%s: ImageNet weights from %s", arch, local)
+            weights = str(local)
+    try:
+        model = builder(include_top=include_top, weights=weights, input_shape=input_shape,
+                        pooling=pooling, classes=classes, name=name)
+    except Exception as err:
+        if weights == "imagenet" and arch and _is_fetch_failure(err):
+            raise FileNotFoundError(missing_imagenet_message(
+                arch, include_top, f"{type(err).__name__}: {err}")) from None
+        raise
     model.trainable = trainable
     return model
 
@@ -56,7 +108,7 @@ def ResNet50(include_top=False, weights=None, input_shape=None, pooling=None, cl
     import keras
 
     return _keras_resnet(keras.applications.ResNet50, include_top, weights, input_shape,
-                         pooling, classes, trainable, name)
+                         pooling, classes, trainable, name, arch="resnet50")
 
 
 def ResNet152(include_top=False, weights=None, input_shape=None, pooling=None, classes=1000,
@@ -65,7 +117,7 @@ def ResNet152(include_top=False, weights=None, input_shape=None, pooling=None, c
     import keras
 
     return _keras_resnet(keras.applications.ResNet152, include_top, weights, input_shape,
-                         pooling, classes, trainable, name)
+                         pooling, classes, trainable, name, arch="resnet152")
 
 
 ResNeXt50 = resnext.ResNeXt50

@@ -8,7 +8,12 @@ The graph matches torchvision's ``resnext50_32x4d`` / ``resnext101_32x8d`` (ResN
 stride on the grouped 3x3 conv, convs without bias, BN eps 1e-5, explicit zero padding so
 strided convs pad like PyTorch), so torchvision ImageNet weights convert exactly:
 
-* No Keras ImageNet weights exist for ResNeXt; ``weights="imagenet"`` raises and says so.
+* No Keras ImageNet weights exist for ResNeXt; ``weights="imagenet"`` on
+  :func:`ResNeXt50` / :func:`ResNeXt101` reads torchvision's, converted once to
+  ``resnext50_32x4d.npz`` / ``resnext101_32x8d.npz``, from the weights folder
+  (``$DFD_WEIGHTS_DIR``, else ``~/.cache/dfd/weights``) and, when absent, raises one
+  ``FileNotFoundError`` line saying which file, where and how to make it
+  (:func:`imagenet_weights`).
 * ``weights="x.npz"``: a torchvision ``state_dict`` saved as NumPy arrays (see
   the README, "Temporal model") is converted on load (:func:`load_torchvision_state`).
 * any other path: Keras weights (``.weights.h5``) loaded with ``model.load_weights``.
@@ -24,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from dfd import presets
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,10 @@ def _check_args(blocks, groups, width_per_group, base_planes, weights, input_sha
             raise ValueError(f"{arg} must be >= 1, got {val!r}")
     if weights == "imagenet":
         raise ValueError(
-            "weights='imagenet': no Keras ImageNet weights are published for ResNeXt. Convert "
-            "torchvision's weights on a machine with internet (README, temporal model) and pass "
-            "the file: weights='/path/resnext50_32x4d.npz' (or a Keras .weights.h5 file)"
+            "weights='imagenet': no Keras ImageNet weights are published for a custom ResNeXt; "
+            "use ResNeXt50 / ResNeXt101 (they read torchvision's, converted to .npz, from the "
+            "weights folder) or pass the file: weights='/path/resnext50_32x4d.npz' (or a Keras "
+            ".weights.h5 file)"
         )
     if weights is not None and not Path(str(weights)).is_file():
         raise ValueError(
@@ -147,9 +155,34 @@ def ResNeXt(
     return model
 
 
+#: torchvision's ImageNet (IMAGENET1K_V1) checkpoints of the two standard variants
+TORCHVISION_URLS = {
+    "resnext50_32x4d": "https://download.pytorch.org/models/resnext50_32x4d-7cdf4587.pth",
+    "resnext101_32x8d": "https://download.pytorch.org/models/resnext101_32x8d-8ba56ff5.pth",
+}
+
+
+def imagenet_weights(variant: str) -> str:
+    """``weights="imagenet"`` of a standard ResNeXt: the converted torchvision file
+    ``<variant>.npz`` in the weights folder; else one ``FileNotFoundError`` line saying which
+    file is needed, where it was looked for and where to get it."""
+    folder = presets.weights_dir()
+    path = folder / f"{variant}.npz"
+    if path.is_file():
+        return str(path)
+    raise FileNotFoundError(
+        f"weights='imagenet' for {variant} need the file {variant}.npz: it is not in the "
+        f"weights folder {folder} (${presets.ENV_DIR}, else {presets.DEFAULT_DIR}); Keras "
+        f"publishes no ResNeXt weights, so convert torchvision's ({TORCHVISION_URLS[variant]}) "
+        f"once on a machine with internet as docs/models.md shows and put {variant}.npz there, "
+        f"or pass weights='/path/to/{variant}.npz'")
+
+
 def ResNeXt50(include_top=False, weights=None, input_shape=None, pooling=None, classes=1000,
               trainable=True, name="resnext50_32x4d"):
     """ResNeXt-50 32x4d (torchvision ``resnext50_32x4d``: 25,028,904 parameters with top)."""
+    if weights == "imagenet":
+        weights = imagenet_weights("resnext50_32x4d")
     return ResNeXt((3, 4, 6, 3), 32, 4, 64, include_top=include_top, weights=weights,
                    input_shape=input_shape, pooling=pooling, classes=classes,
                    trainable=trainable, name=name)
@@ -158,6 +191,8 @@ def ResNeXt50(include_top=False, weights=None, input_shape=None, pooling=None, c
 def ResNeXt101(include_top=False, weights=None, input_shape=None, pooling=None, classes=1000,
                trainable=True, name="resnext101_32x8d"):
     """ResNeXt-101 32x8d (torchvision ``resnext101_32x8d``: 88,791,336 parameters with top)."""
+    if weights == "imagenet":
+        weights = imagenet_weights("resnext101_32x8d")
     return ResNeXt((3, 4, 23, 3), 32, 8, 64, include_top=include_top, weights=weights,
                    input_shape=input_shape, pooling=pooling, classes=classes,
                    trainable=trainable, name=name)

@@ -117,7 +117,6 @@ def test_torchvision_state_of_wrong_variant_is_refused():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"weights": "imagenet"}, "no Keras ImageNet weights"),
     ({"weights": "/no/such/file.h5"}, "/no/such/file.h5"),
     ({"pooling": "sum"}, "'sum'"),
     ({"input_shape": (16, 16, 3)}, r"\(16, 16, 3\)"),
