@@ -297,3 +297,25 @@ def test_plain_tf_scores_any_face_size_like_dfd_detect_crops(tmp_path):
     for name, f in faces.items():
         ref = float(model.predict(_resized(f[None], 256), verbose=0).ravel()[0])
         assert got["scores"][name][0] == pytest.approx(ref, abs=1e-5), name
+
+
+def test_dfd_detect_frames_faces_as_the_bare_export_says(tmp_path):
+    """The issue's case: without the side file, detect framed at 1.3 instead of 1.06."""
+    from dfd_app.detect import pipeline
+
+    out = export.export_savedmodel(Meso4(input_shape=(32, 32, 3)), tmp_path / "e",
+                                   face_margin=1.06, save_keras=False)
+    (out / "preset.json").unlink()
+    for spec in (tmp_path / "e", out):
+        ctx = pipeline.build_context(model=str(spec), detector="fake")
+        assert ctx.extract_cfg.margin == pytest.approx(1.06)
+        assert ctx.extract_cfg.face_size == 32  # the export's face size, not 256
+    # so a crop scores as the export scores it, in one resize (not 50 -> 256 -> 32)
+    from dfd import schema
+
+    face = np.random.default_rng(9).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    (tmp_path / "c.png").write_bytes(schema.encode_png(face))
+    ctx = pipeline.build_context(model=str(out), detector="fake", crops=True)
+    rec = pipeline.detect_video(tmp_path / "c.png", ctx)
+    sig = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert rec["p_fake"] == pytest.approx(float(sig(faces=face[None])["p_fake"][0]), abs=1e-6)

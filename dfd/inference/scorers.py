@@ -276,6 +276,16 @@ def model_scorers(scorer) -> list:
     return [scorer] if isinstance(scorer, ModelScorer) else []
 
 
+def face_size_of(scorer) -> int | None:
+    """The face side the model(s) of ``scorer`` were exported / trained at, when they record
+    one and agree (their presets' ``face_size``); None otherwise."""
+    sizes = set()
+    for s in model_scorers(scorer):
+        preset = getattr(s.scorer, "preset", None)
+        sizes.add(int(preset.face_size) if preset is not None and preset.face_size else None)
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def choose_margin(scorer, margin: float | str | None = "auto") -> float:
     """The margin to extract faces at for ``scorer``, and set each model to get its own.
 

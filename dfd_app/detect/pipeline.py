@@ -114,7 +114,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
-                                                     all_faces=bool(all_faces)),
+                                                     all_faces=bool(all_faces),
+                                                     face_size=models.face_size_of(scorer) or 256),
                          **options)
 
 
