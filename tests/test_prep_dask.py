@@ -156,6 +156,15 @@ def test_a_killed_client_rerun_finishes(videos, reference, cluster, tmp_path):
     _same_output(out, reference)
 
 
+def test_local_cluster_through_the_command(videos, reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prep", str(videos), "--out", str(out), "--engine", "dask", "--workers", "2",
+                 "--shard-records", "2", "--frames", "3", "--sampler", "uniform",
+                 "--detector", "fake"]) == 0
+    assert "6 items written" in capsys.readouterr().out
+    _same_output(out, reference)
+
+
 class TokenJob:
     """A job whose per-worker ``load()`` makes a fresh token: tasks show which load they used."""
 
