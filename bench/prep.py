@@ -167,17 +167,32 @@ def _cpu_seconds() -> float:
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
-def engines_table(videos_dir, n_frames, workers, engines):
+def _copies(videos_dir, copies, root):
+    """``real/`` + ``fake/`` folders of symlinks: each DFDC video ``copies`` times (new ids)."""
+    import json
+
+    labels = json.loads((videos_dir / "metadata.json").read_text())
+    for sub in ("real", "fake"):
+        (root / sub).mkdir(parents=True)
+    for name, meta in labels.items():
+        for c in range(copies):
+            link = root / meta["label"].lower() / f"c{c}_{name}"
+            link.symlink_to(videos_dir / name)
+    return root
+
+
+def engines_table(videos_dir, n_frames, workers, engines, copies=1):
     """videos/s of whole ``dfd prep`` runs, one per engine, on the same videos."""
     import tempfile
 
     from data_prep.faces import get_detector
-    from data_prep.faces.detectors import RetinaFaceDetector
     from data_prep.prep import PrepConfig, run_prep
 
-    n = len(list(videos_dir.glob("*.mp4")))
-    print(f"\n== dfd prep over {n} DFDC videos, {n_frames} frames, retinaface, {os.cpu_count()} "
-          f"CPUs (shared; load average {os.getloadavg()[0]:.1f}) ==")
+    n = len(list(videos_dir.glob("*.mp4"))) * copies
+    src = tempfile.mkdtemp(prefix="prep-bench-")
+    videos_dir = _copies(videos_dir, copies, Path(src)) if copies > 1 else videos_dir
+    print(f"\n== dfd prep over {n} DFDC videos ({copies} x each), {n_frames} frames, retinaface, "
+          f"{os.cpu_count()} CPUs (shared; load average {os.getloadavg()[0]:.1f}) ==")
     print("(wall seconds of the whole run: start-up of the pool / cluster and detector loads "
           "included; cpu s/video: CPU seconds of this process and its finished child processes "
           "per video, which other jobs on the machine disturb less)")
@@ -203,13 +218,21 @@ def engines_table(videos_dir, n_frames, workers, engines):
             per_video = wall / n if per_video is None else per_video
             print(f"{label:24s} {wall:8.1f} {n / wall:9.3f} {cpu / n:12.2f} {res.faces:6d} "
                   f"{'yes' if got == first else 'NO':>10s}", flush=True)
-    get_detector("retinaface")  # warm the imports, then time one fresh build
-    t = time.perf_counter()
-    RetinaFaceDetector()
-    build = time.perf_counter() - t
-    print(f"face detector build (retinaface): {build:.3f} s; loaded once per worker it costs "
-          f"{build * workers:.2f} s per run; loaded per task it would add {build:.3f} s to each "
-          f"video ({100 * build / per_video:.0f}% of the 1-process {per_video:.2f} s/video)")
+    import shutil
+
+    shutil.rmtree(src, ignore_errors=True)
+    for name in ("retinaface", "mtcnn"):
+        get_detector(name)  # warm the imports, then time fresh builds
+        builds = []
+        for _ in range(3):
+            t = time.perf_counter()
+            type(get_detector(name))()
+            builds.append(time.perf_counter() - t)
+        build = statistics.median(builds)
+        print(f"face detector build ({name}, median of 3, imports warm): {build:.3f} s; once "
+              f"per worker: {build * workers:.2f} s per run; per task it would add {build:.3f} s "
+              f"to each video ({100 * build / per_video:.1f}% of the 1-process "
+              f"{per_video:.2f} s/video)")
 
 
 def main(argv=None) -> int:
@@ -224,6 +247,9 @@ def main(argv=None) -> int:
     ap.add_argument("--engines", default="process,dask",
                     help="engines compared with one process ('' to skip): process, dask")
     ap.add_argument("--workers", type=int, default=2, help="workers of the pool and of Dask")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="run the engines on each DFDC video this many times (start-up cost "
+                         "spread over more videos)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not VIDEOS.is_dir():
@@ -240,7 +266,7 @@ def main(argv=None) -> int:
     if not args.skip_accuracy:
         accuracy_table(videos, detectors, ["uniform", "keyframe"], args.frames)
     if args.engines:
-        engines_table(VIDEOS, args.frames, args.workers, args.engines.split(","))
+        engines_table(VIDEOS, args.frames, args.workers, args.engines.split(","), args.copies)
     return 0
 
 
