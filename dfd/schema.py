@@ -172,7 +172,7 @@ def encode_record(rec: FaceRecord) -> bytes:
             feature_list={k: tf.train.FeatureList(feature=v) for k, v in lists.items()}
         ),
     )
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)  # the same bytes in every process
 
 
 def parse_specs():
