@@ -32,6 +32,7 @@ import pandas as pd
 from data_prep import shard_writer
 from dfd import config as dfd_config
 from dfd import schema
+from dfd.labels import REAL
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,14 @@ class PrepConfig:
     commit_seconds: float = 120.0
     retry_failures: bool = False
     limit: int | None = None
+    # crop sets: run the face detector on each crop for its landmarks (data_prep.landmarks):
+    # "real" (what self-blended fakes use; half the cost), "all" or "none"
+    crop_landmarks: str = "real"
 
     def __post_init__(self):
+        if self.crop_landmarks not in ("real", "all", "none"):
+            raise ValueError(f"crop_landmarks must be 'real', 'all' or 'none', got "
+                             f"{self.crop_landmarks!r}")
         if self.crop_margin is not None and not 0.5 <= float(self.crop_margin) <= 3.0:
             raise ValueError(f"crop_margin must be within [0.5, 3], got {self.crop_margin!r}")
 
@@ -114,7 +121,8 @@ def video_records(item: dict, detector, extract_cfg) -> list[schema.FaceRecord]:
             source=str(item["source"]), split=str(item.get("split", "") or ""),
             track=t.track, faces=[schema.encode_png(f) for f in t.faces],
             frame_indices=list(t.frame_indices), boxes=[tuple(b) for b in t.boxes],
-            confidences=list(t.confidences), fps=vf.fps, frame_count=vf.frame_count,
+            confidences=list(t.confidences), landmarks=t.landmarks, crop_boxes=t.crop_boxes,
+            fps=vf.fps, frame_count=vf.frame_count,
             sampler=vf.sampler, width=vf.width, height=vf.height,
         )
         for t in vf.tracks
@@ -256,6 +264,9 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
     try:
         images = todo[todo["kind"] == "image"]
         if len(images):
+            from data_prep.landmarks import CropLandmarker
+
+            landmarker = CropLandmarker(cfg.detector) if cfg.crop_landmarks != "none" else None
             with shard_writer.ShardWriter(out, "crops", max_records=cfg.image_shard_records) as w, \
                     _progress(len(images), "crops") as bar:
                 for item, data, reason in _iter_images(images):
@@ -265,6 +276,9 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
                         continue
                     try:
                         rec = _image_record(item, data)
+                        if landmarker is not None and (cfg.crop_landmarks == "all"
+                                                       or rec.label == REAL):
+                            rec = landmarker.add_to(rec)
                     except ValueError as err:
                         failures.add(item, "unreadable", f"{item['member'] or item['path']}: {err}")
                         continue
