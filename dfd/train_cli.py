@@ -18,7 +18,7 @@ _SIMPLE = {
     "max_faces_per_record": int, "batch_size": int, "epochs": int, "steps_per_epoch": int,
     "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
     "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
-    "train_split": str, "val_split": str,
+    "train_split": str, "val_split": str, "fakes": str, "sbi_ratio": float,
 }
 
 
@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", help="use only records of this manifest split "
                         "(`dfd split`) from --train, e.g. train")
     parser.add_argument("--val-split", help="use only records of this split from --val, e.g. val")
+    parser.add_argument("--fakes", choices=("real", "sbi", "both"),
+                        help="FAKE examples: the shards' own (real, default), self-blended fakes "
+                        "made from REAL faces only (sbi), or both mixed (see --sbi-ratio)")
+    parser.add_argument("--sbi-ratio", type=float,
+                        help="with --fakes both: share of FAKE examples that are self-blended")
     parser.add_argument("--run-dir", help="where the run writes (and resumes from)")
     parser.add_argument("--input-kind", choices=INPUT_KINDS)
     parser.add_argument("--clip-len", type=int)

@@ -5,6 +5,12 @@
   class weight (1.0 unless ``class_balance="weights"``).
 * ``class_balance="sampling"`` draws FAKE and REAL 50/50 with ``sample_from_datasets``
   (an endless stream: an epoch is ``steps_per_epoch`` batches).
+* ``fakes="sbi"`` / ``"both"`` add self-blended fakes (:mod:`dfd.training.sbi`) before the
+  augmentations: ``"sbi"`` trains on REAL faces only, each paired with its fake (balanced by
+  construction: class balancing is skipped); ``"both"`` replaces a ``sbi_ratio`` share of
+  the FAKE examples.
+* ``augment.codec_prob`` re-encodes faces through H.264 on whole batches
+  (:func:`dfd.training.augment.make_codec_fn`), after batching.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from dataclasses import dataclass
 
 from dfd import readers, schema
 from dfd.labels import FAKE, REAL
-from dfd.training.augment import make_augment_fn
+from dfd.training.augment import make_augment_fn, make_codec_fn
 from dfd.training.config import TrainConfig
+from dfd.training.sbi import apply_sbi
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +79,30 @@ def count_labels(source, input_kind: str = "frames", max_faces_per_record: int |
     return LabelCounts(real=counts[REAL], fake=counts[FAKE])
 
 
+def effective_counts(cfg: TrainConfig, counts: LabelCounts) -> LabelCounts:
+    """The training examples an epoch holds: with ``fakes="sbi"`` each REAL face also gives
+    one FAKE and the shards' FAKE faces are left out."""
+    if cfg.fakes == "sbi":
+        return LabelCounts(real=counts.real, fake=counts.real)
+    return counts
+
+
 def _examples(cfg: TrainConfig, source, training: bool):
-    """Unbatched ``(inputs, label)`` pairs of one source."""
+    """Unbatched ``(inputs, label)`` pairs of one source (inputs keep the landmarks when
+    self-blended fakes will be made from them)."""
+    import tensorflow as tf
+
     split = cfg.train_split if training else cfg.val_split
     if cfg.input_kind == "frames":
         ds = readers.frame_dataset(
             source, face_size=cfg.face_size, shuffle=training, shuffle_buffer=cfg.shuffle_buffer,
             seed=cfg.seed, max_faces_per_record=cfg.max_faces_per_record, split=split,
         )
+        if training and cfg.fakes != "real":
+            keys = ("face", "landmarks", "crop_box")
+            return ds.map(lambda el: ({k: el[k] for k in keys},
+                                      tf.cast(el["label"], tf.float32)),
+                          num_parallel_calls=readers.AUTOTUNE)
         return readers.as_xy(ds, "face")
     ds = readers.clip_dataset(
         source, clip_len=cfg.clip_len, face_size=cfg.face_size,
@@ -105,7 +128,10 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     batch_size = batch_size or cfg.batch_size
     ds = _examples(cfg, source, training)
     weights = {REAL: 1.0, FAKE: 1.0}
-    if training and cfg.class_balance == "sampling":
+    if training and cfg.fakes == "sbi":
+        log.info("fakes=sbi: REAL faces only, each paired with its self-blended fake "
+                 "(class_balance %r not needed)", cfg.class_balance)
+    elif training and cfg.class_balance == "sampling":
         per_class = [ds.filter(lambda x, y, lab=lab: tf.equal(y, float(lab))).repeat()
                      for lab in (REAL, FAKE)]
         ds = tf.data.Dataset.sample_from_datasets(per_class, weights=[0.5, 0.5], seed=cfg.seed)
@@ -118,9 +144,15 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     w_real, w_fake = float(weights[REAL]), float(weights[FAKE])
     ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, w_fake, w_real)),
                 num_parallel_calls=readers.AUTOTUNE)
+    if training and cfg.fakes != "real":
+        ds = apply_sbi(ds, cfg.fakes, cfg.sbi_ratio, batch_size, cfg.seed, cfg.sbi)
     if training and cfg.augment.active:
         ds = ds.map(make_augment_fn(cfg.augment, cfg.input_kind),
                     num_parallel_calls=readers.AUTOTUNE)
     if drop_remainder is None:
         drop_remainder = False
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(readers.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if training and cfg.augment.codec_active:
+        ds = ds.map(make_codec_fn(cfg.augment, cfg.input_kind, cfg.seed),
+                    num_parallel_calls=readers.AUTOTUNE)
+    return ds.prefetch(readers.AUTOTUNE)
