@@ -11,8 +11,8 @@ How one fake is built from a face, its five landmarks and its face box (:mod:`df
 ``landmarks`` / ``crop_box``, [0, 1] crop coordinates), with :class:`SBIConfig`'s ranges:
 
 * **target** = the face itself, unchanged: outside the mask the fake equals the real face;
-* **source** = a copy of it with other colour (per-channel RGB shift, HSV hue / saturation /
-  value, brightness / contrast), other sharpness (unsharp mask with a random amount; a
+* **source** = a copy of it with other colour (per-channel RGB shift, hue / saturation /
+  value as one 3x3 colour matrix, brightness / contrast), other sharpness (unsharp mask with a random amount; a
   negative amount blurs) and a small shift and scale (``shift``, ``scale``);
 * **mask**: a convex face outline derived from the five keypoints — a ten-sided polygon in
   the face's own frame (eye-line axis, eye distance and eye-to-mouth distance) reaching the
@@ -35,6 +35,8 @@ batch with self-blended fakes of the batch's REAL faces.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -92,15 +94,22 @@ def face_geometry(landmarks, crop_box, size: int):
     return lm * size, box * size
 
 
+MASK_GRID = 64  # the mask is computed on at most this many pixels a side, then upsampled
+
+
 def face_mask(landmarks, crop_box, size: int, seed, cfg: SBIConfig | None = None):
     """The soft blending mask ``float32[B, size, size]`` in [0, 1] (graph function).
 
     Zero outside the face box (see the module docstring); ``seed`` is a stateless seed
-    (``int[2]``).
+    (``int[2]``). The mask is smooth, so it is computed on a grid of at most
+    :data:`MASK_GRID` pixels a side and resized bilinearly (the face box is inset by one
+    grid cell more, so the upsampled mask stays inside it).
     """
     import tensorflow as tf
 
     cfg = cfg or SBIConfig()
+    grid = min(size, MASK_GRID)
+    cell = size / grid  # crop pixels per grid pixel
     kp, box = face_geometry(landmarks, crop_box, size)
     b = tf.shape(kp)[0]
     s_scale, s_noise, s_feather = _sub_seeds(seed, 3)
@@ -123,8 +132,9 @@ def face_mask(landmarks, crop_box, size: int, seed, cfg: SBIConfig | None = None
     edge_len = tf.maximum(tf.norm(edge, axis=-1), 1e-6)
     area = tf.reduce_sum(poly[..., 0] * nxt[..., 1] - nxt[..., 0] * poly[..., 1], axis=1)
     orient = tf.where(area >= 0, 1.0, -1.0)[:, None]  # inside is on this side of each edge
-    coords = tf.range(size, dtype=tf.float32)
-    gy, gx = tf.meshgrid(coords, coords, indexing="ij")  # pixel i is centred on coordinate i
+    # grid pixel j is centred on crop coordinate (j + 0.5) * cell - 0.5
+    coords = (tf.range(grid, dtype=tf.float32) + 0.5) * cell - 0.5
+    gy, gx = tf.meshgrid(coords, coords, indexing="ij")
     px = gx[None, :, :, None] - poly[:, None, None, :, 0]  # [B, S, S, K]
     py = gy[None, :, :, None] - poly[:, None, None, :, 1]
     cross = edge[:, None, None, :, 0] * py - edge[:, None, None, :, 1] * px
@@ -133,14 +143,19 @@ def face_mask(landmarks, crop_box, size: int, seed, cfg: SBIConfig | None = None
     amp = float(cfg.deform) * size
     bx = box[:, None, None, :]
     d_box = tf.minimum(tf.minimum(gx[None] - bx[..., 0], bx[..., 2] - gx[None]),
-                       tf.minimum(gy[None] - bx[..., 1], bx[..., 3] - gy[None])) - amp - 0.5
+                       tf.minimum(gy[None] - bx[..., 1], bx[..., 3] - gy[None]))
+    d_box = d_box - amp - (cell if grid < size else 0.5)
     d = tf.minimum(d_poly, d_box)
     if amp > 0:  # a smooth random field in [-amp, amp] moves the boundary
         coarse = tf.random.stateless_uniform([b, 5, 5, 1], s_noise, -1.0, 1.0)
-        d = d + amp * tf.image.resize(coarse, [size, size], method="bilinear")[..., 0]
+        d = d + amp * tf.image.resize(coarse, [grid, grid], method="bilinear")[..., 0]
     feather = _uniform(s_feather, [b, 1, 1], *cfg.feather) * size
     t = tf.clip_by_value(d / tf.maximum(feather, 1.0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)  # smoothstep: zero where d <= 0
+    m = t * t * (3.0 - 2.0 * t)  # smoothstep: zero where d <= 0
+    if grid < size:
+        m = tf.image.resize(m[..., None], [size, size], method="bilinear")[..., 0]
+        m = tf.where(m < 1e-4, 0.0, tf.minimum(m, 1.0))
+    return m
 
 
 def _gaussian_blur(x, sigma: float = 1.2, radius: int = 3):
@@ -157,6 +172,23 @@ def _gaussian_blur(x, sigma: float = 1.2, radius: int = 3):
     return tf.nn.depthwise_conv2d(x, ky, [1, 1, 1, 1], "VALID")
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def colour_matrix(theta, sat, val):
+    """``[B, 3, 3]`` RGB matrices: hue rotation by ``theta`` radians about the grey axis,
+    saturation factor ``sat`` (a blend with the luma), value factor ``val``."""
+    import tensorflow as tf
+
+    c, s = tf.cos(theta)[:, None, None], tf.sin(theta)[:, None, None]
+    third = np.full((3, 3), 1.0 / 3.0, np.float32)
+    cross = (np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], np.float32) / math.sqrt(3.0))
+    hue = c * np.eye(3, dtype=np.float32) + (1.0 - c) * third + s * cross
+    luma = np.tile(_LUMA[None], (3, 1))
+    satm = sat[:, None, None] * np.eye(3, dtype=np.float32) + (1.0 - sat[:, None, None]) * luma
+    return val[:, None, None] * tf.matmul(satm, hue)
+
+
 def source_copy(faces, seed, cfg: SBIConfig | None = None):
     """The altered source copy of ``faces`` (float32 [B, S, S, 3] in [0, 1])."""
     import tensorflow as tf
@@ -165,16 +197,14 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     x = tf.image.convert_image_dtype(faces, tf.float32)
     b = tf.shape(x)[0]
     ss = _sub_seeds(seed, 9)
-    # colour: RGB shift, then HSV, then brightness / contrast
+    # colour: RGB shift, then hue / saturation / value as one 3x3 matrix per image (a hue
+    # rotation about the grey axis, a blend towards the luma, a scale), then contrast /
+    # brightness. Linear, so it costs one small matmul instead of an HSV round trip.
     x = x + _uniform(ss[0], [b, 1, 1, 3], -cfg.rgb_shift, cfg.rgb_shift)
-    hsv = tf.image.rgb_to_hsv(tf.clip_by_value(x, 0.0, 1.0))
-    dh = _uniform(ss[1], [b, 1, 1], -cfg.hue, cfg.hue)
-    fs = _uniform(ss[2], [b, 1, 1], 1.0 - cfg.saturation, 1.0 + cfg.saturation)
-    fv = _uniform(ss[3], [b, 1, 1], 1.0 - cfg.value, 1.0 + cfg.value)
-    hsv = tf.stack([tf.math.floormod(hsv[..., 0] + dh, 1.0),
-                    tf.clip_by_value(hsv[..., 1] * fs, 0.0, 1.0),
-                    tf.clip_by_value(hsv[..., 2] * fv, 0.0, 1.0)], axis=-1)
-    x = tf.image.hsv_to_rgb(hsv)
+    theta = _uniform(ss[1], [b], -cfg.hue, cfg.hue) * (2.0 * math.pi)
+    sat = _uniform(ss[2], [b], 1.0 - cfg.saturation, 1.0 + cfg.saturation)
+    val = _uniform(ss[3], [b], 1.0 - cfg.value, 1.0 + cfg.value)
+    x = tf.einsum("bhwc,bdc->bhwd", x, colour_matrix(theta, sat, val))
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     c = _uniform(ss[4], [b, 1, 1, 1], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
     d = _uniform(ss[5], [b, 1, 1, 1], -cfg.brightness, cfg.brightness)
@@ -182,18 +212,19 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     # sharpness: unsharp mask with a random amount (-1: the blurred image)
     amount = _uniform(ss[6], [b, 1, 1, 1], *cfg.sharpness)
     x = tf.clip_by_value(x + amount * (x - _gaussian_blur(x)), 0.0, 1.0)
-    # a small shift and scale about the centre
-    size = tf.cast(tf.shape(x)[1], tf.float32)
-    scale = _uniform(ss[7], [b], 1.0 - cfg.scale, 1.0 + cfg.scale)
-    t = _uniform(ss[8], [b, 2], -cfg.shift, cfg.shift) * size
+    # a small shift and scale about the centre: crop_and_resize of a reflect-padded copy
+    # (3x faster here than a projective transform). Output pixel i reads the input at
+    # cen + (i - cen - t) / scale.
+    size = x.shape[1]
+    pad = int(math.ceil(size * (cfg.shift + cfg.scale))) + 2
+    scale = _uniform(ss[7], [b, 1], 1.0 - cfg.scale, 1.0 + cfg.scale)
+    t = _uniform(ss[8], [b, 2], -cfg.shift, cfg.shift) * size  # (tx, ty) pixels
     cen = (size - 1.0) / 2.0
-    inv = 1.0 / scale  # output pixel -> input pixel
-    zeros = tf.zeros_like(inv)
-    transforms = tf.stack([inv, zeros, cen - inv * cen - t[:, 0] * inv,
-                           zeros, inv, cen - inv * cen - t[:, 1] * inv, zeros, zeros], axis=1)
-    x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="REFLECT")
+    lo = (pad + cen - (cen + t) / scale) / (size + 2 * pad - 1)
+    hi = (pad + cen + (cen - t) / scale) / (size + 2 * pad - 1)
+    boxes = tf.stack([lo[:, 1], lo[:, 0], hi[:, 1], hi[:, 0]], axis=1)
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    x = tf.image.crop_and_resize(padded, boxes, tf.range(b), [size, size])
     return x
 
 

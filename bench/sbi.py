@@ -1,0 +1,123 @@
+"""Throughput of the self-blended-fake stage and of the H.264 augmentation, each alone.
+
+Faces: the public-domain astronaut of scikit-image, aligned at 256 px (margin 1.3) with its
+RetinaFace keypoints, each copy shifted a little so no two are equal. Printed (images/s):
+
+* ``self_blend`` on batches (a ``tf.function``, one call per batch);
+* the same inside ``tf.data`` (``dfd.training.sbi.apply_sbi``, fakes="sbi": every REAL face
+  and its fake, counted as output images), parallel map as in training;
+* ``codec_batch``: an H.264 re-encode of every face (intra-only, one clip per batch, CRF
+  drawn from 18-40 per batch) — single-threaded per call, as one ``tf.py_function``;
+* the same with ``tf.data`` running several batches in parallel.
+
+    .venv/bin/python bench/sbi.py [--batch 32] [--batches 20] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def astronaut_faces(n: int, size: int):
+    """``n`` aligned astronaut faces (uint8 [n, size, size, 3]) with landmarks and box."""
+    import numpy as np
+    from skimage.data import astronaut
+
+    from data_prep.faces import Detection, align_face, get_detector
+    from data_prep.landmarks import crop_coordinates
+
+    img = astronaut()
+    (det,) = get_detector("retinaface").detect([img])[0][:1]
+    faces, lms, boxes = [], [], []
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        dx, dy = rng.uniform(-4, 4, 2)
+        d = Detection(tuple(v + (dx if i % 2 == 0 else dy) for i, v in enumerate(det.box)),
+                      det.confidence,
+                      {k: (x + dx, y + dy) for k, (x, y) in det.keypoints.items()})
+        faces.append(align_face(img, d, size, 1.3))
+        lm, box = crop_coordinates(d, 1.3)
+        lms.append(lm)
+        boxes.append(box)
+    return np.stack(faces), np.stack(lms), np.stack(boxes)
+
+
+def rate(fn, batches: int, per_call: int) -> float:
+    fn()  # warm-up (tracing)
+    t = time.perf_counter()
+    for _ in range(batches):
+        fn()
+    return batches * per_call / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--size", type=int, default=256)
+    args = ap.parse_args()
+
+    import numpy as np
+    import tensorflow as tf
+
+    from dfd.training.augment import codec_batch, make_codec_fn
+    from dfd.training.config import AugmentConfig, SBIConfig
+    from dfd.training.sbi import apply_sbi, self_blend
+
+    b, size = args.batch, args.size
+    faces, lms, boxes = astronaut_faces(b, size)
+    print(f"faces: {b} x {size}px astronaut crops per batch, {args.batches} batches, "
+          f"{os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}), "
+          f"GPU: {bool(tf.config.list_physical_devices('GPU'))}")
+
+    cfg = SBIConfig()
+    blend = tf.function(lambda f, lm, bx, s: self_blend(f, lm, bx, s, cfg)[0])
+    ft, lt, bt = tf.constant(faces), tf.constant(lms), tf.constant(boxes)
+    step = iter(range(10**9))
+    r_sbi = rate(lambda: blend(ft, lt, bt, tf.constant([0, next(step)])).numpy(),
+                 args.batches, b)
+
+    n = b * args.batches
+    idx = np.arange(n) % b
+    ds = tf.data.Dataset.from_tensor_slices(
+        ({"face": faces[idx], "landmarks": lms[idx], "crop_box": boxes[idx]},
+         np.zeros(n, np.float32), np.ones(n, np.float32)))
+    ds = apply_sbi(ds, "sbi", 0.5, 2 * b, seed=0, cfg=cfg).batch(b).prefetch(2)
+
+    def drain():
+        for _ in ds:
+            pass
+    drain()  # warm-up
+    t = time.perf_counter()
+    drain()
+    r_sbi_data = 2 * n / (time.perf_counter() - t)
+
+    aug = AugmentConfig(codec_prob=1.0, codec_crf=(18, 40))
+    r_codec = rate(lambda: codec_batch(faces, (0, next(step)), aug), args.batches, b)
+    cds = tf.data.Dataset.from_tensor_slices(
+        (faces[idx], np.zeros(n, np.float32), np.ones(n, np.float32))).batch(b)
+    cds = cds.map(make_codec_fn(aug, "frames", 0), num_parallel_calls=tf.data.AUTOTUNE)
+    for _ in cds:
+        pass
+    t = time.perf_counter()
+    for _ in cds:
+        pass
+    r_codec_data = n / (time.perf_counter() - t)
+
+    print(f"{'stage':<44}{'images/s':>10}")
+    print(f"{'SBI self_blend, one batch per call':<44}{r_sbi:>10.1f}")
+    print(f"{'SBI in tf.data (fakes=sbi, real+fake out)':<44}{r_sbi_data:>10.1f}")
+    print(f"{'H.264 codec_batch, one batch per call':<44}{r_codec:>10.1f}")
+    print(f"{'H.264 in tf.data (parallel batches)':<44}{r_codec_data:>10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
