@@ -93,9 +93,9 @@ class SBIConfig:
     drawn uniformly per image.
     """
 
-    rgb_shift: float = 0.08  # per-channel colour shift, fraction of 255
-    hue: float = 0.03  # hue shift, fraction of the hue circle
-    saturation: float = 0.3  # saturation factor from [1 - s, 1 + s]
+    rgb_shift: float = 0.04  # per-channel colour shift, fraction of 255
+    hue: float = 0.01  # hue shift, fraction of the hue circle
+    saturation: float = 0.15  # saturation factor from [1 - s, 1 + s]
     value: float = 0.2  # HSV value factor from [1 - v, 1 + v]
     brightness: float = 0.1  # brightness delta, fraction of 255
     contrast: float = 0.1  # contrast factor from [1 - c, 1 + c]
