@@ -8,9 +8,12 @@ RetinaFace keypoints, each copy shifted a little so no two are equal. Printed (i
   and its fake, counted as output images), parallel map as in training;
 * ``codec_batch``: an H.264 re-encode of every face (intra-only, one clip per batch, CRF
   drawn from 18-40 per batch) — single-threaded per call, as one ``tf.py_function``;
-* the same with ``tf.data`` running several batches in parallel.
+* the same with ``tf.data`` running several batches in parallel;
+* with ``--fit``: Meso-4 ``model.fit`` images/s through ``make_dataset`` on shards of those
+  faces (written to ``--work``), ``fakes="real"`` vs ``fakes="sbi"`` — whether training
+  stays compute-bound with self-blended fakes (both share the same CPU cores here).
 
-    .venv/bin/python bench/sbi.py [--batch 32] [--batches 20] [--size 256]
+    .venv/bin/python bench/sbi.py [--batch 32] [--batches 20] [--size 256] [--fit]
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--fit", action="store_true", help="also time Meso-4 training, real vs sbi")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/dfd-bench-sbi"))
     args = ap.parse_args()
 
     import numpy as np
@@ -116,7 +121,62 @@ def main() -> int:
     print(f"{'SBI in tf.data (fakes=sbi, real+fake out)':<44}{r_sbi_data:>10.1f}")
     print(f"{'H.264 codec_batch, one batch per call':<44}{r_codec:>10.1f}")
     print(f"{'H.264 in tf.data (parallel batches)':<44}{r_codec_data:>10.1f}")
+    if args.fit:
+        for fakes, r in fit_rates(faces, lms, boxes, args).items():
+            print(f"{'Meso-4 model.fit, fakes=' + fakes:<44}{r:>10.1f}")
     return 0
+
+
+def _EpochTimer():
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        times: list = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t)
+
+    timer = Timer()
+    timer.times = []
+    return timer
+
+
+def fit_rates(faces, lms, boxes, args) -> dict:
+    """Meso-4 training images/s (epoch 2 of 2) with fakes="real" and fakes="sbi"."""
+    import keras
+
+    from data_prep.shard_writer import ShardWriter
+    from dfd import schema
+    from dfd.training.config import AugmentConfig, TrainConfig
+    from dfd.training.data import make_dataset
+    from mesonet_tf.models import Meso4
+
+    n = args.batch * args.batches
+    shard_dir = args.work / "shards"
+    with ShardWriter(shard_dir, "astro", max_records=n) as w:
+        for i in range(n):  # half REAL, half FAKE (the same faces: timing only)
+            j = i % len(faces)
+            w.add(schema.FaceRecord(video_id=f"a{i}", label=i % 2,
+                                    faces=[schema.encode_png(faces[j])], frame_indices=[0],
+                                    landmarks=[lms[j]], crop_boxes=[boxes[j]]))
+    schema.write_index(shard_dir, w.committed)
+    out = {}
+    for fakes in ("real", "sbi"):
+        cfg = TrainConfig(run_dir=str(args.work / "run"), train=[str(shard_dir)],
+                          batch_size=args.batch, face_size=args.size, class_balance="none",
+                          augment=AugmentConfig(enabled=False), fakes=fakes)
+        ds = make_dataset(cfg, training=True).repeat()
+        steps = args.batches  # sbi: n/2 REAL faces give n images as well
+        timer = _EpochTimer()
+        keras.utils.set_random_seed(0)
+        model = Meso4()
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        model.fit(ds, steps_per_epoch=steps, epochs=2, callbacks=[timer], verbose=0)
+        out[fakes] = steps * args.batch / timer.times[-1]
+    return out
 
 
 if __name__ == "__main__":
