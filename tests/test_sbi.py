@@ -219,3 +219,26 @@ def test_cli_flags_set_the_fakes(tmp_path):
     assert cfg.fakes == "both" and cfg.sbi_ratio == 0.3 and cfg.sbi == SBIConfig()
     assert load_config(TrainConfig, save_config(cfg, tmp_path / "c.json")) == cfg
     assert config_from_args(parser.parse_args(["--train", "x"])).fakes == "real"
+
+
+def test_training_with_sbi_on_real_faces_only(tmp_path, caplog):
+    """The trainer counts one self-blended FAKE per REAL face: shards holding REAL faces
+    only train with class weights (which need both classes) and a full epoch of steps."""
+    from data_prep.shard_writer import ShardWriter
+    from dfd import schema
+    from dfd.training import train
+
+    real = _faces(8, 32, seed=5)
+    with ShardWriter(tmp_path / "shards", "t", max_records=64) as w:
+        for i in range(8):
+            w.add(schema.FaceRecord(video_id=f"r{i}", label=0, faces=[schema.encode_png(real[i])],
+                                    frame_indices=[0], landmarks=[LM], crop_boxes=[BOX]))
+    schema.write_index(tmp_path / "shards", w.committed)
+    cfg = _cfg(tmp_path, fakes="sbi", class_balance="weights", face_size=32, epochs=1,
+               model="tests.test_training:tiny_model", tensorboard=False, patience=None)
+    with caplog.at_level("INFO", logger="dfd.training.trainer"):
+        result = train(cfg)
+    assert result.epochs_run == 1
+    assert "fakes=sbi: 8 REAL, 8 FAKE examples, 4 steps per epoch" in caplog.text
+    hist = (Path(cfg.run_dir) / "config.json").read_text()
+    assert '"fakes": "sbi"' in hist

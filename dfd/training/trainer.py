@@ -145,6 +145,9 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
     log.info("training data: %d REAL, %d FAKE %s", counts.real, counts.fake, cfg.input_kind)
     counts = effective_counts(cfg, counts)  # fakes="sbi": one self-blended FAKE per REAL
     steps = _steps_per_epoch(cfg, counts, loop)
+    if cfg.fakes != "real":
+        log.info("fakes=%s: %d REAL, %d FAKE examples, %d steps per epoch", cfg.fakes,
+                 counts.real, counts.fake, steps)
     weights_counts = counts if cfg.class_balance == "weights" else None
     train_ds = make_dataset(cfg, True, weights_counts, drop_remainder=loop == "custom")
     val_ds = make_dataset(cfg, False) if cfg.val else None
