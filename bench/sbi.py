@@ -72,7 +72,7 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
 
-    from dfd.training.augment import codec_batch, make_codec_fn
+    from dfd.training.augment import apply_codec, codec_batch
     from dfd.training.config import AugmentConfig, SBIConfig
     from dfd.training.sbi import apply_sbi, self_blend
 
@@ -108,7 +108,7 @@ def main() -> int:
     r_codec = rate(lambda: codec_batch(faces, (0, next(step)), aug), args.batches, b)
     cds = tf.data.Dataset.from_tensor_slices(
         (faces[idx], np.zeros(n, np.float32), np.ones(n, np.float32))).batch(b)
-    cds = cds.map(make_codec_fn(aug, "frames", 0), num_parallel_calls=tf.data.AUTOTUNE)
+    cds = apply_codec(cds, aug, "frames", 0)
     for _ in cds:
         pass
     t = time.perf_counter()

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from dfd.training.augment import (
+    apply_codec,
     augment,
     blur,
     codec_batch,
     h264,
-    make_codec_fn,
     rescale,
     rotate_zoom,
 )
@@ -95,10 +95,16 @@ def test_codec_map_runs_on_batches_in_tf_data():
 
     x = _faces(8)
     ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(8, np.float32), np.ones(8, np.float32)))
-    ds = ds.batch(4).map(make_codec_fn(_only(codec_prob=1.0), "frames", seed=3))
+    ds = apply_codec(ds.batch(4), _only(codec_prob=1.0), "frames", seed=3)
     out = np.concatenate([b[0] for b in ds.as_numpy_iterator()])
     assert out.shape == x.shape and out.dtype == np.uint8
-    assert not np.array_equal(out, x)
+    assert all(not np.array_equal(a, b) for a, b in zip(out, x))
+    clips = tf.data.Dataset.from_tensor_slices((
+        {"faces": np.stack([x[:4], x[4:]]), "mask": np.array([[1, 1, 1, 0]] * 2, bool)},
+        np.zeros(2, np.float32), np.ones(2, np.float32)))
+    (got, _, _), = apply_codec(clips.batch(2), _only(codec_prob=1.0), "clips").as_numpy_iterator()
+    assert got["faces"].shape == (2, 4, S, S, 3) and not got["faces"][:, 3].any()  # padding kept
+    assert not np.array_equal(got["faces"][:, :3], np.stack([x[:3], x[4:7]]))
 
 
 def test_rescale_loses_detail_and_repeats():

@@ -13,7 +13,7 @@ left intact.
   detector at detection time are in distribution (``zoom``, ``shift``);
 * robustness to what the internet does to video (off by default): down-then-up scaling
   (``rescale_prob``), Gaussian blur (``blur_prob``) and an H.264 re-encode at a random CRF
-  through PyAV (``codec_prob``; :func:`h264` / :func:`make_codec_fn`, run on whole batches:
+  through PyAV (``codec_prob``; :func:`h264` / :func:`apply_codec`, run on whole batches:
   a batch of faces is encoded as one short clip, a batch of clips clip by clip).
 """
 
@@ -190,21 +190,18 @@ def codec_batch(x: np.ndarray, seed, cfg: AugmentConfig, clips: bool = False) ->
     return out
 
 
-def make_codec_fn(cfg: AugmentConfig, input_kind: str, seed: int = 0):
-    """A ``(inputs, label, weight) -> same`` map over BATCHES that re-encodes faces through
-    H.264 (:func:`codec_batch`, one ``tf.py_function`` call per batch). Seeds are drawn from
-    ``seed`` per call, so runs are repeatable given the order of batches."""
+def make_codec_fn(cfg: AugmentConfig, input_kind: str):
+    """A ``(inputs, label, weight, seed) -> (inputs, label, weight)`` map over BATCHES that
+    re-encodes faces through H.264 (:func:`codec_batch`, one ``tf.py_function`` call per
+    batch); ``seed`` is an ``int64[2]`` tensor (see :func:`apply_codec`)."""
     import tensorflow as tf
-
-    counter = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def run(x, s):
         return codec_batch(x.numpy(), s.numpy(), cfg, clips=input_kind == "clips")
 
-    def fn(inputs, label, weight):
-        s = tf.stack([tf.constant(seed, tf.int64), counter.assign_add(1)])
+    def fn(inputs, label, weight, seed):
         faces = inputs["faces"] if input_kind == "clips" else inputs
-        out = tf.py_function(run, [faces, s], tf.uint8)
+        out = tf.py_function(run, [faces, seed], tf.uint8)
         out = tf.ensure_shape(out, faces.shape)
         if input_kind == "clips":
             inputs = dict(inputs)
@@ -213,6 +210,18 @@ def make_codec_fn(cfg: AugmentConfig, input_kind: str, seed: int = 0):
         return out, label, weight
 
     return fn
+
+
+def apply_codec(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0):
+    """The H.264 augmentation on a BATCHED ``(inputs, label, weight)`` dataset, batches in
+    parallel. Seeds come from ``seed`` and change each epoch (``Dataset.random``), so runs
+    repeat given the order of batches."""
+    import tensorflow as tf
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    fn = make_codec_fn(cfg, input_kind)
+    return tf.data.Dataset.zip((ds, seeds)).map(lambda b, s: fn(*b, s),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def augment(x, cfg: AugmentConfig, seed: int | None = None):

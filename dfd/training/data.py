@@ -10,7 +10,7 @@
   construction: class balancing is skipped); ``"both"`` replaces a ``sbi_ratio`` share of
   the FAKE examples.
 * ``augment.codec_prob`` re-encodes faces through H.264 on whole batches
-  (:func:`dfd.training.augment.make_codec_fn`), after batching.
+  (:func:`dfd.training.augment.apply_codec`), after batching.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dfd import readers, schema
 from dfd.labels import FAKE, REAL
-from dfd.training.augment import make_augment_fn, make_codec_fn
+from dfd.training.augment import apply_codec, make_augment_fn
 from dfd.training.config import TrainConfig
 from dfd.training.sbi import apply_sbi
 
@@ -153,6 +153,5 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
         drop_remainder = False
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if training and cfg.augment.codec_active:
-        ds = ds.map(make_codec_fn(cfg.augment, cfg.input_kind, cfg.seed),
-                    num_parallel_calls=readers.AUTOTUNE)
+        ds = apply_codec(ds, cfg.augment, cfg.input_kind, cfg.seed)
     return ds.prefetch(readers.AUTOTUNE)
