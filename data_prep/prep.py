@@ -39,6 +39,7 @@ from data_prep.extract import ExtractConfig, NoFaceError, extract_faces
 from data_prep.sampling import VideoReadError
 from dfd import config as dfd_config
 from dfd import framing, schema
+from dfd.labels import REAL
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class PrepConfig:
     commit_seconds: float = 120.0  # unused: finished videos are journaled (kept for old configs)
     retry_failures: bool = False
     limit: int | None = None
+    # crop sets: run the face detector on each crop for its landmarks (data_prep.landmarks):
+    # "real" (what self-blended fakes use; half the cost), "all" or "none"
+    crop_landmarks: str = "real"
 
     def __post_init__(self):
         if self.engine not in engines.ENGINES:
@@ -79,6 +83,9 @@ class PrepConfig:
         if self.scheduler and self.engine != "dask":
             raise ValueError(f"a scheduler address ({self.scheduler!r}) needs engine 'dask', "
                              f"not {self.engine!r}")
+        if self.crop_landmarks not in ("real", "all", "none"):
+            raise ValueError(f"crop_landmarks must be 'real', 'all' or 'none', got "
+                             f"{self.crop_landmarks!r}")
         if self.crop_margin is not None:
             framing.check_margin(self.crop_margin, "crop_margin")
 
@@ -130,7 +137,8 @@ def video_records(item: dict, detector, extract_cfg) -> list[schema.FaceRecord]:
             source=str(item["source"]), split=str(item.get("split", "") or ""),
             track=t.track, faces=[schema.encode_png(f) for f in t.faces],
             frame_indices=list(t.frame_indices), boxes=[tuple(b) for b in t.boxes],
-            confidences=list(t.confidences), fps=vf.fps, frame_count=vf.frame_count,
+            confidences=list(t.confidences), landmarks=t.landmarks, crop_boxes=t.crop_boxes,
+            fps=vf.fps, frame_count=vf.frame_count,
             sampler=vf.sampler, width=vf.width, height=vf.height,
             original=str(item.get("original", "") or ""),
         )
@@ -248,6 +256,9 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
     try:
         images = todo[todo["kind"] == "image"]
         if len(images):
+            from data_prep.landmarks import CropLandmarker
+
+            landmarker = CropLandmarker(cfg.detector) if cfg.crop_landmarks != "none" else None
             with shard_writer.ShardWriter(out, "crops", max_records=cfg.image_shard_records) as w, \
                     _progress(len(images), "crops") as bar:
                 for unit in crop_videos.crop_units(images, _iter_images):
@@ -258,10 +269,15 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
                             failures.add(item, "unreadable", reason)
                             continue
                         try:
-                            good.append((item, _image_record(item, data)))
+                            rec = _image_record(item, data)
+                            if landmarker is not None and (cfg.crop_landmarks == "all"
+                                                           or rec.label == REAL):
+                                rec = landmarker.add_to(rec)
                         except ValueError as err:
                             failures.add(item, "unreadable",
                                          f"{item['member'] or item['path']}: {err}")
+                            continue
+                        good.append((item, rec))
                     if good:
                         w.add(crop_videos.merge_records(good))
                         written["items"] += 1

@@ -14,12 +14,12 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from dfd_app.cli.main import main  # noqa: E402
 from distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
 
 from data_prep import engines, prep  # noqa: E402
 from data_prep.faces import FakeDetector, register_detector  # noqa: E402
 from dfd import schema  # noqa: E402
+from dfd_app.cli.main import main  # noqa: E402
 from tests.test_prep_resume import (  # noqa: E402
     _SCRIPT,
     REPO,

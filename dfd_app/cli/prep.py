@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-margin", type=float, default=None,
                    help="framing of a face-crop set's images, recorded in index.json so trained "
                         "models know it (dfdc_faces: 1.06, measured)")
+    p.add_argument("--crop-landmarks", choices=("real", "all", "none"), default=d.crop_landmarks,
+                   help="crop sets: run the face detector on these crops for the landmarks that "
+                        "self-blended fakes use (default: %(default)s)")
     p.add_argument("--all-faces", action="store_true",
                    help="keep every face, grouped into per-person tracks (default: largest face)")
     p.add_argument("--shard-records", type=int, default=d.shard_records,
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         n_frames=args.frames, sampler=args.sampler, stride=args.stride, detector=args.detector,
         detect_side=args.detect_side, all_faces=args.all_faces, margin=args.margin,
         crop_margin=args.crop_margin, shard_records=args.shard_records, retry_failures=args.retry_failures, limit=args.limit,
+        crop_landmarks=args.crop_landmarks,
     )
     res = run_prep(cfg)
     print(f"{res.written} items written ({res.faces} faces), {res.failed} failed, "
