@@ -33,12 +33,12 @@ from dfd.inference import scorers as models
 from dfd.labels import verdict
 from dfd.readers import decode_face
 from dfd.scores import AGGREGATIONS, STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, aggregate
-from dfd_app.detect import artifacts
+from dfd_app.detect import artifacts, quality
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["video", "p_fake", "label", "threshold", "n_frames", "n_faces", "status", "error",
-               "model"]
+               "model", "frames_with_face", "face_px", "sharpness", "bpp", "quality_warnings"]
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_AGGREGATION = "mean"
 DEFAULT_N_FRAMES = 32
@@ -264,6 +264,10 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
                n_frames=int(searched if searched is not None else len(np.unique(frame_idx))))
     rec["frames_with_face"] = int(len(np.unique(frame_idx)))
     rec["label"] = verdict(rec["p_fake"], ctx.threshold, ctx.uncertain)
+    q = quality.facts(path, faces, boxes, rec.get("meta") or {}, rec["n_frames"],
+                      rec["frames_with_face"])
+    rec.update({k: q[k] for k in ("face_px", "sharpness", "bpp")})
+    rec["quality_warnings"] = "; ".join(q["warnings"])
     if not np.isfinite(rec["p_fake"]):
         _fail(rec, STATUS_ERROR, "the model gave no finite score")
     if ctx.details:
@@ -284,7 +288,6 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
     size = int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
     try:
         from PIL import Image, UnidentifiedImageError
-
 
         with Image.open(path) as im:  # sniff first: TF's decoder errors are less clear
             w, h = im.size
