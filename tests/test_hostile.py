@@ -176,6 +176,22 @@ def test_a_broken_pipe_is_one_line_and_exit_2():
     assert "cannot write the results to stdout: Broken pipe" in err
 
 
+def test_a_broken_pipe_in_another_command_is_one_line_and_exit_2():
+    script = ("import sys\nfrom dfd_app.cli import split\n"
+              "def run_check(args):\n    for i in range(100000): print('line', i)\n"
+              "split.run_check = run_check\nfrom dfd_app.cli.main import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.Popen([sys.executable, "-c", script, "check-split", "x.csv"], cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 2
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert "dfd check-split: its output was closed early (broken pipe)" in err
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
 def test_stdout_on_a_full_disk_is_one_line_and_exit_2():
     with open("/dev/full", "wb") as full:

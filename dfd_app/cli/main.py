@@ -105,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.verbose, args.quiet)
         module = importlib.import_module(args._module)
         if hasattr(module, "run_for"):
-            return int(module.run_for(args.command, args) or 0)
-        return int(module.run(args) or 0)
+            code = int(module.run_for(args.command, args) or 0)
+        else:
+            code = int(module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, as one line, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         log.error("dfd %s interrupted (Ctrl-C); what was written so far is kept", command)
         return EXIT_INTERRUPTED
