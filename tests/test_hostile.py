@@ -218,6 +218,32 @@ def test_ctrl_c_is_one_line_exit_130_and_rows_kept(tmp_path):
     assert 2 <= len(rows) < 30 and all(r["status"] == "ok" and r["model"] for r in rows)
 
 
+def test_ctrl_c_stops_the_service_with_exit_130():
+    pytest.importorskip("uvicorn")
+    import urllib.request
+
+    from tests.test_service import free_port
+
+    port = free_port()
+    script = ("import sys\nfrom tests.test_detect import fake_ctx\n"
+              "from dfd_app.serve import service\n"
+              "service.ServiceSettings.build_context = lambda self: fake_ctx()\n"
+              "from dfd_app.cli.main import main\nsys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.Popen([sys.executable, "-c", script, "serve", "--port", str(port)], cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    err = p.stderr.read().decode()
+    assert p.wait(60) == 130
+    assert "Traceback" not in err and "dfd serve interrupted (Ctrl-C)" in err
+
+
 def test_ctrl_c_in_any_command_is_exit_130(monkeypatch, caplog):
     from dfd_app.cli import split
 
