@@ -21,7 +21,6 @@ import csv
 import logging
 import multiprocessing as mp
 import os
-import signal
 import sys
 import tarfile
 import time
@@ -101,9 +100,6 @@ _EXTRACT_CFG = None
 def _init_worker(detector_name: str, detect_side: int, extract_cfg) -> None:
     global _DETECTOR, _EXTRACT_CFG
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Ctrl-C reaches the whole process group: the parent stops the run (one line, exit 130)
-    # and ends the pool; a worker printing its own KeyboardInterrupt traceback adds nothing
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     _DETECTOR = faces.get_detector(detector_name, detect_side=detect_side)
     _EXTRACT_CFG = extract_cfg
