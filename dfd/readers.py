@@ -4,7 +4,9 @@ Both read the schema of :mod:`dfd.schema` and nothing else. Elements are dicts, 
 pick what they need; :func:`as_xy` turns them into ``(inputs, label)`` pairs for ``fit``.
 
 * :func:`frame_dataset` yields one face per element:
-  ``{"face": uint8[S,S,3], "label", "video_id", "track", "frame_index", "group"}``.
+  ``{"face": uint8[S,S,3], "label", "video_id", "track", "frame_index", "group",
+  "landmarks": float32[5,2], "crop_box": float32[4]}`` (the last two in [0, 1] crop
+  coordinates, ``-1`` where absent: see :mod:`dfd.schema`).
 * :func:`clip_dataset` yields ``T`` faces of one record per element:
   ``{"faces": uint8[T,S,S,3], "mask": bool[T], "frame_indices": int64[T], ...}``; records
   with fewer than ``T`` faces are padded with zeros and ``mask=False``.
@@ -184,6 +186,8 @@ def frame_dataset(
             "video_id": tf.fill([k], rec[schema.VIDEO_ID]),
             "group": tf.fill([k], rec[schema.GROUP]),
             "track": tf.fill([k], rec[schema.TRACK]),
+            "landmarks": tf.gather(rec[schema.LANDMARKS], idx),
+            "crop_box": tf.gather(rec[schema.CROP_BOX], idx),
         })
 
     ds = ds.flat_map(explode)

@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stacker", metavar="JSON", help="stacker JSON from `dfd stack`")
     parser.add_argument("--threshold", type=float, default=pipeline.DEFAULT_THRESHOLD,
                         help="FAKE when P(fake) >= threshold (default: %(default)s)")
+    parser.add_argument("--uncertain", default="auto", metavar="auto|off|LOW,HIGH",
+                        help="verdict UNCERTAIN for scores in a band around the threshold: the "
+                             "model's own band (auto, when its preset records one), none (off), "
+                             "or LOW,HIGH (default: %(default)s)")
     parser.add_argument("--aggregation", default=pipeline.DEFAULT_AGGREGATION,
                         choices=["mean", "vote", "confident", "max"],
                         help="face scores -> person score; the video takes its most suspicious "
@@ -63,6 +67,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def parse_band(text: str):
+    """``auto`` / ``off`` / ``LOW,HIGH`` -> what :func:`pipeline.build_context` takes."""
+    if text in ("auto", "off"):
+        return text
+    parts = text.split(",")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"--uncertain must be auto, off or LOW,HIGH, got {text!r}") from None
+    return (low, high)
+
+
 def _progress(no_progress: bool):
     quiet = no_progress or not sys.stderr.isatty()
     return tqdm(desc="videos", unit="video", file=sys.stderr, disable=quiet, dynamic_ncols=True)
@@ -89,7 +105,7 @@ def run(args) -> int:
             margin=args.margin, all_faces=args.all_faces, threshold=args.threshold,
             aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl",
-            crops=args.crops)
+            crops=args.crops, uncertain=parse_band(args.uncertain))
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2

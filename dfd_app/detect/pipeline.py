@@ -67,6 +67,8 @@ class DetectContext:
     thumb_size: int = 96
     details: bool = True             # per-frame / per-track lists in the result
     crops: bool = False              # inputs are face crops (images), scored without detection
+    #: the uncertain band ({"low", "high"}: dfd.labels.verdict); None: plain threshold verdicts
+    uncertain: dict | None = None
     extras: dict = field(default_factory=dict)
 
     @property
@@ -91,6 +93,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
+    ``uncertain``: ``"auto"`` (the model preset's band, when it records one and the threshold
+    is its own), ``"off"``, or ``(low, high)``.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
     """
 
@@ -102,6 +106,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
     scorer = (models.load_stacker(stacker, stack_models) if stacker
               else models.load_scorer(model))
 
+    options["uncertain"] = choose_band(scorer, options.get("uncertain", "auto"), t)
     face_margin = models.choose_margin(scorer, margin)
     if options.get("crops"):  # given crops are scored as they are, never re-framed
         for s in models.model_scorers(scorer):
@@ -113,6 +118,32 @@ def build_context(model: str | None = None, stacker: str | None = None,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
                                                      all_faces=bool(all_faces)),
                          **options)
+
+
+def choose_band(scorer, uncertain, threshold: float) -> dict | None:
+    """The uncertain band of the verdicts: the model's own (``"auto"``: what its preset records,
+    used only when ``threshold`` is the one the band was chosen around), none (``"off"``), or
+    a given ``(low, high)`` around ``threshold``."""
+    if uncertain in (None, "off"):
+        return None
+    if uncertain == "auto":
+        preset = getattr(getattr(scorer, "scorer", None), "preset", None)
+        band = getattr(preset, "uncertain", None)
+        if not band:
+            return None
+        if abs(float(band.get("threshold", threshold)) - threshold) > 1e-9:
+            log.info("threshold %.3g is not the one the model's uncertain band was chosen around "
+                     "(%.3g): plain threshold verdicts", threshold, band["threshold"])
+            return None
+        return dict(band)
+    try:
+        low, high = (float(v) for v in uncertain)
+    except (TypeError, ValueError):
+        raise ValueError(f"uncertain must be 'auto', 'off' or (low, high), got {uncertain!r}") from None
+    if not 0.0 <= low <= threshold <= high <= 1.0:
+        raise ValueError(f"the uncertain band must satisfy 0 <= low <= threshold <= high <= 1, "
+                         f"got low={low}, threshold={threshold}, high={high}")
+    return {"low": low, "high": high, "threshold": threshold}
 
 
 def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
@@ -232,7 +263,7 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
     rec.update(p_fake=float(video_p), n_faces=int(len(faces)), status=STATUS_OK, error="",
                n_frames=int(searched if searched is not None else len(np.unique(frame_idx))))
     rec["frames_with_face"] = int(len(np.unique(frame_idx)))
-    rec["label"] = verdict(rec["p_fake"], ctx.threshold)
+    rec["label"] = verdict(rec["p_fake"], ctx.threshold, ctx.uncertain)
     if not np.isfinite(rec["p_fake"]):
         _fail(rec, STATUS_ERROR, "the model gave no finite score")
     if ctx.details:
@@ -273,7 +304,7 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
         return _finish(_fail(rec, STATUS_ERROR, f"{type(err).__name__}: {err}"), timings, t0)
     timings["model"] = time.perf_counter() - tm
     rec.update(p_fake=float(video_p), n_frames=1, n_faces=1, frames_with_face=1, status=STATUS_OK,
-               error="", label=verdict(float(video_p), ctx.threshold))
+               error="", label=verdict(float(video_p), ctx.threshold, ctx.uncertain))
     if ctx.details:
         rec["tracks"] = tracks
         rec["frames"] = [{"track": 0, "frame_index": 0, "p_fake": float(p[0]),
