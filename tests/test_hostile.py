@@ -295,6 +295,20 @@ def test_a_damaged_shard_is_named_in_one_line(tmp_path, tiny_model, caplog, dama
     assert str(bad) in line and f"{damage} record" in line and "function_node" not in line
 
 
+def test_tensorflow_data_loss_anywhere_is_one_line_and_exit_2(monkeypatch, caplog):
+    tf = pytest.importorskip("tensorflow")
+    from dfd_app.cli import split
+
+    def damaged(args):  # as `dfd train` meets a damaged shard inside Keras' fit
+        raise tf.errors.DataLossError(None, None, "{{function_node __wrapped__IteratorGetNext}} "
+                                      "corrupted record at 9923 [Op:IteratorGetNext] name: ")
+
+    monkeypatch.setattr(split, "run_check", damaged)
+    with caplog.at_level(logging.ERROR):
+        assert main(["check-split", "x.csv"]) == 2
+    assert error_lines(caplog) == ["damaged shard data: corrupted record at 9923"]
+
+
 def test_damaged_shards_are_named_by_the_readers(tmp_path):
     tf = pytest.importorskip("tensorflow")
     from dfd import readers
