@@ -147,7 +147,7 @@ def open_output(out: str | None):
     :class:`OutputError` before any video is scored.
     """
     if out is None:
-        return nullcontext(sys.stdout)
+        return sys.stdout
     try:
         return open(out, "wb", buffering=0)
     except OSError as err:
@@ -169,9 +169,8 @@ def detect_to(items, ctx, out: str | None, fmt: str, progress=None) -> int:
     written; the rows written before stay whole.
     """
     counts = {"ok": 0, "no_face": 0, "error": 0}
-    target = open_output(out)
+    fh = open_output(out)
     name = out if out is not None else "stdout"
-    fh = target.__enter__()
     try:
         with (progress if progress is not None else nullcontext()) as bar:
             writer = RowWriter(fh, fmt, name)
