@@ -20,6 +20,7 @@ from dfd_app.cli.main import main
 from dfd_app.detect import inputs, pipeline
 from dfd_app.detect import output as detect_output
 from tests import hostile
+from tests.test_browser import driver  # noqa: F401 - the headless browser fixture
 from tests.test_detect import SAMPLE, fake_ctx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -431,3 +432,33 @@ def test_every_hostile_file_in_one_batch_gives_one_row_each(tmp_path, cli_ctx, c
     assert code == 1 and len(rows) == len(files)
     assert [r["status"] for r in rows] == ["ok", "error", "error", "error", "ok"]
 
+
+
+def test_service_docs_render_offline_in_a_browser(tmp_path, request):
+    """Swagger UI from the local files draws /v1/detect with its file field (no network)."""
+    if SWAGGER_UI_MISSING():
+        pytest.skip("swagger-ui-bundle is not installed: /docs is the plain page")
+    browser = request.getfixturevalue("driver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.test_service import live_server
+
+    with live_server(fake_ctx(n_frames=2), tmp_root=str(tmp_path)) as base:
+        browser.get(base + "/docs")
+        wait = WebDriverWait(browser, 30)
+        op = wait.until(EC.element_to_be_clickable(
+            (By.CSS_SELECTOR, "#operations-default-detect_v1_detect_post .opblock-summary")))
+        op.click()
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, ".try-out__btn"))).click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+        text = browser.find_element(By.TAG_NAME, "body").text
+    assert "/v1/detect" in text and "multipart/form-data" in text
+    assert "Unable to render" not in text
+
+
+def SWAGGER_UI_MISSING() -> bool:
+    from dfd_app.serve import service
+
+    return service.SWAGGER_UI_DIR is None
