@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -60,6 +61,9 @@ def run_job(job, item: dict) -> dict:
 
 def _preload(job) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Ctrl-C reaches the whole process group: the parent stops the run (one line, exit 130)
+    # and ends the pool; a worker printing its own KeyboardInterrupt traceback adds nothing
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _loaded(job)
 
 

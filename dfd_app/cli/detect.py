@@ -3,7 +3,8 @@
 Writes one row per video as it is done (CSV by default, JSON lines with ``--format jsonl``)
 to stdout or ``--out``; a progress bar goes to stderr on a terminal only. Exit status: 0 when
 every video was read (``ok`` or ``no_face``), 1 when any row has ``status=error``, 2 on bad
-options or a model that cannot load.
+options, a model that cannot load or results that cannot be written (the rows written before
+stay whole), 130 on Ctrl-C (see docs/detect-and-serve.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dfd.inference.scorers import ModelLoadError
+from dfd_app.cli import streams
 from dfd_app.detect import inputs as inputs_mod
 from dfd_app.detect import output, pipeline
 
@@ -109,7 +111,13 @@ def run(args) -> int:
         return 2
     items = inputs_mod.iter_inputs(args.inputs, args.list, inputs_mod.IMAGE_EXTENSIONS
                                    if args.crops else inputs_mod.VIDEO_EXTENSIONS)
-    status = output.detect_to(items, ctx, args.out, args.format, _progress(args.no_progress))
+    try:
+        status = output.detect_to(items, ctx, args.out, args.format, _progress(args.no_progress))
+    except output.OutputError as err:
+        log.error("%s", err)
+        if err.broken_pipe or args.out is None:
+            streams.release_stdout()
+        return 2
     for what, where in (("per-frame score plots", args.plot), ("face crops", args.faces),
                         ("verdict table", args.out)):
         if where:
