@@ -17,6 +17,7 @@ import numpy as np
 from data_prep.faces.align import align_face
 from data_prep.faces.detectors import Detection, FaceDetector, get_detector
 from data_prep.faces.tracks import build_tracks, scene_cuts
+from data_prep.landmarks import crop_coordinates
 from data_prep.sampling import SAMPLER_MODES, SampledFrames, sample_frames
 from dfd import schema
 
@@ -64,6 +65,9 @@ class TrackFaces:
     boxes: list[tuple[float, float, float, float]]  # source-frame pixels
     confidences: list[float]
     keypoints: list[dict] = field(default_factory=list)  # detector keypoints, source pixels
+    # the keypoints ([5, 2] or None) and box ([4]) in [0, 1] coordinates of each crop
+    landmarks: list = field(default_factory=list)
+    crop_boxes: list = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +125,9 @@ def faces_from_frames(sampled: SampledFrames, detector: FaceDetector, cfg: Extra
             boxes=[tuple(float(v) for v in d.box) for d in tr.detections],
             confidences=[float(d.confidence) for d in tr.detections],
             keypoints=[dict(d.keypoints) for d in tr.detections]))
+        in_crop = [crop_coordinates(d, cfg.margin) for d in tr.detections]
+        out[-1].landmarks = [lm for lm, _ in in_crop]
+        out[-1].crop_boxes = [box for _, box in in_crop]
     timings["align"] = time.perf_counter() - t
     return VideoFaces(path=str(path), fps=sampled.fps, frame_count=sampled.frame_count,
                       width=sampled.width, height=sampled.height, sampler=sampled.sampler,
@@ -154,7 +161,7 @@ def to_face_records(vf: VideoFaces, video_id: str, label: int, group: str = "",
         schema.FaceRecord(
             video_id=video_id, label=label, faces=[schema.encode_png(f) for f in tr.faces],
             frame_indices=tr.frame_indices, boxes=tr.boxes, confidences=tr.confidences,
-            group=group, source=source, split=split, track=tr.track, fps=vf.fps,
+            landmarks=tr.landmarks, crop_boxes=tr.crop_boxes, group=group, source=source, split=split, track=tr.track, fps=vf.fps,
             frame_count=vf.frame_count, sampler=vf.sampler, width=vf.width, height=vf.height)
         for tr in vf.tracks
     ]

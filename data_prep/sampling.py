@@ -88,6 +88,11 @@ def _open(path: Path):
         container.close()
         raise VideoReadError(path, "contains no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:  # FFmpeg has no decoder for it (unknown codec, SVG...)
+        fmt = getattr(container.format, "name", "?")
+        container.close()
+        raise VideoReadError(path, f"no decoder for its video stream: a codec this FFmpeg "
+                                   f"does not know (container format {fmt})")
     stream.thread_type = "AUTO"
     return container, stream
 

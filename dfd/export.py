@@ -152,8 +152,9 @@ def _base_preset(source, base) -> presets.ModelPreset | None:
 
 
 def model_preset(model, specs, source=None, face_margin: float | None = None,
-                 calibration: dict | None = None, base: presets.ModelPreset | None = None,
-                 face_size: int | None = None, **extra) -> presets.ModelPreset:
+                 calibration: dict | None = None, uncertain: dict | None = None,
+                 base: presets.ModelPreset | None = None, face_size: int | None = None,
+                 **extra) -> presets.ModelPreset:
     """The preset of ``model`` as exported with serving inputs ``specs``: its input contract
     from the specs and the model, what ``base`` (else the ``source`` preset: a registered
     name, or a model file with its ``preset.json``) records, and ``extra``."""
@@ -170,12 +171,13 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
         face_margin = base.face_margin
     if calibration is None and base is not None:
         calibration = base.calibration
+        uncertain = base.uncertain if uncertain is None else uncertain
     return presets.ModelPreset(
         name=model.name, architecture=base.architecture if base else None, file=KERAS_FILE,
         kind="model", outputs="p_fake", input_kind="clips" if clips else "frames",
         face_size=int(side) if side else presets.ModelPreset.face_size,
         clip_len=int(faces[1]) if clips and faces[1] else None,
-        face_margin=face_margin, calibration=calibration,
+        face_margin=face_margin, calibration=calibration, uncertain=uncertain,
         description=base.description if base else "",
         extra={"format_version": INFO_VERSION, "model_name": model.name, "signature": SIGNATURE,
                "metadata_signature": METADATA_SIGNATURE, "inputs": inputs, "output": OUTPUT_KEY,
@@ -252,7 +254,8 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
     specs = _as_specs(input_spec) if input_spec is not None else serving_input_spec(model)
     extra = dict(extra_info or {})
     preset = model_preset(model, specs, source, face_margin,
-                          calibration=extra.pop("calibration", None), base=base,
+                          calibration=extra.pop("calibration", None),
+                          uncertain=extra.pop("uncertain", None), base=base,
                           face_size=face_size, **extra)
     text = json.dumps(json_safe(preset.to_dict()), indent=2) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,10 +30,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUT/<version> (default: refuse)")
     parser.add_argument("--weights-dir", help="cache folder of registered weights")
+    parser.add_argument("--uncertain-scores", metavar="TABLE",
+                        help="video score table (with labels) of sources the model never trained "
+                             "on: the uncertain band of its verdicts is chosen on it (after the "
+                             "calibration) and recorded in the export's preset")
+    parser.add_argument("--min-precision", type=float, default=0.8,
+                        help="precision the verdicts outside the uncertain band must reach on "
+                             "--uncertain-scores (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="the verdict threshold the band is chosen around (default: %(default)s)")
 
 
 def run(args) -> int:
     out, scaling = calibrate_model(args.model, args.scores, args.out, args.weights_dir,
-                                   args.version, args.overwrite)
+                                   args.version, args.overwrite, args.uncertain_scores,
+                                   args.min_precision, args.threshold)
     print(f"calibrated {args.model} -> {out}: {describe(scaling)}")
     return 0

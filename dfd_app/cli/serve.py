@@ -74,5 +74,9 @@ def run(args) -> int:
         log.warning("binding %s: the service has no authentication; put it behind a proxy", args.host)
     app = create_app(ctx, settings)
     log.info("serving on http://%s:%d/", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # Server.run (not uvicorn.run, which swallows Ctrl-C): after its graceful shutdown the
+    # signal is raised again, so Ctrl-C ends the command as in every other (one line, 130)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning", access_log=False))
+    server.run()
     return 0

@@ -6,18 +6,21 @@ turns one video into one result dict (never raises); :func:`iter_detect` streams
 Result dict (also the ``--format jsonl`` object and the service's JSON)::
 
     video, p_fake, verdict, threshold, n_frames, n_faces, status, error, model,   <- CSV columns
-    label (= verdict, kept in JSON for older clients), aggregation, frames_with_face,
+    frames_with_face, face_px, sharpness, bpp, quality_warnings,                 <- CSV columns
+    label (= verdict, kept in JSON for older clients), aggregation,
     meta{fps, frame_count, width, height, sampler, face_margin},
     tracks[{track, p_fake, n_faces}], frames[{track, frame_index, p_fake, box, confidence}],
     timings{decode, detect, align, model, total}
 
 ``n_frames`` counts the frames searched for faces, ``n_faces`` the faces scored.
 ``p_fake`` is P(fake) (NaN -> ``null`` in JSON, empty in CSV when there is no score);
-``verdict`` is the model's prediction: FAKE when ``p_fake >= threshold``, REAL below it,
-UNKNOWN without a score (``status`` ``no_face`` or ``error``); never a true label, which is why
-the CSV names it ``verdict`` (before: ``label``) and carries the ``threshold``
-(``dfd evaluate`` recognises the table by them and takes true labels from ``--labels``). Each face track (person) is aggregated by
-``aggregation`` and the video takes its most suspicious track (max over tracks).
+``verdict`` is the model's prediction (:func:`dfd.labels.verdict`): FAKE when
+``p_fake >= threshold``, REAL below it (UNCERTAIN inside the model's uncertain band), UNKNOWN
+without a score (``status`` ``no_face`` or ``error``). It is never a true label, which is why
+the CSV names it ``verdict`` (before: ``label``) and carries the ``threshold``: ``dfd
+evaluate`` recognises such a table by them and takes the true labels from ``--labels``.
+Each face track (person) is aggregated by ``aggregation`` and the video takes its most
+suspicious track (max over tracks).
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ from dfd.inference import scorers as models
 from dfd.labels import verdict
 from dfd.readers import decode_face
 from dfd.scores import AGGREGATIONS, STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, aggregate
-from dfd_app.detect import artifacts
+from dfd_app.detect import artifacts, quality
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["video", "p_fake", "verdict", "threshold", "n_frames", "n_faces", "status", "error",
-               "model"]
+               "model", "frames_with_face", "face_px", "sharpness", "bpp", "quality_warnings"]
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_AGGREGATION = "mean"
 DEFAULT_N_FRAMES = 32
@@ -70,6 +73,8 @@ class DetectContext:
     thumb_size: int = 96
     details: bool = True             # per-frame / per-track lists in the result
     crops: bool = False              # inputs are face crops (images), scored without detection
+    #: the uncertain band ({"low", "high"}: dfd.labels.verdict); None: plain threshold verdicts
+    uncertain: dict | None = None
     extras: dict = field(default_factory=dict)
 
     @property
@@ -94,6 +99,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
+    ``uncertain``: ``"auto"`` (the model preset's band, when it records one and the threshold
+    is its own), ``"off"``, or ``(low, high)``.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
     """
 
@@ -105,6 +112,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
     scorer = (models.load_stacker(stacker, stack_models) if stacker
               else models.load_scorer(model))
 
+    options["uncertain"] = choose_band(scorer, options.get("uncertain", "auto"), t)
     face_margin = models.choose_margin(scorer, margin)
     if options.get("crops"):  # given crops are scored as they are, never re-framed
         for s in models.model_scorers(scorer):
@@ -117,6 +125,32 @@ def build_context(model: str | None = None, stacker: str | None = None,
                                                      all_faces=bool(all_faces),
                                                      face_size=models.face_size_of(scorer) or 256),
                          **options)
+
+
+def choose_band(scorer, uncertain, threshold: float) -> dict | None:
+    """The uncertain band of the verdicts: the model's own (``"auto"``: what its preset records,
+    used only when ``threshold`` is the one the band was chosen around), none (``"off"``), or
+    a given ``(low, high)`` around ``threshold``."""
+    if uncertain in (None, "off"):
+        return None
+    if uncertain == "auto":
+        preset = getattr(getattr(scorer, "scorer", None), "preset", None)
+        band = getattr(preset, "uncertain", None)
+        if not band:
+            return None
+        if abs(float(band.get("threshold", threshold)) - threshold) > 1e-9:
+            log.info("threshold %.3g is not the one the model's uncertain band was chosen around "
+                     "(%.3g): plain threshold verdicts", threshold, band["threshold"])
+            return None
+        return dict(band)
+    try:
+        low, high = (float(v) for v in uncertain)
+    except (TypeError, ValueError):
+        raise ValueError(f"uncertain must be 'auto', 'off' or (low, high), got {uncertain!r}") from None
+    if not 0.0 <= low <= threshold <= high <= 1.0:
+        raise ValueError(f"the uncertain band must satisfy 0 <= low <= threshold <= high <= 1, "
+                         f"got low={low}, threshold={threshold}, high={high}")
+    return {"low": low, "high": high, "threshold": threshold}
 
 
 def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
@@ -236,7 +270,11 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
     rec.update(p_fake=float(video_p), n_faces=int(len(faces)), status=STATUS_OK, error="",
                n_frames=int(searched if searched is not None else len(np.unique(frame_idx))))
     rec["frames_with_face"] = int(len(np.unique(frame_idx)))
-    rec["verdict"] = rec["label"] = verdict(rec["p_fake"], ctx.threshold)
+    rec["verdict"] = rec["label"] = verdict(rec["p_fake"], ctx.threshold, ctx.uncertain)
+    q = quality.facts(path, faces, boxes, rec.get("meta") or {}, rec["n_frames"],
+                      rec["frames_with_face"])
+    rec.update({k: q[k] for k in ("face_px", "sharpness", "bpp")})
+    rec["quality_warnings"] = "; ".join(q["warnings"])
     if not np.isfinite(rec["p_fake"]):
         _fail(rec, STATUS_ERROR, "the model gave no finite score")
     if ctx.details:
@@ -258,7 +296,6 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
     try:
         from PIL import Image, UnidentifiedImageError
 
-
         with Image.open(path) as im:  # sniff first: TF's decoder errors are less clear
             w, h = im.size
         face = np.asarray(decode_face(Path(path).read_bytes(), size))
@@ -278,7 +315,7 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
     timings["model"] = time.perf_counter() - tm
     rec.update(p_fake=float(video_p), n_frames=1, n_faces=1, frames_with_face=1, status=STATUS_OK,
                error="")
-    rec["verdict"] = rec["label"] = verdict(float(video_p), ctx.threshold)
+    rec["verdict"] = rec["label"] = verdict(float(video_p), ctx.threshold, ctx.uncertain)
     if ctx.details:
         rec["tracks"] = tracks
         rec["frames"] = [{"track": 0, "frame_index": 0, "p_fake": float(p[0]),
