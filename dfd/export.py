@@ -206,7 +206,8 @@ def _write_savedmodel(model, where: Path, specs, face_size, preset_json: str) ->
     archive.track(model)
     archive.add_endpoint(name=SIGNATURE, fn=_model_caller(model, specs, face_size),
                          input_signature=specs)
-    src = where.parent / f".{where.name}.preset.json"
+    src = where.parent / ".asset" / presets.PRESET_FILE  # the asset keeps its file name
+    src.parent.mkdir(parents=True, exist_ok=True)
     src.write_text(preset_json)
     trackable = getattr(archive, "_tf_trackable", None)
     if trackable is not None:  # a registered asset: copied into assets/ and kept on re-save
@@ -221,7 +222,7 @@ def _write_savedmodel(model, where: Path, specs, face_size, preset_json: str) ->
     if not asset.exists():  # keras without _tf_trackable: the file is still there for readers
         asset.parent.mkdir(exist_ok=True)
         shutil.copyfile(src, asset)
-    src.unlink()
+    shutil.rmtree(src.parent)
 
 
 def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None,

@@ -186,6 +186,9 @@ def test_the_preset_travels_inside_the_savedmodel(tmp_path):
     text = loaded.signatures["metadata"]()["preset"].numpy().decode()
     assert presets.preset_from_json(text) == side
     assert json.loads((out / "assets" / "preset.json").read_text()) == json.loads(text)
+    assert [p.name for p in (out / "assets").iterdir()] == ["preset.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "assets", "fingerprint.pb", "model.keras", "preset.json", "saved_model.pb", "variables"]
     (out / "preset.json").unlink()
     (out / "model.keras").unlink()
     for spec in (tmp_path / "e", out):  # the bare SavedModel, OUT or OUT/1
