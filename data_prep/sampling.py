@@ -88,6 +88,7 @@ class FrameEvent:
     kind: str  # "frame" | "reset" | "done"
     index: int = -1
     frame: np.ndarray | None = None
+    scale: float = 1.0  # frame pixels per source pixel
     info: dict = field(default_factory=dict)
 
 
@@ -382,7 +383,7 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
     if mode == "stride":
         for i, arr in _stream_sequential(path, set(range(0, len(pts), stride)), conv, stats):
             given += 1
-            yield FrameEvent("frame", i, arr)
+            yield FrameEvent("frame", i, arr, conv.scale)
         # a truncated file decodes fewer frames than packets: keep what exists
         count, sampler = stats["decoded"], f"stride:{stride}"
     else:
@@ -390,6 +391,7 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
             try:
                 for ev in _iter_nonref(path, n_frames, pts, conv, stats):
                     given += 1
+                    ev.scale = conv.scale
                     yield ev
                 sampler = f"keyframe:{n_frames}"
             except _Fallback as why:
@@ -402,6 +404,7 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
         if sampler is None:
             for ev in _iter_uniform(path, n_frames, len(pts), conv, stats):
                 given = 0 if ev.kind == "reset" else given + 1
+                ev.scale = conv.scale
                 yield ev
             sampler = f"uniform:{n_frames}"
         count = stats.pop("count")

@@ -56,6 +56,23 @@ class Detection:
         )
 
 
+def detection_scale(shape: Sequence[int], side: int | None) -> float:
+    """The factor frames of ``shape`` (H, W, ...) are shrunk by for detection at ``side``."""
+    return min(1.0, side / max(shape[:2])) if side else 1.0
+
+
+def downscale(frame: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
+    """``frame`` shrunk (area-averaged, never enlarged) so its long side is ``side``, and the
+    factor: the copy every detector runs on."""
+    import cv2
+
+    s = detection_scale(frame.shape, side)
+    if s < 1.0:
+        size = (max(1, round(frame.shape[1] * s)), max(1, round(frame.shape[0] * s)))
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame, dtype=np.uint8), s
+
+
 class FaceDetector(ABC):
     """``detect(frames) -> one list of Detection per frame``; frames are RGB uint8 arrays."""
 
@@ -72,21 +89,19 @@ class FaceDetector(ABC):
                min_face: float | None = None,
                min_confidence: float | None = None) -> list[list[Detection]]:
         """Detect faces; the keyword arguments override the constructor's for this call."""
-        import cv2
-
         side = self.detect_side if detect_side is None else detect_side
         min_face = self.min_face if min_face is None else min_face
         min_conf = self.min_confidence if min_confidence is None else min_confidence
+        # detections weaker than min_conf are dropped below, and NMS lets a box be removed
+        # only by a stronger one: candidates under it can be discarded before NMS, same result
+        self._score_floor = min_conf
         small, scales = [], []
         for i, f in enumerate(frames):
             if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3:
                 raise ValueError(f"frame {i} must be an HxWx3 RGB array, got "
                                  f"{getattr(f, 'shape', type(f))}")
-            s = min(1.0, side / max(f.shape[:2])) if side else 1.0
-            if s < 1.0:
-                size = (max(1, round(f.shape[1] * s)), max(1, round(f.shape[0] * s)))
-                f = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
-            small.append(np.ascontiguousarray(f, dtype=np.uint8))
+            f, s = downscale(f, side)
+            small.append(f)
             scales.append(s)
         out: list[list[Detection]] = [[] for _ in frames]
         # batch frames of the same shape together
@@ -205,7 +220,7 @@ class RetinaFaceDetector(FaceDetector):
         out = []
         for b in range(len(frames)):
             score = conf[b, :, 1]
-            keep = np.nonzero(score >= 0.5)[0]
+            keep = np.nonzero(score >= max(0.5, getattr(self, "_score_floor", 0.5)))[0]
             if keep.size == 0:
                 out.append([])
                 continue
