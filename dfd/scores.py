@@ -36,6 +36,8 @@ VIDEO_COLUMNS = [
     "aggregation",
 ]
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+#: scored, but only part of the video decoded (``error`` says how much; see docs/faces.md)
+STATUS_PARTIAL = "partial"
 
 
 def agg_mean(p: np.ndarray) -> float:

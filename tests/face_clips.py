@@ -14,7 +14,7 @@ def face_frame(width: int, height: int, face_frac: float = 0.5, shift: int = 0) 
     import cv2
     from skimage.data import astronaut
 
-    img = astronaut()
+    img = np.ascontiguousarray(astronaut()[0:320, 90:410])  # head and shoulders
     side = max(16, int(face_frac * height))
     img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
     frame = np.full((height, width, 3), 90, np.uint8)
@@ -24,16 +24,19 @@ def face_frame(width: int, height: int, face_frac: float = 0.5, shift: int = 0) 
     return frame
 
 
-def write_clip(path, frames, fps: int = 10, rotation: int = 0, codec: str = "libx264") -> Path:
+def write_clip(path, frames, fps: int = 10, rotation: int = 0, codec: str = "libx264",
+               faststart: bool = False) -> Path:
     """Write RGB ``frames`` (an iterable) to ``path``; ``rotation``: a display matrix turning
-    the stored frames ``rotation`` degrees counter-clockwise for display."""
+    the stored frames ``rotation`` degrees counter-clockwise for display; ``faststart``: the
+    index at the front (a file cut short still claims every frame)."""
     import av
 
     path = Path(path)
     frames = iter(frames)
     first = next(frames)
     h, w = first.shape[:2]
-    with av.open(str(path), "w") as c:
+    opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=opts) as c:
         s = c.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         if codec == "libx264":
