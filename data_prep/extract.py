@@ -156,7 +156,8 @@ class _TrackedDetector:
     def _cut(self, small: np.ndarray) -> bool:
         import cv2
 
-        thumb = cv2.resize(small, (160, 90), interpolation=cv2.INTER_AREA)
+        step = max(1, min(small.shape[:2]) // 90)  # a strided thumbnail is enough here
+        thumb = np.ascontiguousarray(small[::step, ::step])
         h = cv2.calcHist([cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)], [0, 1], None, [16, 8],
                          [0, 180, 0, 256])
         h = cv2.normalize(h, h).flatten()
