@@ -4,7 +4,8 @@ Each measurement runs in a fresh subprocess (``resource.getrusage`` max RSS), fo
 path and the previous one (frames held at full size). The clips (scikit-image's astronaut
 scaled into the frame, made here, in a temporary folder) have ``--frames`` frames. Usage::
 
-    .venv/bin/python bench/memory.py [--frames 12] [--sizes 720p,4k,8k] [--extract-only]
+    .venv/bin/python bench/memory.py [--frames 40] [--sample 32] [--sizes 720p,4k,8k]
+        [--extract-only]
 
 ``--extract-only`` measures the face path alone (no model: a smaller process, the same
 frames).
@@ -35,14 +36,14 @@ cfg = ExtractConfig() if {new!r} else ExtractConfig.previous_path(max_pixels=Non
 t = time.perf_counter()
 if {extract_only!r}:
     from data_prep.extract import extract_faces
-    vf = extract_faces({video!r}, "default", ExtractConfig(**{{**cfg.__dict__, "n_frames": 8}}))
+    vf = extract_faces({video!r}, "default", ExtractConfig(**{{**cfg.__dict__, "n_frames": {sample!r}}}))
     out = {{"status": "ok", "n_faces": len(vf.tracks[0].faces), "box": vf.tracks[0].boxes[0]}}
 else:
     import dataclasses
     from dfd_detect import pipeline
-    ctx = pipeline.build_context(n_frames=8)
+    ctx = pipeline.build_context(n_frames={sample!r})
     ctx = dataclasses.replace(ctx, extract_cfg=dataclasses.replace(cfg, margin=ctx.extract_cfg.margin,
-                                                                   n_frames=8))
+                                                                   n_frames={sample!r}))
     rec = pipeline.detect_video({video!r}, ctx)
     out = {{"status": rec["status"], "n_faces": rec["n_faces"], "p_fake": rec["p_fake"]}}
 out["seconds"] = time.perf_counter() - t
@@ -51,9 +52,11 @@ print(json.dumps(out))
 """
 
 
-def peak_rss(video: Path, new: bool = True, extract_only: bool = False) -> dict:
-    """Run one detection of ``video`` in a fresh interpreter; its peak RSS (MB) and result."""
-    code = CHILD.format(repo=str(REPO), new=new, extract_only=extract_only, video=str(video))
+def peak_rss(video: Path, new: bool = True, extract_only: bool = False, sample: int = 8) -> dict:
+    """Run one detection of ``video`` (``sample`` frames) in a fresh interpreter; its peak RSS
+    (MB) and result."""
+    code = CHILD.format(repo=str(REPO), new=new, extract_only=extract_only, video=str(video),
+                        sample=sample)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=900, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     if res.returncode:
@@ -72,7 +75,8 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--frames", type=int, default=40, help="frames in each clip")
+    ap.add_argument("--sample", type=int, default=32, help="frames sampled (dfd detect's 32)")
     ap.add_argument("--sizes", default="720p,4k,8k")
     ap.add_argument("--extract-only", action="store_true")
     args = ap.parse_args()
@@ -86,10 +90,10 @@ def main() -> int:
             clip = make_clip(Path(tmp) / f"{name}.mp4", w, h, args.frames)
             made = time.perf_counter() - t
             rows[name] = {"file_kb": clip.stat().st_size / 1024, "made_s": made,
-                          "new": peak_rss(clip, True, args.extract_only),
-                          "previous": peak_rss(clip, False, args.extract_only)}
+                          "new": peak_rss(clip, True, args.extract_only, args.sample),
+                          "previous": peak_rss(clip, False, args.extract_only, args.sample)}
     what = "face path only" if args.extract_only else "dfd detect (model + faces)"
-    print(f"peak RSS, {what}, {args.frames}-frame clips, 8 frames sampled; {os.cpu_count()} CPUs, "
+    print(f"peak RSS, {what}, {args.frames}-frame clips, {args.sample} frames sampled; {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")
     base = rows[sizes[0]]["new"]["maxrss_mb"]
     for name in sizes:
