@@ -155,8 +155,9 @@ def _probe(path: Path) -> dict:
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         width, height = stream.codec_context.width, stream.codec_context.height
         claims = [int(stream.frames or 0)]
+        # the video stream's own duration only: a container's may include a longer audio track
         duration = (float(stream.duration * stream.time_base) if stream.duration and
-                    stream.time_base else (container.duration or 0) / 1e6)
+                    stream.time_base else 0.0)
         if fps and math.isfinite(fps) and duration > 0:
             claims.append(int(duration * fps * 0.95))  # 5% slack: VFR / rounding
         try:
