@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.faces.align import align_face
-from data_prep.faces.detectors import Detection, FaceDetector, downscale, get_detector
+from data_prep.faces.detectors import (
+    Detection,
+    FaceDetector,
+    detection_scale,
+    downscale,
+    get_detector,
+)
 from data_prep.faces.tracks import SCENE_CUT_DISTANCE, box_iou, build_tracks, scene_cuts
 from data_prep.sampling import SAMPLER_MODES, SampledFrames, iter_frames
 
@@ -154,11 +160,13 @@ class _TrackedDetector:
         return self.detector.detect([img], detect_side=None, min_face=min_face,
                                     min_confidence=self.cfg.min_confidence)[0]
 
-    def _cut(self, small: np.ndarray) -> bool:
+    def _cut(self, frame: np.ndarray) -> bool:
+        """Whether ``frame`` starts a new shot (hue-saturation histogram distance to the
+        previous frame, as :func:`~data_prep.faces.tracks.scene_cuts`, on a strided thumbnail)."""
         import cv2
 
-        step = max(1, min(small.shape[:2]) // 90)  # a strided thumbnail is enough here
-        thumb = np.ascontiguousarray(small[::step, ::step])
+        step = max(1, min(frame.shape[:2]) // 90)
+        thumb = np.ascontiguousarray(frame[::step, ::step])
         h = cv2.calcHist([cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)], [0, 1], None, [16, 8],
                          [0, 180, 0, 256])
         h = cv2.normalize(h, h).flatten()
@@ -166,19 +174,33 @@ class _TrackedDetector:
         return prev is not None and cv2.compareHist(
             prev, h, cv2.HISTCMP_BHATTACHARYYA) > SCENE_CUT_DISTANCE
 
-    def _window(self, small: np.ndarray, s: float, min_face: float) -> Detection | None:
+    @staticmethod
+    def _region(frame: np.ndarray, s: float, ox: int, oy: int, wx: int, wy: int) -> np.ndarray:
+        """Pixels ``[oy:oy+wy, ox:ox+wx]`` of the frame downscaled by ``s``, made from that
+        region alone (the same pixels when ``1/s`` is a whole number, as for 1080p -> 640)."""
+        import cv2
+
+        if s >= 1.0:
+            return frame[oy:oy + wy, ox:ox + wx]
+        h, w = frame.shape[:2]
+        x0, y0 = round(ox / s), round(oy / s)
+        x1, y1 = min(w, round((ox + wx) / s)), min(h, round((oy + wy) / s))
+        return cv2.resize(frame[y0:y1, x0:x1], (wx, wy), interpolation=cv2.INTER_AREA)
+
+    def _window(self, frame: np.ndarray, s: float, min_face: float) -> Detection | None:
         """The largest face in a window around the previous box (frame pixels), or None when
         the track is lost there or a window would not be smaller than the frame."""
-        hs, ws = small.shape[:2]
+        h, w = frame.shape[:2]
+        hs, ws = (max(1, round(h * s)), max(1, round(w * s))) if s < 1.0 else (h, w)
         x0, y0, x1, y1 = (v * s for v in self.last.box)
         side = max(x1 - x0, y1 - y0)
-        w = _ceil32(max(self.WINDOW * side, self.MIN_WINDOW))
-        wx, wy = min(w, ws), min(w, hs)
+        win = _ceil32(max(self.WINDOW * side, self.MIN_WINDOW))
+        wx, wy = min(win, ws), min(win, hs)
         if wx * wy > 0.6 * ws * hs:
             return None
         ox = min(max(0, int(((x0 + x1) / 2 - wx / 2) // 32) * 32), ws - wx)
         oy = min(max(0, int(((y0 + y1) / 2 - wy / 2) // 32) * 32), hs - wy)
-        found = self._run(small[oy:oy + wy, ox:ox + wx], min_face)
+        found = self._run(self._region(frame, s, ox, oy, wx, wy), min_face)
         if not found:
             return None
         d = max(found, key=lambda x: x.width * x.height)
@@ -194,17 +216,19 @@ class _TrackedDetector:
         return d
 
     def add(self, frame: np.ndarray, scale: float = 1.0) -> None:
-        """Detect in the next frame (``scale``: frame pixels per source pixel)."""
-        small, s = downscale(frame, self.cfg.detect_side)
+        """Detect in the next frame (``scale``: frame pixels per source pixel). Only a
+        whole-frame pass downscales the whole frame; a window downscales its region."""
+        s = detection_scale(frame.shape, self.cfg.detect_side)
         min_face = self.cfg.min_face * scale * s
-        cut = self._cut(small)
+        cut = self._cut(frame)
         pos = len(self.dets)
         found = None
         if self.last is not None and not cut and pos % self.cfg.detect_every:
-            found = self._window(small, s, min_face)
+            found = self._window(frame, s, min_face)
             self.counts["window" if found is not None else "redetect"] += 1
         if found is None:
             self.counts["full"] += 1
+            small, s = downscale(frame, self.cfg.detect_side)
             dets = self._run(small, min_face)
             found = max(dets, key=lambda x: x.width * x.height).scaled(1 / s) if dets else None
         self.last = found
