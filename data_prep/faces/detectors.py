@@ -15,6 +15,7 @@ via onnxruntime, its ONNX model shipped in ``data_prep/faces/assets`` (MIT, from
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +95,9 @@ class FaceDetector(ABC):
         min_conf = self.min_confidence if min_confidence is None else min_confidence
         # detections weaker than min_conf are dropped below, and NMS lets a box be removed
         # only by a stronger one: candidates under it can be discarded before NMS, same result
-        self._score_floor = min_conf
+        if not hasattr(self, "_call"):
+            self._call = threading.local()  # per thread: a service runs requests in threads
+        self._call.score_floor = min_conf
         small, scales = [], []
         for i, f in enumerate(frames):
             if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3:
@@ -223,7 +226,8 @@ class RetinaFaceDetector(FaceDetector):
         out = []
         for b in range(len(frames)):
             score = conf[b, :, 1]
-            keep = np.nonzero(score >= max(0.5, getattr(self, "_score_floor", 0.5)))[0]
+            floor = getattr(getattr(self, "_call", None), "score_floor", 0.5)
+            keep = np.nonzero(score >= max(0.5, floor))[0]
             if keep.size == 0:
                 out.append([])
                 continue

@@ -64,6 +64,8 @@ def read_image(path, min_side: float = 1.0) -> ImageInput:
                 data = buf.getvalue()
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image format PIL can read") from None
+    except Image.DecompressionBombError as err:  # memory bound: PIL's own pixel limit
+        raise ImageReadError(path, f"too many pixels ({err})") from None
     except (OSError, ValueError, SyntaxError) as err:  # PIL: "image file is truncated", ...
         raise ImageReadError(path, f"does not decode whole ({err})") from None
     if min(w, h) < min_side:
