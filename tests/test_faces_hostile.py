@@ -250,3 +250,36 @@ def test_peak_memory_does_not_grow_with_resolution(tmp_path):
     assert small["status"] == huge["status"] == "ok"
     # measured: 148 MB vs 306 MB now (the decoder's own 8K reference frames), 793 MB before
     assert huge["maxrss_mb"] < 2.5 * small["maxrss_mb"], (small, huge)
+
+
+# ------------------------------------------------------------------ streaming
+
+def test_a_fallback_mid_stream_resets_and_gives_the_uniform_samples(tmp_path):
+    """B-frames every 4th frame, targets every 3rd: the keyframe sampler finds two targets on
+    one reference frame after giving some frames, says ``reset``, and the uniform sampler's
+    frames follow; the face path (decode thread) handles the reset."""
+    import av
+
+    from data_prep import sampling
+
+    path = tmp_path / "bframes.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        s.options = {"preset": "ultrafast",
+                     "x264-params": "bframes=3:b-pyramid=none:b-adapt=0:keyint=300"}
+        for i in range(96):
+            for p in s.encode(av.VideoFrame.from_ndarray(face_frame(160, 120, shift=i % 40),
+                                                         format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    events = list(sampling.iter_frames(path, 32, "keyframe"))
+    kinds = [e.kind for e in events]
+    assert kinds.count("reset") == 1 and kinds.index("reset") > 0
+    after = [e.index for e in events[kinds.index("reset") + 1:] if e.kind == "frame"]
+    assert after == sampling.uniform_indices(96, 32)
+    assert events[-1].info["sampler"] == "uniform:32"
+    vf = extract_faces(path, FakeDetector(), ExtractConfig(n_frames=32, sampler="keyframe"))
+    assert vf.tracks[0].frame_indices == sampling.uniform_indices(96, 32)
+    assert vf.frames_searched == 32
