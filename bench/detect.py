@@ -5,7 +5,8 @@ so they share the machine's load): the **decode floor** (the same sampler and fr
 no face work), the **full path** (``detect_video``: decode + faces + model), the **previous
 path** (every sampled frame detected whole, no decode thread:
 ``ExtractConfig.previous_path()``), their ratios to the floor, wall and CPU seconds, and the
-prep cost (CPU seconds of ``extract_faces`` + PNG records per video). The machine's load is
+prep cost (CPU seconds of ``extract_faces`` + PNG records per video; also with one decoder
+thread and no decode thread, the cheapest setting for a pool of workers). The machine's load is
 printed with the figures: on a shared machine compare the ratios. With ``--service``, also
 the service's latency p50/p95 for ``--concurrent`` simultaneous uploads to a live uvicorn on
 127.0.0.1. Usage::
@@ -135,7 +136,9 @@ def main() -> int:
     if first["status"] != "ok":
         print(f"warning: {videos[0].name}: {first['status']} {first['error']}")
     pipeline.detect_video(videos[0], prev_ctx)
-    rows: dict[str, list] = {k: [] for k in ("floor", "full", "previous", "prep", "prep_prev")}
+    rows: dict[str, list] = {k: [] for k in ("floor", "full", "previous", "prep", "prep_prev",
+                                             "prep_1t")}
+    one_thread = dataclasses.replace(cfg, decode_threads=1, overlap=False)
     parts: list[dict] = []
     for _ in range(args.repeats):
         for v in videos:
@@ -149,7 +152,7 @@ def main() -> int:
             c = _clock()
             pipeline.detect_video(v, prev_ctx)
             rows["previous"].append(_since(c))
-            for key, pcfg in (("prep", cfg), ("prep_prev", prev_cfg)):
+            for key, pcfg in (("prep", cfg), ("prep_prev", prev_cfg), ("prep_1t", one_thread)):
                 c = _clock()
                 to_face_records(extract_faces(v, ctx.detector, pcfg), v.stem, 0)
                 rows[key].append(_since(c))
@@ -174,7 +177,9 @@ def main() -> int:
     print(f"full path split: decode {part['decode']:.2f} + detect {part['detect']:.2f} + align "
           f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect)")
     print(f"prep       {mean['prep'][1]:.2f} CPU-s per video ({mean['prep'][0]:.2f} s wall); "
-          f"previous path {mean['prep_prev'][1]:.2f} CPU-s ({mean['prep_prev'][0]:.2f} s wall)")
+          f"previous path {mean['prep_prev'][1]:.2f} CPU-s ({mean['prep_prev'][0]:.2f} s wall); "
+          f"one decode thread, no overlap {mean['prep_1t'][1]:.2f} CPU-s "
+          f"({mean['prep_1t'][0]:.2f} s wall)")
     if args.service:
         lat = sorted(bench_service(ctx, videos[0], args.concurrent, args.rounds, args.workers))
         p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]

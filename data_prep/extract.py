@@ -68,6 +68,7 @@ class ExtractConfig:
     min_track_fraction: float = 0.2  # all_faces: drop tracks on fewer of the searched frames
     detect_every: int = 8  # full-frame detection on every k-th frame, windows between (1: all)
     overlap: bool = True  # decode in a thread while detecting
+    decode_threads: int = 0  # decoder threads: 0 = FFmpeg's choice; 1 = least CPU (prep pools)
     max_pixels: int | None = 1920 * 1080  # frames are reduced to this many pixels as decoded
     max_decoded_pixels: int | None = None  # refuse videos with more pixels in all (a service cap)
     rotate: bool = True  # apply the stream's display matrix
@@ -358,7 +359,7 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     t = time.perf_counter()
     events = iter_frames(path, n_frames=cfg.n_frames, mode=cfg.sampler, stride=cfg.stride,
                          max_pixels=cfg.max_pixels, rotate=cfg.rotate,
-                         max_decoded_pixels=cfg.max_decoded_pixels)
+                         max_decoded_pixels=cfg.max_decoded_pixels, threads=cfg.decode_threads)
     if cfg.overlap:
         events = _threaded(events)
     tracker = _TrackedDetector(detector, cfg) if cfg.detect_every > 1 and not cfg.all_faces \

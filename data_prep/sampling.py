@@ -115,7 +115,7 @@ def _is_picture(stream) -> bool:
     return bool(int(stream.disposition) & int(flags))
 
 
-def _open(path: Path):
+def _open(path: Path, threads: int = 0):
     import av
 
     if not path.exists():
@@ -141,6 +141,8 @@ def _open(path: Path):
     cc = stream.codec_context
     if (cc.width or 0) * (cc.height or 0) > BIG_FRAME_PIXELS:
         stream.thread_type = "SLICE"  # no frame threading: one frame in flight, not one per core
+    if threads:
+        cc.thread_count = threads
     return container, stream
 
 
@@ -172,11 +174,12 @@ def _probe(path: Path) -> dict:
             "claimed": max([len(pts), *claims])}
 
 
-def _decode(path: Path, skip: str | None = None, stats: dict | None = None) -> Iterator:
+def _decode(path: Path, skip: str | None = None, stats: dict | None = None,
+            threads: int = 0) -> Iterator:
     """Yield decoded ``av.VideoFrame`` s in presentation order, skipping undecodable packets."""
     import av
 
-    container, stream = _open(path)
+    container, stream = _open(path, threads)
     if skip:
         stream.codec_context.skip_frame = skip
     bad = 0
@@ -254,19 +257,20 @@ def _to_rgb(frame, max_side: int | None) -> np.ndarray:
 # ------------------------------------------------------------------------------ samplers
 
 
-def _stream_sequential(path: Path, wanted: set[int], conv, stats) -> Iterator[tuple[int, object]]:
+def _stream_sequential(path: Path, wanted: set[int], conv, stats,
+                       threads: int = 0) -> Iterator[tuple[int, object]]:
     """Decode every frame; yield ``(index, rgb)`` for the wanted ones; count them all."""
     n = 0
-    for n, frame in enumerate(_decode(path, stats=stats), start=1):
+    for n, frame in enumerate(_decode(path, stats=stats, threads=threads), start=1):
         if n - 1 in wanted:
             yield n - 1, conv(frame)
     stats["decoded"] = n
 
 
-def _iter_uniform(path, n_frames, count, conv, stats) -> Iterator[FrameEvent]:
+def _iter_uniform(path, n_frames, count, conv, stats, threads: int = 0) -> Iterator[FrameEvent]:
     wanted = uniform_indices(count, n_frames)
     kept: dict[int, np.ndarray] = {}
-    for i, arr in _stream_sequential(path, set(wanted), conv, stats):
+    for i, arr in _stream_sequential(path, set(wanted), conv, stats, threads):
         kept[i] = arr
         yield FrameEvent("frame", i, arr)
     decoded = stats["decoded"]
@@ -278,7 +282,7 @@ def _iter_uniform(path, n_frames, count, conv, stats) -> Iterator[FrameEvent]:
         if set(respaced) - set(kept):
             kept.clear()
             stats["passes"] = 2
-            for i, arr in _stream_sequential(path, set(respaced), conv, stats):
+            for i, arr in _stream_sequential(path, set(respaced), conv, stats, threads):
                 yield FrameEvent("frame", i, arr)
         else:
             for i in respaced:
@@ -291,7 +295,7 @@ class _Fallback(Exception):
     pass
 
 
-def _iter_nonref(path, n_frames, pts, conv, stats) -> Iterator[FrameEvent]:
+def _iter_nonref(path, n_frames, pts, conv, stats, threads: int = 0) -> Iterator[FrameEvent]:
     """Skip non-reference frames; keep the decoded frame nearest to each uniform target.
 
     Frames come in presentation order, so target ``t`` is settled by the first decoded frame
@@ -315,7 +319,7 @@ def _iter_nonref(path, n_frames, pts, conv, stats) -> Iterator[FrameEvent]:
         last_given = i
         return FrameEvent("frame", i, conv(frame))
 
-    for frame in _decode(path, skip="NONREF", stats=stats):
+    for frame in _decode(path, skip="NONREF", stats=stats, threads=threads):
         i = rank.get(frame.pts)
         if i is None:
             raise _Fallback("a timestamp that cannot be placed")
@@ -355,12 +359,13 @@ def _covered(ranks: list[int], n: int, reach: int = 8) -> int:
 
 def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | None = None,
                 max_side: int | None = None, max_pixels: int | None = None, rotate: bool = True,
-                max_decoded_pixels: int | None = None) -> Iterator[FrameEvent]:
+                max_decoded_pixels: int | None = None, threads: int = 0) -> Iterator[FrameEvent]:
     """Stream the sampled frames of ``path`` (see the module doc) as :class:`FrameEvent` s.
 
     A ``reset`` event means: drop the frames given so far (the sampler re-spaced or fell back);
     the last event is ``done`` with the facts :func:`sample_frames` puts in
-    :class:`SampledFrames`. Raises :class:`VideoReadError`.
+    :class:`SampledFrames`. ``threads``: decoder threads (0: FFmpeg's choice, frame threads;
+    1 costs the least CPU per video, for a pool of workers). Raises :class:`VideoReadError`.
     """
     path = Path(path)
     if mode not in SAMPLER_MODES:
@@ -382,7 +387,8 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
     given = 0
     sampler = None
     if mode == "stride":
-        for i, arr in _stream_sequential(path, set(range(0, len(pts), stride)), conv, stats):
+        for i, arr in _stream_sequential(path, set(range(0, len(pts), stride)), conv, stats,
+                                         threads):
             given += 1
             yield FrameEvent("frame", i, arr, conv.scale)
         # a truncated file decodes fewer frames than packets: keep what exists
@@ -390,7 +396,7 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
     else:
         if mode == "keyframe" and None not in pts and len(pts) >= 3 * n_frames:
             try:
-                for ev in _iter_nonref(path, n_frames, pts, conv, stats):
+                for ev in _iter_nonref(path, n_frames, pts, conv, stats, threads):
                     given += 1
                     ev.scale = conv.scale
                     yield ev
@@ -403,7 +409,7 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
                     yield FrameEvent("reset")
                 given = 0
         if sampler is None:
-            for ev in _iter_uniform(path, n_frames, len(pts), conv, stats):
+            for ev in _iter_uniform(path, n_frames, len(pts), conv, stats, threads):
                 given = 0 if ev.kind == "reset" else given + 1
                 ev.scale = conv.scale
                 yield ev
@@ -428,7 +434,7 @@ def iter_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | N
 
 def sample_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int | None = None,
                   max_side: int | None = None, max_pixels: int | None = None, rotate: bool = True,
-                  max_decoded_pixels: int | None = None) -> SampledFrames:
+                  max_decoded_pixels: int | None = None, threads: int = 0) -> SampledFrames:
     """Sample RGB frames spread over the whole video at ``path`` (see the module doc).
 
     ``max_side`` / ``max_pixels`` reduce frames so their longer side / pixel count is at most
@@ -439,7 +445,7 @@ def sample_frames(path, n_frames: int = 32, mode: str = "uniform", stride: int |
     frames: list[np.ndarray] = []
     indices: list[int] = []
     for ev in iter_frames(path, n_frames, mode, stride, max_side, max_pixels, rotate,
-                          max_decoded_pixels):
+                          max_decoded_pixels, threads):
         if ev.kind == "frame":
             frames.append(ev.frame)
             indices.append(ev.index)

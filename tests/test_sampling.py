@@ -141,3 +141,10 @@ def test_unreadable_inputs_raise_clear_errors(tmp_path, tiny_video_factory):
             sample_frames(path)
         assert isinstance(err.value, ValueError)
         assert err.value.path == str(path)
+
+
+def test_one_decoder_thread_gives_the_same_frames(grey_video):
+    a = sample_frames(grey_video, n_frames=8, mode="keyframe")
+    b = sample_frames(grey_video, n_frames=8, mode="keyframe", threads=1)
+    assert a.indices == b.indices
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
