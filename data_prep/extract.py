@@ -42,7 +42,7 @@ from data_prep.faces.detectors import (
 from data_prep.faces.tracks import SCENE_CUT_DISTANCE, box_iou, build_tracks, scene_cuts
 from data_prep.landmarks import crop_coordinates
 from data_prep.sampling import SAMPLER_MODES, SampledFrames, iter_frames
-from dfd import schema
+from dfd import framing, schema
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ExtractConfig:
     min_face: float = 40.0  # smallest face side kept, source pixels
     all_faces: bool = False  # False: largest face per frame, one track
     face_size: int = 256
-    margin: float = 1.3
+    margin: float = framing.MESONET_MARGIN
     min_confidence: float = 0.9
     min_track_fraction: float = 0.2  # all_faces: drop tracks on fewer of the searched frames
     detect_every: int = 8  # full-frame detection on every k-th frame, windows between (1: all)

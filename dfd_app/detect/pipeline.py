@@ -93,7 +93,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
                   stack_models: list[str] | None = None, detector: str = "default",
                   detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
                   sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
-                  all_faces: bool = False, **options) -> DetectContext:
+                  all_faces: bool = False, max_decoded_pixels: int | None = None,
+                  **options) -> DetectContext:
     """Load the model(s) and the face detector once and return a :class:`DetectContext`.
 
     ``model``: path or weights name (None: :func:`dfd.inference.scorers.default_model`).
@@ -101,6 +102,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
     ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
+    ``max_decoded_pixels``: refuse videos with more pixels in all (the service's cap).
     ``uncertain``: ``"auto"`` (the model preset's band, when it records one and the threshold
     is its own), ``"off"``, or ``(low, high)``.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
@@ -124,7 +126,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
-                                                     all_faces=bool(all_faces)),
+                                                         all_faces=bool(all_faces),
+                                                         max_decoded_pixels=max_decoded_pixels),
                          **options)
 
 
