@@ -36,6 +36,7 @@ import numpy as np
 
 from data_prep.faces.align import alignment_geometry
 from data_prep.faces.detectors import KEYPOINTS, Detection, FaceDetector, get_detector
+from dfd import framing
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _frame_to_crop(margin: float, det: Detection) -> np.ndarray:
     return m
 
 
-def crop_coordinates(det: Detection, margin: float = 1.3
+def crop_coordinates(det: Detection, margin: float = framing.MESONET_MARGIN
                      ) -> tuple[np.ndarray | None, np.ndarray]:
     """``(landmarks, crop_box)`` of ``det`` in its aligned crop (:func:`align_face` with the
     same ``margin``), in [0, 1] crop coordinates.

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 log = logging.getLogger("sbi_contact_sheet")
-SAMPLE = ROOT / "dfd_detect" / "samples" / "astronaut.mp4"
+SAMPLE = ROOT / "dfd_app" / "samples" / "astronaut.mp4"
 SIZE = 256
 
 

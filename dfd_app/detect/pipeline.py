@@ -35,10 +35,18 @@ import numpy as np
 
 from data_prep.extract import ExtractConfig, extract_faces
 from data_prep.faces import get_detector
+from data_prep.faces.images import ImageReadError, read_image
 from dfd.inference import scorers as models
 from dfd.labels import verdict
 from dfd.readers import decode_face
-from dfd.scores import AGGREGATIONS, STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, aggregate
+from dfd.scores import (
+    AGGREGATIONS,
+    STATUS_ERROR,
+    STATUS_NO_FACE,
+    STATUS_OK,
+    STATUS_PARTIAL,
+    aggregate,
+)
 from dfd_app.detect import artifacts, quality
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
                   stack_models: list[str] | None = None, detector: str = "default",
                   detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
                   sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
-                  all_faces: bool = False, **options) -> DetectContext:
+                  all_faces: bool = False, max_decoded_pixels: int | None = None,
+                  **options) -> DetectContext:
     """Load the model(s) and the face detector once and return a :class:`DetectContext`.
 
     ``model``: path or weights name (None: :func:`dfd.inference.scorers.default_model`).
@@ -99,6 +108,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
     ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
+    ``max_decoded_pixels``: refuse videos with more pixels in all (the service's cap).
     ``uncertain``: ``"auto"`` (the model preset's band, when it records one and the threshold
     is its own), ``"off"``, or ``(low, high)``.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
@@ -122,8 +132,10 @@ def build_context(model: str | None = None, stacker: str | None = None,
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
-                                                     all_faces=bool(all_faces),
-                                                     face_size=models.face_size_of(scorer) or 256),
+                                                         all_faces=bool(all_faces),
+                                                         max_decoded_pixels=max_decoded_pixels,
+                                                         face_size=models.face_size_of(scorer)
+                                                         or 256),
                          **options)
 
 
@@ -182,6 +194,7 @@ def _fail(rec: dict, status: str, error: str) -> dict:
 
 def _meta(vf, ctx: DetectContext) -> dict:
     meta = {k: getattr(vf, k, None) for k in ("fps", "frame_count", "width", "height", "sampler")}
+    meta.update(getattr(vf, "meta", None) or {})  # + rotation, frames_claimed, frames_decoded
     meta["face_margin"] = getattr(ctx.extract_cfg, "margin", None)
     return meta
 
@@ -275,6 +288,9 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
                       rec["frames_with_face"])
     rec.update({k: q[k] for k in ("face_px", "sharpness", "bpp")})
     rec["quality_warnings"] = "; ".join(q["warnings"])
+    if getattr(vf, "partial", False):  # scored, on what decoded: the row says so
+        rec.update(status=STATUS_PARTIAL, error=f"only {vf.frames_decoded} of "
+                   f"{vf.frames_claimed} claimed frames decoded")
     if not np.isfinite(rec["p_fake"]):
         _fail(rec, STATUS_ERROR, "the model gave no finite score")
     if ctx.details:
@@ -294,12 +310,14 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
     detection, no re-framing."""
     size = int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
     try:
-        from PIL import Image, UnidentifiedImageError
-
-        with Image.open(path) as im:  # sniff first: TF's decoder errors are less clear
-            w, h = im.size
-        face = np.asarray(decode_face(Path(path).read_bytes(), size))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+        try:  # whole, upright (EXIF), at least the smallest face size
+            img = read_image(path, min_side=getattr(ctx.extract_cfg, "min_face", 1.0) or 1.0)
+        except ImageReadError as err:
+            return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} "
+                                 f"({err.reason})"), timings, t0)
+        w, h = img.width, img.height
+        face = np.asarray(decode_face(img.data, size))
+    except (OSError, ValueError) as err:
         return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} ({err})"),
                        timings, t0)
     except Exception as err:  # noqa: BLE001 - e.g. tf InvalidArgumentError; never stops a batch

@@ -70,6 +70,9 @@ class ServiceSettings:
     max_thumbnails: int = 16
     thumb_size: int = 96
     tmp_root: str | None = None  # where private upload folders are made (default: system temp)
+    #: refuse a video with more decoded pixels (width x height x frames) than this, before
+    #: decoding it (None: no cap); frames are reduced as they are decoded in any case
+    max_decoded_mpix: float | None = 20_000.0
 
     @property
     def max_bytes(self) -> int:
@@ -79,7 +82,10 @@ class ServiceSettings:
         return pipeline.build_context(
             model=self.model, stacker=self.stacker, stack_models=self.stack_models,
             detector=self.detector, n_frames=self.n_frames, sampler=self.sampler,
-            margin=self.margin, all_faces=self.all_faces, threshold=self.threshold, aggregation=self.aggregation)
+            margin=self.margin, all_faces=self.all_faces, threshold=self.threshold,
+            aggregation=self.aggregation,
+            max_decoded_pixels=None if not self.max_decoded_mpix
+            else int(self.max_decoded_mpix * 1e6))
 
 
 #: the multipart body of POST /v1/detect, for the OpenAPI schema (read by hand, not by FastAPI)
