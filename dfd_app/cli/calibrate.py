@@ -18,6 +18,7 @@ from dfd.evaluation.calibration import describe, fit_platt, fold_into_model, loa
 from dfd.export import export_savedmodel
 from dfd.inference.loading import preset_of
 from dfd.scores import STATUS_OK, read_table
+from dfd_app.cli.common import add_out, add_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ def add_arguments(parser) -> None:
                              "name (the authors' weights are folded to a P(fake) output first)")
     parser.add_argument("--scores", required=True,
                         help="video score table with labels (dfd predict --out) on validation data")
-    parser.add_argument("--out", required=True, help="new (or empty) export folder")
-    parser.add_argument("--weights-dir", help="cache folder of registered weights")
+    add_out(parser, "new (or empty) export folder")
+    add_weights_dir(parser)
 
 
 def run(args) -> int:

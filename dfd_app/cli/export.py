@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from dfd.export import export_savedmodel
 from dfd.inference.loading import load_keras
+from dfd_app.cli.common import add_out, add_weights_dir
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True,
                         help="registered weights name (e.g. meso4_df), a .keras file, or an "
                              "authors' .h5 weights file")
-    parser.add_argument("--out", required=True, help="new (or empty) export folder")
+    add_out(parser, "new (or empty) export folder")
     parser.add_argument("--no-keras", action="store_true", help="skip writing model.keras")
-    parser.add_argument("--weights-dir", help="cache folder of registered weights "
-                                              "(default $DFD_WEIGHTS_DIR or ~/.cache/dfd/weights)")
+    add_weights_dir(parser)
 
 
 def run(args) -> int:
