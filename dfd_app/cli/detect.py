@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", metavar="FILE", help="write the table here (default: stdout)")
     parser.add_argument("--plot", metavar="DIR", help="write per-video frame-score timelines (PNG)")
     parser.add_argument("--faces", metavar="DIR", help="write the face crops used (JPEG)")
+    parser.add_argument("--explain", metavar="DIR",
+                        help="write each face with its Grad-CAM heat map of P(fake) (PNG); "
+                             "with --format jsonl each face also gets 'attention' (peak, "
+                             "8x8 grid)")
     add_weights_dir(parser)
     add_no_progress(parser)
 
@@ -83,6 +87,7 @@ def run(args) -> int:
             margin=args.margin, all_faces=args.all_faces, threshold=args.threshold,
             aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl",
+            explain_dir=args.explain,
             crops=args.crops)
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
@@ -94,7 +99,7 @@ def run(args) -> int:
     status = output.detect_to(items, ctx, args.out, args.format,
                               progress.bar(len(items), f"{unit}s", unit))
     for what, where in (("per-frame score plots", args.plot), ("face crops", args.faces),
-                        ("verdict table", args.out)):
+                        ("heat-map overlays", args.explain), ("verdict table", args.out)):
         if where:
             log.info("%s written to %s", what, Path(where).resolve())
     return status
