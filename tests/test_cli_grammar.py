@@ -254,3 +254,45 @@ def test_quiet_hides_tensorflow_startup_lines(tmp_path):
     if not any(s in loud for s in startup):
         pytest.skip("this TensorFlow build prints no start-up lines")
     assert not [s for s in startup if s in quiet], quiet
+
+
+def test_progress_totals_come_from_the_shards_index(tmp_path):
+    from dfd.inference import clips, frames
+    from tests.test_training import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", records=6, faces=3, max_records=4)
+    assert frames._stored_faces(shards) == 18
+    assert clips._stored_records(shards) == 6
+    assert frames._stored_faces(tmp_path / "nowhere.tfrecord") is None
+
+
+def test_no_progress_switches_every_bar_off(monkeypatch):
+    from dfd import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    try:
+        progress.set_enabled(True)
+        with progress.bar(5, "x") as shown:
+            assert not shown.disable and shown.total == 5
+        progress.set_enabled(False)
+        with progress.bar(5, "x") as hidden:
+            assert hidden.disable
+    finally:
+        progress.set_enabled(True)
+
+
+def test_detect_counts_its_inputs_for_the_bar(tmp_path, monkeypatch):
+    from dfd import progress
+    from dfd_app.cli import detect as detect_cmd
+    from dfd_app.detect import output, pipeline
+
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    totals = []
+    monkeypatch.setattr(pipeline, "build_context", lambda **kw: object())
+    monkeypatch.setattr(output, "detect_to", lambda items, ctx, out, fmt, bar: (
+        totals.append((len(list(items)), bar.total)), 0)[1])
+    real_bar = progress.bar
+    monkeypatch.setattr(progress, "bar", lambda total=None, *a, **k: real_bar(total, *a, **k))
+    assert cli.main(["detect", str(tmp_path), "--no-progress"]) == 0
+    assert totals == [(3, 3)]

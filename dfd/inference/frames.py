@@ -118,7 +118,10 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
 def _stored_faces(source) -> int | None:
     """Faces held by the shards of ``source`` per their ``index.json`` (None: unknown)."""
     total = 0
-    files = schema.resolve_shards(source)
+    try:
+        files = schema.resolve_shards(source)
+    except (OSError, ValueError):  # the reader says what is wrong; the bar just has no total
+        return None
     for d in sorted({f.parent for f in files}):
         try:
             counts = {s["file"]: int(s["faces"]) for s in schema.read_index(d)["shards"]}
