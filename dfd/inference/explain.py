@@ -10,10 +10,12 @@ uniform map and ``evidence: false``.
 Why Grad-CAM: it needs one forward and one backward pass per batch (Integrated Gradients
 needs ~50, occlusion one pass per patch), works for any convolutional Keras model without
 changing it, and is class-discriminative at the resolution of the last conv layer, which is
-the resolution the decision is made at. It passes the model-randomisation sanity check that
-plain gradient maps fail (Adebayo et al., 2018). Its localisation is measured against plain
-gradient x input on a task with a known manipulated region by ``bench/explain_pointing.py``
-(figures in docs/benchmarks.md).
+the resolution the decision is made at, and its maps are smooth enough to read on a
+thumbnail. Measured by ``bench/explain_pointing.py`` (a pointing game with a known
+manipulated square, docs/benchmarks.md): its peak falls in the square for 0.60 of held-out
+FAKEs (chance 0.06) and for 0.005 once the model is untrained, as a faithful map should;
+gradient x input points there more often (0.96) but still 0.11 for the untrained model (it
+partly shows the input's contrast, not the decision: the sanity check of Adebayo et al., 2018).
 
 The target layer, by rule (:func:`target_layer`): the *last* layer of the model, in graph
 order, whose output is a 4-D ``(batch, h, w, channels)`` map with ``h, w > 1``: the last
