@@ -1,10 +1,18 @@
-"""Benchmark ``dfd detect`` / ``dfd serve`` on one DFDC clip (10 s, 1080p).
+"""Benchmark ``dfd detect`` / ``dfd serve`` on DFDC clips (10 s, 1080p), against the decode floor.
 
-Prints seconds per video split into decode / faces (detect + align) / model, and the service's
-latency p50/p95 for ``--concurrent`` simultaneous uploads of the clip to a live uvicorn on
+Prints, in one run, per video (mean over the clips and repeats, each measurement interleaved
+so they share the machine's load): the **decode floor** (the same sampler and frame reduction,
+no face work), the **full path** (``detect_video``: decode + faces + model), the **previous
+path** (every sampled frame detected whole, no decode thread:
+``ExtractConfig.previous_path()``), their ratios to the floor, wall and CPU seconds, and the
+prep cost (CPU seconds of ``extract_faces`` + PNG records per video; also with one decoder
+thread and no decode thread, the cheapest setting for a pool of workers). The machine's load is
+printed with the figures: on a shared machine compare the ratios. With ``--service``, also
+the service's latency p50/p95 for ``--concurrent`` simultaneous uploads to a live uvicorn on
 127.0.0.1. Usage::
 
-    .venv/bin/python bench/detect.py [--video PATH] [--model PATH|NAME] [--frames 32]
+    .venv/bin/python bench/detect.py [--videos 3] [--video PATH] [--model PATH|NAME]
+        [--frames 32] [--repeats 2] [--service]
 """
 
 from __future__ import annotations
@@ -76,45 +84,107 @@ def bench_service(ctx, video: Path, concurrent: int, rounds: int, workers: int) 
     return lat
 
 
+def _clock():
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t):
+    return time.perf_counter() - t[0], time.process_time() - t[1]
+
+
+def decode_floor(video: Path, cfg) -> None:
+    """The sampler alone: every frame the face path gets, reduced and upright, no face work."""
+    from data_prep.sampling import iter_frames
+
+    for _ in iter_frames(video, n_frames=cfg.n_frames, mode=cfg.sampler, stride=cfg.stride,
+                         max_pixels=cfg.max_pixels, rotate=cfg.rotate):
+        pass
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--video", type=Path)
+    ap.add_argument("--video", type=Path, action="append", help="a clip (repeatable)")
+    ap.add_argument("--videos", type=int, default=3, help="how many shared DFDC clips")
     ap.add_argument("--model", help="model path or weights name (default: the default model)")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--detector", default="default")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--service", action="store_true", help="also time the HTTP service")
     ap.add_argument("--concurrent", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
+    import dataclasses
+
+    from data_prep.extract import extract_faces, to_face_records
     from dfd_app.detect import pipeline
 
-    video = args.video or pick_video()
+    videos = args.video or sorted(DFDC.glob("*.mp4"))[: args.videos]
+    if not videos:
+        sys.exit(f"no DFDC clip under {DFDC}; pass --video")
+    load0 = os.getloadavg()
     t = time.perf_counter()
     ctx = pipeline.build_context(model=args.model, detector=args.detector, n_frames=args.frames,
                                  details=True)
     pipeline.warm_up(ctx)
     load_s = time.perf_counter() - t
-    first = pipeline.detect_video(video, ctx)  # warms the face detector too
+    cfg = ctx.extract_cfg
+    prev_cfg = dataclasses.replace(cfg, detect_every=1, overlap=False)
+    prev_ctx = dataclasses.replace(ctx, extract_cfg=prev_cfg)
+    first = pipeline.detect_video(videos[0], ctx)  # warms the face detector too
     if first["status"] != "ok":
-        print(f"warning: {video.name}: {first['status']} {first['error']}")
-    runs = [pipeline.detect_video(video, ctx)["timings"] for _ in range(args.repeats)]
-    mean = {k: statistics.mean(r.get(k, 0.0) for r in runs)
+        print(f"warning: {videos[0].name}: {first['status']} {first['error']}")
+    pipeline.detect_video(videos[0], prev_ctx)
+    rows: dict[str, list] = {k: [] for k in ("floor", "full", "previous", "prep", "prep_prev",
+                                             "prep_1t")}
+    one_thread = dataclasses.replace(cfg, decode_threads=1, overlap=False)
+    parts: list[dict] = []
+    for _ in range(args.repeats):
+        for v in videos:
+            c = _clock()
+            decode_floor(v, cfg)
+            rows["floor"].append(_since(c))
+            c = _clock()
+            rec = pipeline.detect_video(v, ctx)
+            rows["full"].append(_since(c))
+            parts.append(rec["timings"])
+            c = _clock()
+            pipeline.detect_video(v, prev_ctx)
+            rows["previous"].append(_since(c))
+            for key, pcfg in (("prep", cfg), ("prep_prev", prev_cfg), ("prep_1t", one_thread)):
+                c = _clock()
+                to_face_records(extract_faces(v, ctx.detector, pcfg), v.stem, 0)
+                rows[key].append(_since(c))
+    mean = {k: (statistics.mean(w for w, _ in r), statistics.mean(c for _, c in r))
+            for k, r in rows.items()}
+    part = {k: statistics.mean(p.get(k, 0.0) for p in parts)
             for k in ("decode", "detect", "align", "model", "total")}
+    load1 = os.getloadavg()
     meta = first.get("meta") or {}
-    print(f"video      {video.name} {meta.get('width')}x{meta.get('height')} "
-          f"{meta.get('frame_count')} frames @ {meta.get('fps')} fps; model {ctx.model_name}; "
-          f"{args.frames} frames; {os.cpu_count()} CPUs")
+    print(f"videos     {len(videos)} clips like {videos[0].name} {meta.get('width')}x"
+          f"{meta.get('height')}, {meta.get('frame_count')} frames; model {ctx.model_name}; "
+          f"{args.frames} frames sampled ({cfg.sampler}); x{args.repeats}")
+    print(f"machine    {os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, "
+          f"{load1[0]:.1f} at end (a machine at rest: < 0.5)")
     print(f"load       {load_s:.2f} s (model + face detector, once per process)")
-    print(f"per video  {mean['total']:.2f} s  = decode {mean['decode']:.2f} + faces "
-          f"{mean['detect'] + mean['align']:.2f} (detect {mean['detect']:.2f}, align "
-          f"{mean['align']:.2f}) + model {mean['model']:.2f}  (mean of {args.repeats}; "
-          f"P(fake) {first['p_fake']:.3f}, {first['n_faces']} faces)")
-    lat = sorted(bench_service(ctx, video, args.concurrent, args.rounds, args.workers))
-    p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
-    print(f"service    {len(lat)} uploads, {args.concurrent} at once, {args.workers} workers: "
-          f"p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s")
+    fw, fc = mean["floor"]
+    for key, label in (("floor", "decode floor"), ("full", "full path"),
+                       ("previous", "previous path")):
+        w, cpu = mean[key]
+        print(f"{label:14s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
+              f"{cpu / fc:4.2f} CPU")
+    print(f"full path split: decode {part['decode']:.2f} + detect {part['detect']:.2f} + align "
+          f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect)")
+    print(f"prep       {mean['prep'][1]:.2f} CPU-s per video ({mean['prep'][0]:.2f} s wall); "
+          f"previous path {mean['prep_prev'][1]:.2f} CPU-s ({mean['prep_prev'][0]:.2f} s wall); "
+          f"one decode thread, no overlap {mean['prep_1t'][1]:.2f} CPU-s "
+          f"({mean['prep_1t'][0]:.2f} s wall)")
+    if args.service:
+        lat = sorted(bench_service(ctx, videos[0], args.concurrent, args.rounds, args.workers))
+        p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
+        print(f"service    {len(lat)} uploads, {args.concurrent} at once, {args.workers} workers: "
+              f"p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s")
     return 0
 
 

@@ -7,7 +7,13 @@ median (other jobs share the CPU). Then the accuracy check over all DFDC videos:
 the exact path (uniform + MTCNN), on how many reference frames each path finds the face, and
 the IoU of its face boxes and of its aligned-crop squares with the reference.
 
+Then (``--engines``) the whole ``dfd prep`` run over the DFDC videos: videos/s for one
+process, the process pool and Dask with 2 workers (wall time of ``run_prep``, start-up
+included), whether their shards are byte-identical, and what loading the face detector per
+task instead of once per worker would cost.
+
     .venv/bin/python bench/prep.py [--repeat 3] [--frames 32] [--clip NAME] [--skip-accuracy]
+    .venv/bin/python bench/prep.py --skip-timing --skip-accuracy   # the engines only
 """
 
 from __future__ import annotations
@@ -148,6 +154,87 @@ def _stats(values):
     return statistics.fmean(values), values[int(0.05 * len(values))]
 
 
+def _shard_bytes(out):
+    from dfd import schema
+
+    return [f.read_bytes() for f in schema.resolve_shards(out)]
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def _copies(videos_dir, copies, root):
+    """``real/`` + ``fake/`` folders of symlinks: each DFDC video ``copies`` times (new ids)."""
+    import json
+
+    labels = json.loads((videos_dir / "metadata.json").read_text())
+    for sub in ("real", "fake"):
+        (root / sub).mkdir(parents=True)
+    for name, meta in labels.items():
+        for c in range(copies):
+            link = root / meta["label"].lower() / f"c{c}_{name}"
+            link.symlink_to(videos_dir / name)
+    return root
+
+
+def engines_table(videos_dir, n_frames, workers, engines, copies=1):
+    """videos/s of whole ``dfd prep`` runs, one per engine, on the same videos."""
+    import tempfile
+
+    from data_prep.faces import get_detector
+    from data_prep.prep import PrepConfig, run_prep
+
+    n = len(list(videos_dir.glob("*.mp4"))) * copies
+    src = tempfile.mkdtemp(prefix="prep-bench-")
+    videos_dir = _copies(videos_dir, copies, Path(src)) if copies > 1 else videos_dir
+    print(f"\n== dfd prep over {n} DFDC videos ({copies} x each), {n_frames} frames, retinaface, "
+          f"{os.cpu_count()} CPUs (shared; load average {os.getloadavg()[0]:.1f}) ==")
+    print("(wall seconds of the whole run: start-up of the pool / cluster and detector loads "
+          "included; cpu s/video: CPU seconds of this process and its finished child processes "
+          "per video, which other jobs on the machine disturb less)")
+    print(f"{'engine':24s} {'wall s':>8s} {'videos/s':>9s} {'cpu s/video':>12s} {'faces':>6s} "
+          f"{'identical':>10s}")
+    runs = [("1 process", "process", 1)]
+    if "process" in engines:
+        runs.append((f"process pool, {workers}", "process", workers))
+    if "dask" in engines:
+        runs.append((f"dask local, {workers}", "dask", workers))
+    first = None
+    per_video = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, engine, w in runs:
+            out = Path(tmp) / label.replace(" ", "_").replace(",", "")
+            cfg = PrepConfig(sources=[str(videos_dir)], out_dir=str(out), engine=engine,
+                             workers=w, n_frames=n_frames, shard_records=4)
+            t, cpu = time.perf_counter(), _cpu_seconds()
+            res = run_prep(cfg)
+            wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+            got = _shard_bytes(out)
+            first = got if first is None else first
+            per_video = wall / n if per_video is None else per_video
+            print(f"{label:24s} {wall:8.1f} {n / wall:9.3f} {cpu / n:12.2f} {res.faces:6d} "
+                  f"{'yes' if got == first else 'NO':>10s}", flush=True)
+    import shutil
+
+    shutil.rmtree(src, ignore_errors=True)
+    for name in ("retinaface", "mtcnn"):
+        get_detector(name)  # warm the imports, then time fresh builds
+        builds = []
+        for _ in range(3):
+            t = time.perf_counter()
+            type(get_detector(name))()
+            builds.append(time.perf_counter() - t)
+        build = statistics.median(builds)
+        print(f"face detector build ({name}, median of 3, imports warm): {build:.3f} s; once "
+              f"per worker: {build * workers:.2f} s per run; per task it would add {build:.3f} s "
+              f"to each video ({100 * build / per_video:.1f}% of the 1-process "
+              f"{per_video:.2f} s/video)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -157,6 +244,12 @@ def main(argv=None) -> int:
     ap.add_argument("--samplers", default="keyframe,uniform")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--engines", default="process,dask",
+                    help="engines compared with one process ('' to skip): process, dask")
+    ap.add_argument("--workers", type=int, default=2, help="workers of the pool and of Dask")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="run the engines on each DFDC video this many times (start-up cost "
+                         "spread over more videos)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not VIDEOS.is_dir():
@@ -165,12 +258,15 @@ def main(argv=None) -> int:
     detectors, samplers = args.detectors.split(","), args.samplers.split(",")
     videos = sorted(VIDEOS.glob("*.mp4"))
     clip = VIDEOS / args.clip
-    for name in detectors:  # build + warm up (graph tracing, TF import) outside the timings
+    for name in detectors if not (args.skip_timing and args.skip_accuracy) else []:
+        # build + warm up (graph tracing, TF import) outside the timings
         run_once(clip, get_detector(name), ExtractConfig(n_frames=2))
     if not args.skip_timing:
         timing_table(clip, detectors, samplers, args.frames, args.repeat)
     if not args.skip_accuracy:
         accuracy_table(videos, detectors, ["uniform", "keyframe"], args.frames)
+    if args.engines:
+        engines_table(VIDEOS, args.frames, args.workers, args.engines.split(","), args.copies)
     return 0
 
 

@@ -82,16 +82,22 @@ def merge_records(parts: list[tuple[dict, schema.FaceRecord]]) -> schema.FaceRec
     video = _video(item)
     if len(parts) == 1 and not video:
         return first
-    faces, frames, boxes, confs = [], [], [], []
+    faces, frames, boxes, confs, marks, crop_boxes = [], [], [], [], [], []
     for pos, (it, r) in enumerate(parts):
         faces += list(r.faces)
         frames.append(frame_number(it, pos))
         boxes += list(r.boxes)
         confs += list(r.confidences)
+        # optional per-face landmarks (dfd.schema): a crop without them gets "absent" rows
+        marks += list(r.landmarks) if r.landmarks else [None] * len(r.faces)
+        crop_boxes += list(r.crop_boxes) if r.crop_boxes else [None] * len(r.faces)
+    if all(m is None for m in marks):
+        marks, crop_boxes = [], []
     return schema.FaceRecord(
         video_id=video or first.video_id, label=first.label, group=first.group,
         source=first.source, split=first.split, original=first.original,
         faces=faces, frame_indices=frames, boxes=boxes, confidences=confs,
-        frame_count=max(frames) + 1, sampler=f"crops:{len(faces)}",
+        landmarks=marks, crop_boxes=crop_boxes, frame_count=max(frames) + 1,
+        sampler=f"crops:{len(faces)}",
         width=first.width, height=first.height,
     )

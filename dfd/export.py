@@ -83,7 +83,8 @@ def _model_caller(model, specs):
 
 
 def model_preset(model, specs, source=None, face_margin: float | None = None,
-                 calibration: dict | None = None, **extra) -> presets.ModelPreset:
+                 calibration: dict | None = None, uncertain: dict | None = None,
+                 **extra) -> presets.ModelPreset:
     """The preset of ``model`` as exported with serving inputs ``specs``: its input contract
     from the specs, what the ``source`` preset (a registered name) records, and ``extra``."""
     import keras
@@ -101,7 +102,7 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
         kind="model", outputs="p_fake", input_kind="clips" if clips else "frames",
         face_size=int(side) if side else presets.ModelPreset.face_size,
         clip_len=int(faces[1]) if clips and faces[1] else None,
-        face_margin=face_margin, calibration=calibration,
+        face_margin=face_margin, calibration=calibration, uncertain=uncertain,
         description=base.description if base else "",
         extra={"format_version": INFO_VERSION, "model_name": model.name, "signature": SIGNATURE,
                "inputs": inputs, "output": OUTPUT_KEY, "output_shape": [None],
@@ -139,7 +140,8 @@ def export_savedmodel(model, out_dir, input_spec=None, source: str | None = None
         model.save(out / KERAS_FILE)
     extra = dict(extra_info or {})
     preset = model_preset(model, specs, source, face_margin,
-                          calibration=extra.pop("calibration", None), **extra)
+                          calibration=extra.pop("calibration", None),
+                          uncertain=extra.pop("uncertain", None), **extra)
     presets.write_preset(preset, out)
     log.info("exported %s to %s (inputs %s)", model.name, out, list(preset.extra["inputs"]))
     return out

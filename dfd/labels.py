@@ -70,8 +70,24 @@ def p_fake_from_p_real(p_real):
     return 1.0 - np.asarray(p_real, dtype=np.float64)
 
 
-def verdict(p_fake: float | None, threshold: float) -> str:
-    """``"FAKE"`` when ``p_fake >= threshold``, ``"REAL"`` below, ``"UNKNOWN"`` without a score."""
+UNCERTAIN = "UNCERTAIN"
+
+
+def verdict(p_fake: float | None, threshold: float, uncertain: dict | None = None) -> str:
+    """The verdict of a score.
+
+    Without ``uncertain``: ``"FAKE"`` when ``p_fake >= threshold``, ``"REAL"`` below.
+    With an uncertain band ``{"low": L, "high": H}`` (L <= threshold <= H; either may be None:
+    that verdict is never given): ``"FAKE"`` when ``p_fake >= H``, ``"REAL"`` when
+    ``p_fake < L``, ``"UNCERTAIN"`` in between. ``"UNKNOWN"`` without a score.
+    """
     if p_fake is None or (isinstance(p_fake, float) and np.isnan(p_fake)):
         return "UNKNOWN"
-    return "FAKE" if p_fake >= threshold else "REAL"
+    if not uncertain:
+        return "FAKE" if p_fake >= threshold else "REAL"
+    high, low = uncertain.get("high"), uncertain.get("low")
+    if high is not None and p_fake >= high:
+        return "FAKE"
+    if low is not None and p_fake < low:
+        return "REAL"
+    return UNCERTAIN

@@ -66,6 +66,9 @@ class ModelPreset:
     face_margin: float | None = None  # framing of the faces it was trained on (None: unknown)
     resize_method: str = RESIZE_METHOD
     calibration: dict | None = None  # Platt scaling folded into the head (dfd calibrate)
+    #: the uncertain band around the threshold, chosen on cross-source validation scores
+    #: (dfd.evaluation.calibration.choose_uncertain_band); None: plain threshold verdicts
+    uncertain: dict | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)  # anything else worth keeping (inputs, versions)
 

@@ -4,22 +4,83 @@ Both read the schema of :mod:`dfd.schema` and nothing else. Elements are dicts, 
 pick what they need; :func:`as_xy` turns them into ``(inputs, label)`` pairs for ``fit``.
 
 * :func:`frame_dataset` yields one face per element:
-  ``{"face": uint8[S,S,3], "label", "video_id", "track", "frame_index", "group"}``.
+  ``{"face": uint8[S,S,3], "label", "video_id", "track", "frame_index", "group",
+  "landmarks": float32[5,2], "crop_box": float32[4]}`` (the last two in [0, 1] crop
+  coordinates, ``-1`` where absent: see :mod:`dfd.schema`).
 * :func:`clip_dataset` yields ``T`` faces of one record per element:
   ``{"faces": uint8[T,S,S,3], "mask": bool[T], "frame_indices": int64[T], ...}``; records
   with fewer than ``T`` faces are padded with zeros and ``mask=False``.
 
 Unknown-label records (label -1) are dropped unless ``keep_unknown=True``.
+
+A damaged shard file (a record cut short or failing its checksum) makes TensorFlow raise
+``DataLossError`` naming no file; :func:`damaged_shards_named` turns it into a
+:class:`DamagedShardError` naming the file(s) (found by :func:`check_shards`), which is what
+``dfd predict`` reports, in one line, before it exits with status 2.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dfd import schema
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE
+
+
+class DamagedShardError(ValueError):
+    """A shard file holds a record that cannot be read: cut short, or failing its checksum."""
+
+
+def _tf_reason(err) -> str:
+    """TensorFlow's error text without its op boilerplate (one line)."""
+    text = str(getattr(err, "message", None) or err)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text, flags=re.S)
+    text = re.sub(r"'? failed with Read less bytes than requested", " (the file ends inside it)",
+                  text)
+    return " ".join(text.split())
+
+
+def check_shards(source) -> list[tuple[Path, str]]:
+    """Every shard file of ``source`` that cannot be read whole, with the reason and where.
+
+    Reads each record and checks its checksum, decoding nothing; an empty list means every
+    shard is sound. Costs one read of the shards.
+    """
+    import tensorflow as tf
+
+    bad = []
+    for f in schema.resolve_shards(source):
+        n = 0
+        try:
+            for _ in tf.data.TFRecordDataset(str(f)):
+                n += 1
+        except tf.errors.DataLossError as err:
+            bad.append((f, f"{_tf_reason(err)}, after {n} whole record(s)"))
+    return bad
+
+
+@contextmanager
+def damaged_shards_named(source):
+    """Run a block reading ``source``; TensorFlow's ``DataLossError`` (which names no file)
+    becomes :class:`DamagedShardError` naming the damaged shard file(s)."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        bad = check_shards(source)
+        if not bad:
+            raise DamagedShardError(f"damaged shard data in {source}: {_tf_reason(err)}") from None
+        where = "; ".join(f"{f} ({why})" for f, why in bad)
+        raise DamagedShardError(
+            f"damaged shard file{'s' if len(bad) > 1 else ''} {where}: rebuild "
+            f"{'them' if len(bad) > 1 else 'it'} with `dfd prep` into a fresh folder, or leave "
+            f"{'them' if len(bad) > 1 else 'it'} out of the shards given") from None
 
 
 def records(source, shuffle: bool = False, seed: int | None = None, keep_unknown: bool = False,
@@ -125,6 +186,8 @@ def frame_dataset(
             "video_id": tf.fill([k], rec[schema.VIDEO_ID]),
             "group": tf.fill([k], rec[schema.GROUP]),
             "track": tf.fill([k], rec[schema.TRACK]),
+            "landmarks": tf.gather(rec[schema.LANDMARKS], idx),
+            "crop_box": tf.gather(rec[schema.CROP_BOX], idx),
         })
 
     ds = ds.flat_map(explode)
@@ -273,4 +336,6 @@ def count_records(source) -> int:
         return int(schema.read_index(source)["records"])
     import tensorflow as tf
 
-    return sum(1 for f in schema.resolve_shards(source) for _ in tf.data.TFRecordDataset(str(f)))
+    with damaged_shards_named(source):
+        return sum(1 for f in schema.resolve_shards(source)
+                   for _ in tf.data.TFRecordDataset(str(f)))

@@ -38,7 +38,24 @@ Per-frame feature lists (one entry per face, in frame order):
 ``frame_index``           int64   index of the frame in the video
 ``box``                   float   [x0, y0, x1, y1] face box in source-frame pixels
 ``confidence``            float   detector confidence of the face
+``landmarks``             float   OPTIONAL. 10 values: the detector's five keypoints
+                                  (left eye, right eye, nose, mouth left, mouth right)
+                                  as x0, y0, x1, y1, ... in face-crop coordinates
+                                  scaled to [0, 1] (x / crop width, y / crop height;
+                                  a point near the border may fall slightly outside);
+                                  all ``-1`` when no face was found on the crop
+``crop_box``              float   OPTIONAL. [x0, y0, x1, y1] the detector's face box
+                                  in the same [0, 1] face-crop coordinates (the axis
+                                  bounds of the box as the aligned crop shows it);
+                                  all ``-1`` when absent
 ========================  ======  ==================================================
+
+``landmarks`` and ``crop_box`` are computed once by ``dfd prep`` (see
+:mod:`data_prep.landmarks`): for faces cut from videos they are the keypoints and box of
+the detection the crop was aligned on, mapped through the same alignment; for crop sets
+the detector is run once on each crop. Shards written before they existed hold neither
+list and still read: :func:`parse_record` then fills both with ``-1`` (absent), as it does
+for a record written without them. :func:`has_landmarks` tells which rows are present.
 
 Every shard file ``NAME.tfrecord`` is listed in the directory's ``index.json`` with its
 record count and byte size, so readers catch a truncated shard before training on it.
@@ -80,6 +97,10 @@ FACE = "face"
 FRAME_INDEX = "frame_index"
 BOX = "box"
 CONFIDENCE = "confidence"
+LANDMARKS = "landmarks"  # optional: [5, 2] keypoints in [0, 1] face-crop coordinates
+CROP_BOX = "crop_box"  # optional: [4] face box in [0, 1] face-crop coordinates
+N_LANDMARKS = 5
+ABSENT = -1.0  # the value of every coordinate of a missing landmarks / crop_box row
 
 _CTX_BYTES = (VIDEO_ID, GROUP, SOURCE, SPLIT, SAMPLER, ORIGINAL)
 _CTX_INT = (LABEL, TRACK, FRAME_COUNT, WIDTH, HEIGHT)
@@ -106,6 +127,10 @@ class FaceRecord:
     width: int = 0
     height: int = 0
     original: str = ""  # the real video it was made from ("" = unknown; not written then)
+    # optional, per face: 5 (x, y) keypoints / an (x0, y0, x1, y1) box in [0, 1] crop
+    # coordinates, or None where none was found; empty = not recorded (not written)
+    landmarks: Sequence = ()
+    crop_boxes: Sequence = ()
     extra: dict = field(default_factory=dict)  # not serialised; for callers' bookkeeping
 
     def __post_init__(self):
@@ -125,6 +150,36 @@ class FaceRecord:
                 f"record {self.video_id!r}: {n} faces, {len(self.boxes)} boxes, "
                 f"{len(self.confidences)} confidences"
             )
+        if self.landmarks or self.crop_boxes:
+            self.landmarks = _optional_rows(self, "landmarks", self.landmarks, 2 * N_LANDMARKS)
+            self.crop_boxes = _optional_rows(self, "crop_boxes", self.crop_boxes, 4)
+
+
+def _optional_rows(rec: FaceRecord, name: str, rows, width: int) -> list[list[float]]:
+    """``rows`` (one per face; None = absent) as flat float lists of ``width`` values."""
+    n = len(rec.faces)
+    if not rows:
+        return [[ABSENT] * width for _ in range(n)]
+    if len(rows) != n:
+        raise ValueError(f"record {rec.video_id!r}: {n} faces but {len(rows)} {name}")
+    out = []
+    for i, row in enumerate(rows):
+        if row is None:
+            out.append([ABSENT] * width)
+            continue
+        flat = np.asarray(row, dtype=np.float64).ravel()
+        if flat.size != width or not np.all(np.isfinite(flat)):
+            raise ValueError(f"record {rec.video_id!r}: {name}[{i}] must be {width} finite "
+                             f"numbers or None, got {row!r}")
+        out.append([float(v) for v in flat])
+    return out
+
+
+def has_landmarks(landmarks) -> np.ndarray:
+    """Which rows of ``landmarks`` (``[..., 5, 2]`` or ``[..., 10]``) are present (not absent)."""
+    a = np.asarray(landmarks, dtype=np.float32)
+    a = a.reshape(a.shape[:-2] + (-1,)) if a.ndim >= 2 and a.shape[-2:] == (N_LANDMARKS, 2) else a
+    return ~np.all(a == ABSENT, axis=-1)
 
 
 def encode_record(rec: FaceRecord) -> bytes:
@@ -166,13 +221,18 @@ def encode_record(rec: FaceRecord) -> bytes:
         ],
         CONFIDENCE: [f(x) for x in rec.confidences],
     }
+    if rec.landmarks or rec.crop_boxes:
+        lists[LANDMARKS] = [feat(float_list=tf.train.FloatList(value=row))
+                            for row in rec.landmarks]
+        lists[CROP_BOX] = [feat(float_list=tf.train.FloatList(value=row))
+                           for row in rec.crop_boxes]
     ex = tf.train.SequenceExample(
         context=tf.train.Features(feature=ctx),
         feature_lists=tf.train.FeatureLists(
             feature_list={k: tf.train.FeatureList(feature=v) for k, v in lists.items()}
         ),
     )
-    return ex.SerializeToString()
+    return ex.SerializeToString(deterministic=True)  # the same bytes in every process
 
 
 def parse_specs():
@@ -187,18 +247,32 @@ def parse_specs():
         FRAME_INDEX: tf.io.FixedLenSequenceFeature([], tf.int64),
         BOX: tf.io.FixedLenSequenceFeature([4], tf.float32),
         CONFIDENCE: tf.io.FixedLenSequenceFeature([], tf.float32),
+        # optional: missing in older shards (an empty list, filled in by parse_record)
+        LANDMARKS: tf.io.FixedLenSequenceFeature([2 * N_LANDMARKS], tf.float32,
+                                                 allow_missing=True),
+        CROP_BOX: tf.io.FixedLenSequenceFeature([4], tf.float32, allow_missing=True),
     }
     return ctx, seq
 
 
 def parse_record(serialized):
-    """Parse one serialised record (graph-friendly) into one flat dict of tensors."""
+    """Parse one serialised record (graph-friendly) into one flat dict of tensors.
+
+    ``landmarks`` comes out as ``float32[n, 5, 2]`` and ``crop_box`` as ``float32[n, 4]``
+    for every record, filled with :data:`ABSENT` when the record holds none.
+    """
     import tensorflow as tf
 
     ctx_spec, seq_spec = parse_specs()
     ctx, seq = tf.io.parse_single_sequence_example(
         serialized, context_features=ctx_spec, sequence_features=seq_spec
     )
+    n = tf.shape(seq[FACE])[0]
+    for key, width in ((LANDMARKS, 2 * N_LANDMARKS), (CROP_BOX, 4)):
+        rows = seq[key]
+        seq[key] = tf.cond(tf.equal(tf.shape(rows)[0], n), lambda rows=rows: rows,
+                           lambda width=width: tf.fill([n, width], tf.constant(ABSENT, tf.float32)))
+    seq[LANDMARKS] = tf.reshape(seq[LANDMARKS], [n, N_LANDMARKS, 2])
     return {**ctx, **seq}
 
 

@@ -10,7 +10,8 @@ Video table (one row per video)::
 
 ``p_fake`` is always P(fake) (:mod:`dfd.labels`). ``status`` is ``"ok"`` when the video got a
 score, ``"no_face"`` when no face was found (``p_fake`` is NaN: never a silent 0.5) and
-``"error"`` when the video could not be read (``error`` says why).
+``"error"`` when the video could not be read (``error`` says why); ``dfd detect`` also writes
+``"partial"`` (scored, but only part of the video decoded: docs/faces.md).
 
 Aggregations from frame scores to a video score, chosen by name:
 
@@ -36,6 +37,8 @@ VIDEO_COLUMNS = [
     "aggregation",
 ]
 STATUS_OK, STATUS_NO_FACE, STATUS_ERROR = "ok", "no_face", "error"
+#: scored, but only part of the video decoded (``error`` says how much; see docs/faces.md)
+STATUS_PARTIAL = "partial"
 
 
 def agg_mean(p: np.ndarray) -> float:

@@ -96,6 +96,13 @@ MEANINGS = {
     "--augment": "augmentation fields", "--phases": "training phases",
     "--mixed-precision": "mixed precision", "--jit-compile": "XLA", "--tensorboard": "logs",
     "--dry-run": "print the config only",
+    "--engine": "where prep's work runs", "--scheduler": "a Dask scheduler",
+    "--crop-landmarks": "landmarks of a crop set", "--fakes": "which FAKE examples",
+    "--sbi-ratio": "share of self-blended fakes",
+    "--uncertain-scores": "score table the uncertain band is chosen on",
+    "--min-precision": "precision outside the uncertain band",
+    "--uncertain": "the uncertain band of verdicts",
+    "--max-decoded-mpix": "decoded pixels per request",
 }
 #: spellings that are the same option as a MEANINGS key
 SAME = {"-o": "-o/--out", "--out": "-o/--out", "--run-dir": "-o/--out", "--lr": "--learning-rate",
@@ -283,7 +290,6 @@ def test_no_progress_switches_every_bar_off(monkeypatch):
 
 def test_detect_counts_its_inputs_for_the_bar(tmp_path, monkeypatch):
     from dfd import progress
-    from dfd_app.cli import detect as detect_cmd
     from dfd_app.detect import output, pipeline
 
     for name in ("a.mp4", "b.mp4", "c.mp4"):

@@ -134,7 +134,7 @@ def test_detect_writes_overlays_and_attention(model, tmp_path):
     from dfd_app.detect import pipeline
 
     crop = tmp_path / "face.png"
-    cv2.imwrite(str(crop), face_with_patch(0, 3)[..., ::-1])
+    cv2.imwrite(str(crop), face_with_patch(0, 3, size=64)[..., ::-1])  # read at SIZE px
     ctx = _keras_ctx(model, crops=True, explain_dir=str(tmp_path / "ex"),
                      extract_cfg=pipeline.make_extract_config(4, "uniform", face_size=SIZE))
     rec = pipeline.detect_video(crop, ctx)

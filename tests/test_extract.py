@@ -38,7 +38,9 @@ def test_default_keeps_the_largest_face_per_frame(clip):
     vf = extract_faces(clip, det, cfg)
     assert isinstance(vf, VideoFaces)
     assert vf.meta == {"fps": pytest.approx(15.0), "frame_count": 36, "width": 160,
-                       "height": 120, "sampler": "uniform:8"}
+                       "height": 120, "sampler": "uniform:8", "rotation": 0,
+                       "frames_claimed": 36, "frames_decoded": 36}
+    assert not vf.partial
     assert vf.frames_searched == 8
     (tr,) = vf.tracks
     assert tr.track == 0

@@ -115,7 +115,7 @@ def test_dfdc_faces_all_crops(tmp_path):
     items = splits.split_by_group(manifests.load_manifest(src).items, seed=0)
     assert splits.check_leakage(items).ok
     out = tmp_path / "faces"
-    res = prep.run_prep(prep.PrepConfig(out_dir=str(out)),
+    res = prep.run_prep(prep.PrepConfig(out_dir=str(out), crop_landmarks="none"),
                         manifest=manifests.Manifest(items=items))
     assert (res.written, res.failed) == (12000, 0)
     index = schema.read_index(out)

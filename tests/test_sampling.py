@@ -106,8 +106,12 @@ def test_truncated_file_is_respaced_over_frames_that_exist(tiny_video_factory, t
 
 def test_header_count_that_lies_is_corrected(grey_video):
     # the decoder finds 40 frames where 90 were claimed: samples are re-spaced over 40
-    frames, idx, count = sampling._sample_uniform(grey_video, 8, 90, None, {})
-    assert count == 40
+    stats = {}
+    events = list(sampling._iter_uniform(grey_video, 8, 90, sampling._Converter(), stats))
+    assert [e.kind for e in events].count("reset") == 1
+    after = events[[e.kind for e in events].index("reset") + 1:]
+    frames, idx = [e.frame for e in after], [e.index for e in after]
+    assert stats["count"] == 40
     assert idx == uniform_indices(40, 8)
     assert all(_index_of(f) == i for i, f in zip(idx, frames))
 
@@ -137,3 +141,10 @@ def test_unreadable_inputs_raise_clear_errors(tmp_path, tiny_video_factory):
             sample_frames(path)
         assert isinstance(err.value, ValueError)
         assert err.value.path == str(path)
+
+
+def test_one_decoder_thread_gives_the_same_frames(grey_video):
+    a = sample_frames(grey_video, n_frames=8, mode="keyframe")
+    b = sample_frames(grey_video, n_frames=8, mode="keyframe", threads=1)
+    assert a.indices == b.indices
+    assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))

@@ -256,3 +256,23 @@ def test_serve_flags_reach_the_detection_context(monkeypatch):
     assert seen["margin"] == "1.2" and seen["all_faces"] is True
     defaults = serve_cli.settings_from_args(parser.parse_args([]))
     assert defaults.margin == "auto" and defaults.all_faces is False
+    # the decoded-pixel cap reaches the extraction config (20,000 Mpix by default; 0: none)
+    settings = serve_cli.settings_from_args(parser.parse_args(["--max-decoded-mpix", "50"]))
+    settings.build_context()
+    assert seen["max_decoded_pixels"] == 50_000_000
+    serve_cli.settings_from_args(parser.parse_args(["--max-decoded-mpix", "0"])).build_context()
+    assert seen["max_decoded_pixels"] is None
+    serve_cli.settings_from_args(parser.parse_args([])).build_context()
+    assert seen["max_decoded_pixels"] == 20_000_000_000
+
+
+def test_the_pixel_cap_refuses_a_big_video_before_decoding(tiny_video_factory):
+    from data_prep.faces import get_detector
+    from dfd_app.detect import pipeline
+
+    video = tiny_video_factory("cap.mp4", frames=30, size=(160, 120))
+    ctx = pipeline.DetectContext(
+        scorer=lambda faces: np.full(len(faces), 0.5), detector=get_detector("default"),
+        extract_cfg=pipeline.make_extract_config(8, "uniform", max_decoded_pixels=160 * 120 * 10))
+    rec = pipeline.detect_video(str(video), ctx)
+    assert rec["status"] == "error" and "pixel" in rec["error"], rec

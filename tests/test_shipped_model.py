@@ -51,4 +51,7 @@ def test_detect_the_sample_clip_with_the_shipped_model():
     rec = pipeline.detect_video(str(SAMPLE), ctx)
     assert rec["status"] == "ok" and rec["n_faces"] >= 6, rec
     assert 0.0 <= rec["p_fake"] <= 1.0 and not math.isnan(rec["p_fake"])
-    assert rec["label"] in ("FAKE", "REAL") and rec["model"] == "dfd_default"
+    assert rec["label"] in ("FAKE", "REAL", "UNCERTAIN") and rec["model"] == "dfd_default"
+    # the quality facts travel with the verdict
+    assert rec["face_px"] > 50 and rec["sharpness"] > 0 and 0 < rec["bpp"] < 24
+    assert isinstance(rec["quality_warnings"], str)

@@ -15,6 +15,7 @@ via onnxruntime, its ONNX model shipped in ``data_prep/faces/assets`` (MIT, from
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,23 @@ class Detection:
         )
 
 
+def detection_scale(shape: Sequence[int], side: int | None) -> float:
+    """The factor frames of ``shape`` (H, W, ...) are shrunk by for detection at ``side``."""
+    return min(1.0, side / max(shape[:2])) if side else 1.0
+
+
+def downscale(frame: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
+    """``frame`` shrunk (area-averaged, never enlarged) so its long side is ``side``, and the
+    factor: the copy every detector runs on."""
+    import cv2
+
+    s = detection_scale(frame.shape, side)
+    if s < 1.0:
+        size = (max(1, round(frame.shape[1] * s)), max(1, round(frame.shape[0] * s)))
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame, dtype=np.uint8), s
+
+
 class FaceDetector(ABC):
     """``detect(frames) -> one list of Detection per frame``; frames are RGB uint8 arrays."""
 
@@ -72,21 +90,21 @@ class FaceDetector(ABC):
                min_face: float | None = None,
                min_confidence: float | None = None) -> list[list[Detection]]:
         """Detect faces; the keyword arguments override the constructor's for this call."""
-        import cv2
-
         side = self.detect_side if detect_side is None else detect_side
         min_face = self.min_face if min_face is None else min_face
         min_conf = self.min_confidence if min_confidence is None else min_confidence
+        # detections weaker than min_conf are dropped below, and NMS lets a box be removed
+        # only by a stronger one: candidates under it can be discarded before NMS, same result
+        if not hasattr(self, "_call"):
+            self._call = threading.local()  # per thread: a service runs requests in threads
+        self._call.score_floor = min_conf
         small, scales = [], []
         for i, f in enumerate(frames):
             if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3:
                 raise ValueError(f"frame {i} must be an HxWx3 RGB array, got "
                                  f"{getattr(f, 'shape', type(f))}")
-            s = min(1.0, side / max(f.shape[:2])) if side else 1.0
-            if s < 1.0:
-                size = (max(1, round(f.shape[1] * s)), max(1, round(f.shape[0] * s)))
-                f = cv2.resize(f, size, interpolation=cv2.INTER_AREA)
-            small.append(np.ascontiguousarray(f, dtype=np.uint8))
+            f, s = downscale(f, side)
+            small.append(f)
             scales.append(s)
         out: list[list[Detection]] = [[] for _ in frames]
         # batch frames of the same shape together
@@ -174,6 +192,9 @@ class RetinaFaceDetector(FaceDetector):
         if threads:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        # idle intra-op threads sleep instead of spinning: many small calls (windows) and a
+        # decode thread beside them would otherwise burn a core (measured: 2x the CPU time)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sess = ort.InferenceSession(WEIGHTS, opts, providers=["CPUExecutionProvider"])
         self.nms_iou = nms_iou
         self._anchor_cache: dict[tuple[int, int], np.ndarray] = {}
@@ -205,7 +226,8 @@ class RetinaFaceDetector(FaceDetector):
         out = []
         for b in range(len(frames)):
             score = conf[b, :, 1]
-            keep = np.nonzero(score >= 0.5)[0]
+            floor = getattr(getattr(self, "_call", None), "score_floor", 0.5)
+            keep = np.nonzero(score >= max(0.5, floor))[0]
             if keep.size == 0:
                 out.append([])
                 continue

@@ -136,3 +136,47 @@ def load_for_calibration(spec, weights_dir=None):
         return builder.fn(weights=preset.name, weights_dir=weights_dir, fold_flip=True,
                           name=preset.name)
     return load_keras(spec, weights_dir)
+
+
+def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0.8,
+                          min_support: int = 5, fitted_on: str = "") -> dict:
+    """The uncertain band around ``threshold`` outside of which verdicts can be trusted.
+
+    ``y``/``p``: labels and P(fake) of videos from sources the model **never trained on**
+    (cross-source validation scores): in-source scores would make the band look too narrow.
+    ``high`` is the lowest score >= ``threshold`` such that the videos scored at or above it
+    are FAKE with precision >= ``min_precision`` (over at least ``min_support`` videos);
+    ``low`` the highest score <= ``threshold`` such that those below it are REAL with the same
+    precision. Either is None when no such score exists: that verdict is then never given
+    (see :func:`dfd.labels.verdict`). Returns the band with its measured precisions and the
+    share of videos it leaves decided (``coverage``).
+    """
+    y = np.asarray(y, dtype=int).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    ok = np.isfinite(p) & np.isin(y, (0, 1))
+    y, p = y[ok], p[ok]
+    if not 0.5 <= min_precision <= 1.0:
+        raise ValueError(f"min_precision must be within [0.5, 1], got {min_precision!r}")
+    if len(y) == 0:
+        raise ValueError("no labelled, scored videos to choose an uncertain band from")
+    high = fake_prec = None
+    for h in np.unique(p[p >= threshold]):  # ascending: the first that holds is the widest FAKE
+        sel = p >= h
+        if sel.sum() >= min_support and y[sel].mean() >= min_precision:
+            high, fake_prec = float(h), float(y[sel].mean())
+            break
+    low = real_prec = None
+    for lo in np.unique(p[p <= threshold])[::-1]:  # descending: widest REAL first
+        sel = p < lo
+        if sel.sum() >= min_support and (1 - y[sel]).mean() >= min_precision:
+            low, real_prec = float(lo), float((1 - y[sel]).mean())
+            break
+    decided = np.zeros(len(p), bool)
+    if high is not None:
+        decided |= p >= high
+    if low is not None:
+        decided |= p < low
+    return {"low": low, "high": high, "threshold": float(threshold),
+            "min_precision": float(min_precision), "fake_precision": fake_prec,
+            "real_precision": real_prec, "coverage": float(decided.mean()), "n": int(len(y)),
+            "n_fake": int(y.sum()), "fitted_on": fitted_on}

@@ -85,8 +85,16 @@ def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 
     ``model`` is a Keras temporal model (inputs ``faces``/``mask``) or any callable taking
     that dict and returning ``[B,1]`` P(fake). ``clip_len`` defaults to the model's ``T``;
     ``face_size`` (side the faces are decoded at) to the model's fixed input side, else the
-    shards' 256 px.
+    shards' 256 px. A damaged shard file raises :class:`dfd.readers.DamagedShardError`
+    naming it (see :func:`dfd.inference.frames.predict`).
     """
+    with readers.damaged_shards_named(source):
+        return _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
+                               model_name, split, face_size)
+
+
+def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation, model_name,
+                    split, face_size):
     faces_shape = model.input["faces"].shape if hasattr(model, "input") else (None,) * 5
     if clip_len is None:
         clip_len = int(faces_shape[1]) if faces_shape[1] else 16

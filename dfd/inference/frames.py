@@ -145,12 +145,27 @@ def _reframing(scorer, source):
 def predict_frames(model, source, batch_size: int = 64, model_name: str | None = None,
                    **kwargs) -> pd.DataFrame:
     """Frame table (``video_id, track, frame_index, p_fake, model``) for every face."""
-    return score_dataset(model, source, batch_size, model_name, **kwargs)[0]
+    if hasattr(source, "element_spec"):
+        return score_dataset(model, source, batch_size, model_name, **kwargs)[0]
+    with readers.damaged_shards_named(source):
+        return score_dataset(model, source, batch_size, model_name, **kwargs)[0]
 
 
 def predict(model, source, aggregation: str = "mean", batch_size: int = 64,
             model_name: str | None = None, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(frame table, video table)`` from one pass over ``source``."""
+    """``(frame table, video table)`` from one pass over ``source``.
+
+    A damaged shard file raises :class:`dfd.readers.DamagedShardError` naming it: the scores
+    of a set read in part would be wrong without a sign, and a damaged record's video cannot
+    be named for a failure row.
+    """
+    if hasattr(source, "element_spec"):
+        return _predict(model, source, aggregation, batch_size, model_name, **kwargs)
+    with readers.damaged_shards_named(source):
+        return _predict(model, source, aggregation, batch_size, model_name, **kwargs)
+
+
+def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
     frames, labels = score_dataset(model, source, batch_size, model_name, **kwargs)
     name = model_name or (str(frames["model"].iloc[0]) if len(frames) else None)
     videos = video_scores(frames, how=aggregation, labels=labels, model=name)

@@ -8,12 +8,21 @@ left intact.
 * horizontal flip;
 * JPEG re-compression at a random quality (fakes are judged after platforms re-encode them);
 * brightness / contrast;
-* small rotation and zoom, one projective transform (``ImageProjectiveTransformV3``).
+* small rotation, zoom and shift, one projective transform (``ImageProjectiveTransformV3``):
+  zoom and shift re-frame the crop, so that faces framed by another source or by the
+  detector at detection time are in distribution (``zoom``, ``shift``);
+* robustness to what the internet does to video (off by default): down-then-up scaling
+  (``rescale_prob``), Gaussian blur (``blur_prob``) and an H.264 re-encode at a random CRF
+  through PyAV (``codec_prob``; :func:`h264` / :func:`apply_codec`, run on whole batches:
+  a batch of faces is encoded as one short clip, a batch of clips clip by clip).
 """
 
 from __future__ import annotations
 
+import io
 import math
+
+import numpy as np
 
 from dfd.training.config import AugmentConfig
 
@@ -59,8 +68,9 @@ def brightness_contrast(x, delta, factor):
     return tf.image.convert_image_dtype(tf.clip_by_value(f, 0.0, 1.0), tf.uint8, saturate=True)
 
 
-def rotate_zoom(x, angle, scale, fill_mode: str = "REFLECT"):
-    """Rotate by ``angle`` radians and zoom by ``scale`` (>1 zooms in) about the centre."""
+def rotate_zoom(x, angle, scale, fill_mode: str = "REFLECT", shift=(0.0, 0.0)):
+    """Rotate by ``angle`` radians and zoom by ``scale`` (>1 zooms in) about the centre, then
+    move the content by ``shift`` (dx, dy; fractions of the width / height)."""
     import tensorflow as tf
 
     batch, single = _as_batch(x)
@@ -71,8 +81,11 @@ def rotate_zoom(x, angle, scale, fill_mode: str = "REFLECT"):
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     # maps output pixel (x, y) to the input pixel it is read from
     a0, a1, b0, b1 = cos, -sin, sin, cos
-    a2 = cx - a0 * cx - a1 * cy
-    b2 = cy - b0 * cx - b1 * cy
+    # the content moves by (dx, dy) px: output (x, y) reads the rotated input at (x-dx, y-dy)
+    dx = tf.cast(shift[0], tf.float32) * w
+    dy = tf.cast(shift[1], tf.float32) * h
+    a2 = cx - a0 * (cx + dx) - a1 * (cy + dy)
+    b2 = cy - b0 * (cx + dx) - b1 * (cy + dy)
     transform = tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])
     transforms = tf.tile(transform[tf.newaxis], [shape[0], 1])
     out = tf.raw_ops.ImageProjectiveTransformV3(
@@ -82,6 +95,133 @@ def rotate_zoom(x, angle, scale, fill_mode: str = "REFLECT"):
     out = tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
     out = tf.ensure_shape(out, batch.shape)
     return out[0] if single else out
+
+
+def rescale(x, factor):
+    """Down-scale by ``factor`` (0 < factor <= 1, area averaging) and back up (bilinear): the
+    detail a low-resolution upload lost. Same shape and dtype."""
+    import tensorflow as tf
+
+    batch, single = _as_batch(x)
+    shape = tf.shape(batch)
+    small = tf.maximum(1, tf.cast(tf.round(tf.cast(shape[1:3], tf.float32) * factor), tf.int32))
+    f = tf.image.resize(tf.cast(batch, tf.float32), small, method="area")
+    f = tf.image.resize(f, shape[1:3], method="bilinear")
+    out = tf.cast(tf.clip_by_value(tf.round(f), 0.0, 255.0), tf.uint8)
+    out = tf.ensure_shape(out, batch.shape)
+    return out[0] if single else out
+
+
+def blur(x, sigma, radius: int = 6):
+    """Gaussian blur with standard deviation ``sigma`` pixels (a tensor is fine; the kernel
+    is cut at ``radius``), reflect padding. Same shape and dtype."""
+    import tensorflow as tf
+
+    batch, single = _as_batch(x)
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    g = tf.exp(-0.5 * tf.square(taps / tf.maximum(tf.cast(sigma, tf.float32), 1e-3)))
+    g = g / tf.reduce_sum(g)
+    kx = tf.tile(tf.reshape(g, [1, -1, 1, 1]), [1, 1, 3, 1])
+    ky = tf.tile(tf.reshape(g, [-1, 1, 1, 1]), [1, 1, 3, 1])
+    f = tf.pad(tf.cast(batch, tf.float32), [[0, 0], [radius, radius], [radius, radius], [0, 0]],
+               mode="REFLECT")
+    f = tf.nn.depthwise_conv2d(f, kx, [1, 1, 1, 1], "VALID")
+    f = tf.nn.depthwise_conv2d(f, ky, [1, 1, 1, 1], "VALID")
+    out = tf.cast(tf.clip_by_value(tf.round(f), 0.0, 255.0), tf.uint8)
+    out = tf.ensure_shape(out, batch.shape)
+    return out[0] if single else out
+
+
+def h264(frames: np.ndarray, crf: int, intra_only: bool = False,
+         preset: str = "ultrafast") -> np.ndarray:
+    """``frames`` (uint8 ``[N, H, W, 3]`` RGB) encoded with libx264 at ``crf`` as one clip and
+    decoded back (yuv420p, as nearly every video on the web). ``intra_only`` codes every
+    frame on its own (for a batch of unrelated faces); otherwise the frames are predicted
+    from each other (a clip of one video). Odd sizes are padded by edge repetition for the
+    codec and cropped back. Deterministic: one thread, no randomness."""
+    import av
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"h264 expects uint8 frames [N, H, W, 3], got {frames.dtype} "
+                         f"{frames.shape}")
+    if not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf must be in [0, 51], got {crf!r}")
+    n, h, w = frames.shape[:3]
+    ph, pw = h + h % 2, w + w % 2
+    if (ph, pw) != (h, w):
+        frames = np.pad(frames, [(0, 0), (0, ph - h), (0, pw - w), (0, 0)], mode="edge")
+    buf = io.BytesIO()
+    params = ["threads=1", "bframes=0"] + (["keyint=1"] if intra_only else [])
+    with av.open(buf, "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
+        stream.options = {"crf": str(int(crf)), "preset": preset,
+                          "x264-params": ":".join(params)}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf, "r", format="h264") as inp:
+        got = [fr.to_ndarray(format="rgb24") for fr in inp.decode(video=0)]
+    if len(got) != n:
+        raise ValueError(f"h264 round trip gave {len(got)} frames for {n}")
+    return np.stack(got)[:, :h, :w]
+
+
+def codec_batch(x: np.ndarray, seed, cfg: AugmentConfig, clips: bool = False) -> np.ndarray:
+    """The H.264 augmentation on one batch (numpy): one CRF drawn for the batch from
+    ``cfg.codec_crf``; each face (or clip) re-encoded with probability ``cfg.codec_prob``.
+    Faces are coded intra-only as one clip; each clip is coded as its own clip."""
+    rng = np.random.default_rng(np.asarray(seed, np.int64).tolist())
+    lo, hi = cfg.codec_crf
+    crf = int(rng.integers(lo, hi + 1))
+    use = rng.random(len(x)) < cfg.codec_prob
+    if not use.any():
+        return x
+    out = np.array(x, copy=True)
+    if clips:
+        for i in np.flatnonzero(use):
+            out[i] = h264(x[i], crf)
+    else:
+        out[use] = h264(x[use], crf, intra_only=True)
+    return out
+
+
+def make_codec_fn(cfg: AugmentConfig, input_kind: str):
+    """A ``(inputs, label, weight, seed) -> (inputs, label, weight)`` map over BATCHES that
+    re-encodes faces through H.264 (:func:`codec_batch`, one ``tf.py_function`` call per
+    batch); ``seed`` is an ``int64[2]`` tensor (see :func:`apply_codec`)."""
+    import tensorflow as tf
+
+    def run(x, s):
+        return codec_batch(x.numpy(), s.numpy(), cfg, clips=input_kind == "clips")
+
+    def fn(inputs, label, weight, seed):
+        faces = inputs["faces"] if input_kind == "clips" else inputs
+        out = tf.py_function(run, [faces, seed], tf.uint8)
+        out = tf.ensure_shape(out, faces.shape)
+        if input_kind == "clips":
+            inputs = dict(inputs)
+            inputs["faces"] = out * tf.cast(inputs["mask"], tf.uint8)[..., None, None, None]
+            return inputs, label, weight
+        return out, label, weight
+
+    return fn
+
+
+def apply_codec(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0):
+    """The H.264 augmentation on a BATCHED ``(inputs, label, weight)`` dataset, batches in
+    parallel. Seeds come from ``seed`` and change each epoch (``Dataset.random``), so runs
+    repeat given the order of batches."""
+    import tensorflow as tf
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    fn = make_codec_fn(cfg, input_kind)
+    return tf.data.Dataset.zip((ds, seeds)).map(lambda b, s: fn(*b, s),
+                                                num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def augment(x, cfg: AugmentConfig, seed: int | None = None):
@@ -99,11 +239,18 @@ def augment(x, cfg: AugmentConfig, seed: int | None = None):
 
     if cfg.flip:
         x = tf.cond(u() < 0.5, lambda: flip(x), lambda: x)
-    if cfg.rotation or cfg.zoom:
+    if cfg.rotation or cfg.zoom or cfg.shift:
         rot = math.radians(float(cfg.rotation))
         angle = u(-rot, rot) if rot else tf.constant(0.0)
         scale = u(1.0 - cfg.zoom, 1.0 + cfg.zoom) if cfg.zoom else tf.constant(1.0)
-        x = rotate_zoom(x, angle, scale)
+        shift = (u(-cfg.shift, cfg.shift), u(-cfg.shift, cfg.shift)) if cfg.shift else (0.0, 0.0)
+        x = rotate_zoom(x, angle, scale, shift=shift)
+    if cfg.rescale_prob:
+        factor = u(*cfg.rescale_range)
+        x = tf.cond(u() < cfg.rescale_prob, lambda: rescale(x, factor), lambda: x)
+    if cfg.blur_prob:
+        sigma = u(*cfg.blur_sigma)
+        x = tf.cond(u() < cfg.blur_prob, lambda: blur(x, sigma), lambda: x)
     if cfg.brightness or cfg.contrast:
         delta = u(-cfg.brightness, cfg.brightness) if cfg.brightness else tf.constant(0.0)
         factor = u(1.0 - cfg.contrast, 1.0 + cfg.contrast) if cfg.contrast else tf.constant(1.0)

@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 CLASS_BALANCE = ("none", "weights", "sampling")
 STRATEGIES = ("default", "mirrored", "multiworker")
 LOOPS = ("auto", "fit", "custom")
+FAKES = ("real", "sbi", "both")
 
 
 @dataclass
@@ -34,6 +35,14 @@ class AugmentConfig:
     contrast: float = 0.2  # contrast factor drawn from [1 - c, 1 + c]
     rotation: float = 10.0  # max rotation, degrees
     zoom: float = 0.1  # zoom factor drawn from [1 - z, 1 + z]
+    # --- robustness to what the internet does to video (all off by default)
+    shift: float = 0.0  # framing: max shift of the crop, fraction of its side (with zoom)
+    rescale_prob: float = 0.0  # down-then-up scaling, with this probability
+    rescale_range: tuple[float, float] = (0.25, 0.75)  # the downscale factor's range
+    blur_prob: float = 0.0  # Gaussian blur, with this probability
+    blur_sigma: tuple[float, float] = (0.5, 2.0)  # its sigma's range, pixels
+    codec_prob: float = 0.0  # H.264 re-encode (PyAV, one clip per batch), this probability
+    codec_crf: tuple[int, int] = (18, 40)  # the constant rate factor's range (one per batch)
 
     def __post_init__(self):
         lo, hi = (int(q) for q in self.jpeg_quality)
@@ -41,7 +50,23 @@ class AugmentConfig:
             raise ValueError(f"jpeg_quality must be (lo, hi) with 0 <= lo <= hi <= 100, got "
                              f"{self.jpeg_quality!r}")
         self.jpeg_quality = (lo, hi)
-        for name in ("jpeg_prob", "brightness", "contrast", "zoom"):
+        lo, hi = (int(q) for q in self.codec_crf)
+        if not 0 <= lo <= hi <= 51:
+            raise ValueError(f"codec_crf must be (lo, hi) with 0 <= lo <= hi <= 51, got "
+                             f"{self.codec_crf!r}")
+        self.codec_crf = (lo, hi)
+        lo, hi = (float(q) for q in self.rescale_range)
+        if not 0.05 <= lo <= hi <= 1.0:
+            raise ValueError(f"rescale_range must be (lo, hi) with 0.05 <= lo <= hi <= 1, got "
+                             f"{self.rescale_range!r}")
+        self.rescale_range = (lo, hi)
+        lo, hi = (float(q) for q in self.blur_sigma)
+        if not 0.0 < lo <= hi <= 10.0:
+            raise ValueError(f"blur_sigma must be (lo, hi) with 0 < lo <= hi <= 10, got "
+                             f"{self.blur_sigma!r}")
+        self.blur_sigma = (lo, hi)
+        for name in ("jpeg_prob", "brightness", "contrast", "zoom", "shift", "rescale_prob",
+                     "blur_prob", "codec_prob"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"augment.{name} must be in [0, 1], got {v!r}")
@@ -52,8 +77,54 @@ class AugmentConfig:
     def active(self) -> bool:
         return self.enabled and bool(
             self.flip or self.jpeg or self.brightness or self.contrast or self.rotation
-            or self.zoom
+            or self.zoom or self.shift or self.rescale_prob or self.blur_prob
         )
+
+    @property
+    def codec_active(self) -> bool:
+        """The H.264 re-encode runs on whole batches, apart from :attr:`active`'s per-face maps."""
+        return self.enabled and self.codec_prob > 0
+
+
+@dataclass
+class SBIConfig:
+    """Self-blended fakes (:mod:`dfd.training.sbi`): how the source copy is altered and the mask.
+
+    Fractions are of the face crop's side unless said otherwise; ``(lo, hi)`` are ranges
+    drawn uniformly per image.
+    """
+
+    rgb_shift: float = 0.04  # per-channel colour shift, fraction of 255
+    hue: float = 0.01  # hue shift, fraction of the hue circle
+    saturation: float = 0.15  # saturation factor from [1 - s, 1 + s]
+    value: float = 0.2  # HSV value factor from [1 - v, 1 + v]
+    brightness: float = 0.1  # brightness delta, fraction of 255
+    contrast: float = 0.1  # contrast factor from [1 - c, 1 + c]
+    sharpness: tuple[float, float] = (-1.0, 1.5)  # < 0 blurs (-1: fully), > 0 sharpens
+    shift: float = 0.03  # translation of the source copy
+    scale: float = 0.05  # its scale factor from [1 - s, 1 + s]
+    mask_scale: tuple[float, float] = (0.8, 1.1)  # the landmark hull's size factor
+    deform: float = 0.03  # max displacement of the mask boundary (smooth random field)
+    feather: tuple[float, float] = (0.02, 0.12)  # width of the mask's soft edge
+    blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # drawn per image
+
+    def __post_init__(self):
+        for name in ("rgb_shift", "hue", "saturation", "value", "brightness", "contrast",
+                     "shift", "scale", "deform"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 0.5:
+                raise ValueError(f"sbi.{name} must be in [0, 0.5], got {v!r}")
+        for name, lo_min, hi_max in (("sharpness", -1.0, 3.0), ("mask_scale", 0.3, 1.5),
+                                     ("feather", 0.0, 0.5)):
+            lo, hi = (float(q) for q in getattr(self, name))
+            if not lo_min <= lo <= hi <= hi_max:
+                raise ValueError(f"sbi.{name} must be (lo, hi) with {lo_min} <= lo <= hi <= "
+                                 f"{hi_max}, got {getattr(self, name)!r}")
+            setattr(self, name, (lo, hi))
+        self.blend_ratios = tuple(float(r) for r in self.blend_ratios)
+        if not self.blend_ratios or not all(0.0 < r <= 1.0 for r in self.blend_ratios):
+            raise ValueError(f"sbi.blend_ratios must be values in (0, 1], got "
+                             f"{self.blend_ratios!r}")
 
 
 @dataclass
@@ -99,6 +170,12 @@ class TrainConfig:
     mix: dict[str, float] = field(default_factory=dict)
     paired: bool = False  # batches of (fake, its real original) pairs; needs an even batch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # fakes seen in training: "real" (the shards' own), "sbi" (REAL faces only, each paired
+    # with its self-blended fake, dfd.training.sbi), "both" (a sbi_ratio share of the FAKE
+    # examples replaced by self-blended ones)
+    fakes: str = "real"
+    sbi_ratio: float = 0.5
+    sbi: SBIConfig = field(default_factory=SBIConfig)
     shuffle_buffer: int = 2048
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multiworker (TF_CONFIG)
@@ -122,6 +199,8 @@ class TrainConfig:
                              f"got {self.batch_size!r}")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
+        if isinstance(self.sbi, dict):
+            self.sbi = SBIConfig(**self.sbi)
         self.phases = [Phase(**p) if isinstance(p, dict) else p for p in (self.phases or [])]
         _one_of("input_kind", self.input_kind, INPUT_KINDS)
         _one_of("loss", self.loss, LOSSES)
@@ -129,6 +208,12 @@ class TrainConfig:
         _one_of("class_balance", self.class_balance, CLASS_BALANCE)
         _one_of("strategy", self.strategy, STRATEGIES)
         _one_of("loop", self.loop, LOOPS)
+        _one_of("fakes", self.fakes, FAKES)
+        if not 0.0 <= float(self.sbi_ratio) <= 1.0:
+            raise ValueError(f"sbi_ratio must be in [0, 1], got {self.sbi_ratio!r}")
+        if self.fakes != "real" and self.input_kind != "frames":
+            raise ValueError(f"fakes={self.fakes!r} (self-blended fakes) needs input_kind "
+                             f"'frames', got {self.input_kind!r}")
         if self.model not in MODELS and ":" not in self.model:
             raise ValueError(f"model {self.model!r} is not one of {MODELS} "
                              "nor an import path 'package.module:builder'")

@@ -7,6 +7,12 @@
   (an endless stream: an epoch is ``steps_per_epoch`` batches).
 * ``mix`` (per-source shares of every batch) and ``paired`` ((fake, real original) pairs)
   build the training stream in :mod:`dfd.training.sampling`.
+* ``fakes="sbi"`` / ``"both"`` add self-blended fakes (:mod:`dfd.training.sbi`) before the
+  augmentations: ``"sbi"`` trains on REAL faces only, each paired with its fake (balanced by
+  construction: class balancing is skipped); ``"both"`` replaces a ``sbi_ratio`` share of
+  the FAKE examples.
+* ``augment.codec_prob`` re-encodes faces through H.264 on whole batches
+  (:func:`dfd.training.augment.apply_codec`), after batching.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from dataclasses import dataclass
 
 from dfd import readers, schema
 from dfd.labels import FAKE, REAL
-from dfd.training.augment import make_augment_fn
+from dfd.training import sampling
+from dfd.training.augment import apply_codec, make_augment_fn
 from dfd.training.config import TrainConfig
+from dfd.training.sbi import apply_sbi
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +82,30 @@ def count_labels(source, input_kind: str = "frames", max_faces_per_record: int |
     return LabelCounts(real=counts[REAL], fake=counts[FAKE])
 
 
+def effective_counts(cfg: TrainConfig, counts: LabelCounts) -> LabelCounts:
+    """The training examples an epoch holds: with ``fakes="sbi"`` each REAL face also gives
+    one FAKE and the shards' FAKE faces are left out."""
+    if cfg.fakes == "sbi":
+        return LabelCounts(real=counts.real, fake=counts.real)
+    return counts
+
+
 def _examples(cfg: TrainConfig, source, training: bool, keep=None):
-    """Unbatched ``(inputs, label)`` pairs of one source (``keep``: a record filter)."""
+    """Unbatched ``(inputs, label)`` pairs of one source (``keep``: a record filter; inputs
+    keep the landmarks when self-blended fakes will be made from them)."""
+    import tensorflow as tf
+
     split = cfg.train_split if training else cfg.val_split
     if cfg.input_kind == "frames":
         ds = readers.frame_dataset(
             source, face_size=cfg.face_size, shuffle=training, shuffle_buffer=cfg.shuffle_buffer,
             seed=cfg.seed, max_faces_per_record=cfg.max_faces_per_record, split=split, keep=keep,
         )
+        if training and cfg.fakes != "real":
+            keys = ("face", "landmarks", "crop_box")
+            return ds.map(lambda el: ({k: el[k] for k in keys},
+                                      tf.cast(el["label"], tf.float32)),
+                          num_parallel_calls=readers.AUTOTUNE)
         return readers.as_xy(ds, "face")
     ds = readers.clip_dataset(
         source, clip_len=cfg.clip_len, face_size=cfg.face_size,
@@ -108,15 +132,16 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     weights = {REAL: 1.0, FAKE: 1.0}
     mixed = training and bool(cfg.mix or cfg.paired)
     if mixed:  # per-source shares / (fake, real) pairs: balanced by the sampling itself
-        from dfd.training import sampling
-
         if cfg.class_balance == "weights":
             log.info("mix/paired batches are balanced by sampling: class weights not used")
         ds = sampling.training_examples(
             cfg, lambda keep, files: _examples(cfg, files, True, keep), batch_size)
     else:
         ds = _examples(cfg, source, training)
-    if mixed:
+    if training and cfg.fakes == "sbi":
+        log.info("fakes=sbi: REAL faces only, each paired with its self-blended fake "
+                 "(class_balance %r not needed)", cfg.class_balance)
+    elif mixed:
         pass
     elif training and cfg.class_balance == "sampling":
         per_class = [ds.filter(lambda x, y, lab=lab: tf.equal(y, float(lab))).repeat()
@@ -131,9 +156,14 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     w_real, w_fake = float(weights[REAL]), float(weights[FAKE])
     ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, w_fake, w_real)),
                 num_parallel_calls=readers.AUTOTUNE)
+    if training and cfg.fakes != "real":
+        ds = apply_sbi(ds, cfg.fakes, cfg.sbi_ratio, batch_size, cfg.seed, cfg.sbi)
     if training and cfg.augment.active:
         ds = ds.map(make_augment_fn(cfg.augment, cfg.input_kind),
                     num_parallel_calls=readers.AUTOTUNE)
     if drop_remainder is None:
         drop_remainder = False
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(readers.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if training and cfg.augment.codec_active:
+        ds = apply_codec(ds, cfg.augment, cfg.input_kind, cfg.seed)
+    return ds.prefetch(readers.AUTOTUNE)

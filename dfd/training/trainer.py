@@ -32,7 +32,7 @@ from dfd import export, framing, presets, schema
 from dfd.config import config_to_dict, json_safe, save_config
 from dfd.training import custom_loop, fit_path, history
 from dfd.training.config import TrainConfig
-from dfd.training.data import count_labels, make_dataset
+from dfd.training.data import count_labels, effective_counts, make_dataset
 from dfd.training.evaluate import evaluate
 from dfd.training.factories import build_model, set_backbone_trainable
 from dfd.training.fit_path import BEST_MODEL, LAST_MODEL
@@ -145,7 +145,11 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
     # one cheap pass over the labels: class weights, sampling and the epoch length need it
     counts = count_labels(cfg.train, cfg.input_kind, cfg.max_faces_per_record, cfg.train_split)
     log.info("training data: %d REAL, %d FAKE %s", counts.real, counts.fake, cfg.input_kind)
+    counts = effective_counts(cfg, counts)  # fakes="sbi": one self-blended FAKE per REAL
     steps = _steps_per_epoch(cfg, counts, loop)
+    if cfg.fakes != "real":
+        log.info("fakes=%s: %d REAL, %d FAKE examples, %d steps per epoch", cfg.fakes,
+                 counts.real, counts.fake, steps)
     weights_counts = counts if cfg.class_balance == "weights" else None
     train_ds = make_dataset(cfg, True, weights_counts, drop_remainder=loop == "custom")
     val_ds = make_dataset(cfg, False) if cfg.val else None

@@ -14,9 +14,16 @@ from __future__ import annotations
 
 import logging
 
-from dfd.evaluation.calibration import describe, fit_platt, fold_into_model, load_for_calibration
+from dfd.evaluation.calibration import (
+    choose_uncertain_band,
+    describe,
+    fit_platt,
+    fold_into_model,
+    load_for_calibration,
+)
 from dfd.export import export_savedmodel
 from dfd.inference.loading import preset_of
+from dfd.labels import parse_label
 from dfd.scores import STATUS_OK, read_table
 from dfd_app.cli.common import add_out, add_weights_dir
 
@@ -31,6 +38,15 @@ def add_arguments(parser) -> None:
                         help="video score table with labels (dfd predict --out) on validation data")
     add_out(parser, "new (or empty) export folder")
     add_weights_dir(parser)
+    parser.add_argument("--uncertain-scores", metavar="TABLE",
+                        help="video score table (with labels) of sources the model never trained "
+                             "on: the uncertain band of its verdicts is chosen on it (after the "
+                             "calibration) and recorded in the export's preset")
+    parser.add_argument("--min-precision", type=float, default=0.8,
+                        help="precision the verdicts outside the uncertain band must reach on "
+                             "--uncertain-scores (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="the verdict threshold the band is chosen around (default: %(default)s)")
 
 
 def run(args) -> int:
@@ -45,8 +61,20 @@ def run(args) -> int:
     calibrated = fold_into_model(model, scaling)
     source = preset_of(args.model)
     margin = source.face_margin if source is not None else None
+    extra = {"calibration": scaling.to_dict()}
+    if args.uncertain_scores:
+        cross = read_table(args.uncertain_scores)
+        if "label" not in cross.columns:
+            raise ValueError(f"{args.uncertain_scores} has no label column")
+        if "status" in cross.columns:
+            cross = cross[cross["status"] == STATUS_OK]
+        labels = [parse_label(v) for v in cross["label"]]
+        extra["uncertain"] = choose_uncertain_band(
+            labels, scaling.apply(cross["p_fake"].to_numpy(float)), args.threshold,
+            args.min_precision, fitted_on=str(args.uncertain_scores))
+        log.info("uncertain band %s", extra["uncertain"])
     out = export_savedmodel(calibrated, args.out, source=str(args.model), face_margin=margin,
-                            extra_info={"calibration": scaling.to_dict()})
+                            extra_info=extra)
     log.info("%s", describe(scaling))
     print(f"calibrated {args.model} -> {out}: {describe(scaling)}")
     return 0

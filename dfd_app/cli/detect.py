@@ -3,7 +3,8 @@
 Writes one row per video as it is done (CSV by default, JSON lines with ``--format jsonl``)
 to stdout or ``--out``; a progress bar goes to stderr on a terminal only. Exit status: 0 when
 every video was read (``ok`` or ``no_face``), 1 when any row has ``status=error``, 2 on bad
-options or a model that cannot load.
+options, a model that cannot load or results that cannot be written (the rows written before
+stay whole), 130 on Ctrl-C (see docs/detect-and-serve.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from dfd import progress
 from dfd.inference.scorers import ModelLoadError
+from dfd_app.cli import streams
 from dfd_app.cli.common import add_no_progress, add_weights_dir, use_weights_dir
 from dfd_app.detect import inputs as inputs_mod
 from dfd_app.detect import output, pipeline
@@ -32,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stacker", metavar="JSON", help="stacker JSON from `dfd stack`")
     parser.add_argument("--threshold", type=float, default=pipeline.DEFAULT_THRESHOLD,
                         help="FAKE when P(fake) >= threshold (default: %(default)s)")
+    parser.add_argument("--uncertain", default="auto", metavar="auto|off|LOW,HIGH",
+                        help="verdict UNCERTAIN for scores in a band around the threshold: the "
+                             "model's own band (auto, when its preset records one), none (off), "
+                             "or LOW,HIGH (default: %(default)s)")
     parser.add_argument("--aggregation", default=pipeline.DEFAULT_AGGREGATION,
                         choices=["mean", "vote", "confident", "max"],
                         help="face scores -> person score; the video takes its most suspicious "
@@ -65,6 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_no_progress(parser)
 
 
+def parse_band(text: str):
+    """``auto`` / ``off`` / ``LOW,HIGH`` -> what :func:`pipeline.build_context` takes."""
+    if text in ("auto", "off"):
+        return text
+    parts = text.split(",")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"--uncertain must be auto, off or LOW,HIGH, got {text!r}") from None
+    return (low, high)
+
+
 def run(args) -> int:
     if not args.inputs and not args.list:
         log.error("no input: give video files, folders, @list.txt or --list FILE")
@@ -88,7 +106,7 @@ def run(args) -> int:
             aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl",
             explain_dir=args.explain,
-            crops=args.crops)
+            crops=args.crops, uncertain=parse_band(args.uncertain))
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
@@ -96,8 +114,14 @@ def run(args) -> int:
     items = list(inputs_mod.iter_inputs(args.inputs, args.list, inputs_mod.IMAGE_EXTENSIONS
                                         if args.crops else inputs_mod.VIDEO_EXTENSIONS))
     unit = "face" if args.crops else "video"
-    status = output.detect_to(items, ctx, args.out, args.format,
-                              progress.bar(len(items), f"{unit}s", unit))
+    try:
+        status = output.detect_to(items, ctx, args.out, args.format,
+                                  progress.bar(len(items), f"{unit}s", unit))
+    except output.OutputError as err:
+        log.error("%s", err)
+        if err.broken_pipe or args.out is None:
+            streams.release_stdout()
+        return 2
     for what, where in (("per-frame score plots", args.plot), ("face crops", args.faces),
                         ("heat-map overlays", args.explain), ("verdict table", args.out)):
         if where:

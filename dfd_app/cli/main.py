@@ -13,10 +13,12 @@ import importlib.abc
 import importlib.util
 import logging
 import os
+import re
 import sys
 from contextlib import contextmanager
 
 from dfd import progress
+from dfd_app.cli import streams
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -150,33 +152,74 @@ def _quiet_requested(argv: list[str]) -> bool:
     return False
 
 
+#: exit statuses shared by every command (docs/detect-and-serve.md#exit-status)
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every fault ends in one logged line and an exit status: 2 for bad
+    input, options or output (a traceback with ``-vv``), 130 for Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     if _quiet_requested(argv):  # before any command module can import TensorFlow
         quiet_tensorflow()
+    log = logging.getLogger("dfd")
+    command = "?"
     try:
-        parser = build_parser(argv)
-    except CommandUnavailable as err:
-        logging.basicConfig(format="%(levelname)s dfd: %(message)s")
-        logging.getLogger("dfd").error("%s", err)
-        return 2
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    setup_logging(args.verbose, args.quiet)
-    for note in getattr(args, "_deprecated_options", []):
-        logging.getLogger("dfd").warning("%s", note)
-    progress.set_enabled(not getattr(args, "no_progress", False))
-    module = importlib.import_module(args._module)
-    try:
+        try:
+            parser = build_parser(argv)
+        except CommandUnavailable as err:
+            logging.basicConfig(format="%(levelname)s dfd: %(message)s")
+            log.error("%s", err)
+            return EXIT_ERROR
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return EXIT_ERROR
+        command = args.command
+        setup_logging(args.verbose, args.quiet)
+        for note in getattr(args, "_deprecated_options", []):
+            log.warning("%s", note)
+        progress.set_enabled(not getattr(args, "no_progress", False))
+        module = importlib.import_module(args._module)
         if hasattr(module, "run_for"):
-            return int(module.run_for(args.command, args) or 0)
-        return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, exit 2
-        logging.getLogger("dfd").debug("dfd %s failed", args.command, exc_info=True)
-        logging.getLogger("dfd").error("%s", err)
-        return 2
+            code = int(module.run_for(args.command, args) or 0)
+        else:
+            code = int(module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, as one line, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        log.error("dfd %s interrupted (Ctrl-C); what was written so far is kept", command)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        streams.release_stdout()
+        log.error("dfd %s: its output was closed early (broken pipe)", command)
+        return EXIT_ERROR
+    except SystemExit as err:
+        if isinstance(err.code, str):  # raise SystemExit("why"): one line, exit 2
+            log.error("%s", err.code)
+            return EXIT_ERROR
+        raise
+    except (ValueError, OSError) as err:  # bad input or a file problem: one clear line, exit 2
+        log.debug("dfd %s failed", command, exc_info=True)
+        log.error("%s", _one_line(err))
+        return EXIT_ERROR
+    except Exception as err:
+        if type(err).__name__ != "DataLossError":  # TensorFlow's: damaged shard data
+            raise
+        log.debug("dfd %s failed", command, exc_info=True)
+        log.error("damaged shard data: %s", _one_line(err))
+        return EXIT_ERROR
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: an OS error with its file, TensorFlow's op text trimmed."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.strerror}: {err.filename}"
+    else:
+        text = str(getattr(err, "message", None) or err)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text, flags=re.S)
+    return " ".join(text.split()) or type(err).__name__
 
 
 if __name__ == "__main__":

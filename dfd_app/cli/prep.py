@@ -22,6 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input layout (auto, dfdc, ffpp, csv, folders, crops); default: auto-detect")
     p.add_argument("--workers", type=int, default=d.workers,
                    help="worker processes for videos (default 0 = one per CPU core)")
+    p.add_argument("--engine", choices=("process", "dask"), default=None,
+                   help=f"{d.engine} (default; dask with --scheduler): this machine's process "
+                        "pool; dask: a local Dask cluster of --workers processes, or "
+                        "--scheduler's cluster (needs dfd-tf[scale])")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="with --engine dask: an existing cluster (tcp://host:8786 or a "
+                        "scheduler file); see docs/prep.md")
     p.add_argument("--frames", type=int, default=d.n_frames,
                    help="frames sampled per video (default: %(default)s)")
     p.add_argument("--sampler", default=d.sampler,
@@ -36,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-margin", type=float, default=None,
                    help="framing of a face-crop set's images, recorded in index.json so trained "
                         "models know it (dfdc_faces: 1.06, measured)")
+    p.add_argument("--crop-landmarks", choices=("real", "all", "none"), default=d.crop_landmarks,
+                   help="crop sets: run the face detector on these crops for the landmarks that "
+                        "self-blended fakes use (default: %(default)s)")
     p.add_argument("--all-faces", action="store_true",
                    help="keep every face, grouped into per-person tracks (default: largest face)")
     p.add_argument("--shard-records", type=int, default=d.shard_records,
@@ -52,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = PrepConfig(
         sources=list(args.sources), out_dir=args.out, layout=args.layout, workers=args.workers,
+        engine=args.engine or ("dask" if args.scheduler else "process"),
+        scheduler=args.scheduler,
         n_frames=args.frames, sampler=args.sampler, stride=args.stride, detector=args.detector,
         detect_side=args.detect_side, all_faces=args.all_faces, margin=args.margin,
         crop_margin=args.crop_margin, shard_records=args.shard_records, retry_failures=args.retry_failures, limit=args.limit,
+        crop_landmarks=args.crop_landmarks,
     )
     res = run_prep(cfg)
     print(f"{res.written} items written ({res.faces} faces), {res.failed} failed, "

@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="face crop framing (as in dfd detect; default: %(default)s)")
     parser.add_argument("--all-faces", action="store_true",
                         help="score every person as a track (as in dfd detect)")
+    parser.add_argument("--max-decoded-mpix", type=float, default=20_000.0,
+                        help="refuse a video whose width x height x frames exceeds this many "
+                             "megapixels, before decoding it (0: no cap; default: %(default)s, "
+                             "about 10 min of 1080p at 30 fps)")
     parser.add_argument("--max-upload-mb", type=float, default=200.0,
                         help="largest accepted upload in MB (default: %(default)s) -> 413")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -60,7 +64,8 @@ def settings_from_args(args):
         n_frames=args.frames, sampler=args.sampler, margin=args.margin,
         all_faces=args.all_faces, threshold=args.threshold,
         aggregation=args.aggregation, max_upload_mb=args.max_upload_mb, timeout_s=args.timeout,
-        workers=args.workers, max_queue=args.max_queue)
+        workers=args.workers, max_queue=args.max_queue,
+        max_decoded_mpix=args.max_decoded_mpix or None)
 
 
 def run(args) -> int:
@@ -78,5 +83,9 @@ def run(args) -> int:
         log.warning("binding %s: the service has no authentication; put it behind a proxy", args.host)
     app = create_app(ctx, settings)
     log.info("serving on http://%s:%d/", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # Server.run (not uvicorn.run, which swallows Ctrl-C): after its graceful shutdown the
+    # signal is raised again, so Ctrl-C ends the command as in every other (one line, 130)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="warning", access_log=False))
+    server.run()
     return 0

@@ -22,7 +22,7 @@ _SIMPLE = {
     "max_faces_per_record": int, "batch_size": int, "epochs": int, "steps_per_epoch": int,
     "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
     "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
-    "train_split": str, "val_split": str, "mix": str,
+    "train_split": str, "val_split": str, "mix": str, "fakes": str, "sbi_ratio": float,
 }
 
 
@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "dfdc=0.5,ffpp=0.5 (names: the shards' source, or a unique part of it)")
     parser.add_argument("--paired", action=argparse.BooleanOptionalAction, default=None,
                         help="batches of (fake, its real original) pairs")
+    parser.add_argument("--fakes", choices=("real", "sbi", "both"),
+                        help="FAKE examples: the shards' own (real, default), self-blended fakes "
+                        "made from REAL faces only (sbi), or both mixed (see --sbi-ratio)")
+    parser.add_argument("--sbi-ratio", type=float,
+                        help="with --fakes both: share of FAKE examples that are self-blended")
     parser.add_argument("-o", "--out", "--run-dir", dest="run_dir",
                         help="run directory: where the run writes (and resumes from); "
                              "default runs/train")

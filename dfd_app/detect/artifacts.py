@@ -22,7 +22,7 @@ _PLOT_LOCK = threading.Lock()  # matplotlib's pyplot state is not thread-safe (s
 def output_stem(path) -> str:
     """A file-name-safe, collision-free stem for one input video: ``<stem>_<hash6>``."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(path)).stem)[:80] or "video"
-    return f"{stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+    return f"{stem}_{hashlib.sha1(str(path).encode('utf-8', 'surrogateescape')).hexdigest()[:6]}"
 
 
 def encode_jpeg(face: np.ndarray, size: int | None = None, quality: int = 90) -> bytes:

@@ -5,6 +5,14 @@ With ``extensions=IMAGE_EXTENSIONS`` (``dfd detect --crops``) folders yield face
 :func:`iter_inputs` yields one :class:`InputItem` per video, lazily, so a folder of a
 million videos costs constant memory. A missing path or an unreadable list file is yielded as
 an item with an ``error`` (reported as a ``status=error`` row) instead of stopping the batch.
+
+Hidden files and folders (names starting with ``.``, such as macOS's ``._clip.mp4``
+resource forks) are not searched in folders; each one skipped is logged (INFO). Named
+explicitly (as an input or in a list file), a hidden file is scored like any other.
+
+List files are read as bytes: a line that is not valid UTF-8 names the file whose name
+has those bytes (surrogate escapes, as :func:`os.fsdecode`), so one odd line never stops
+the batch.
 """
 
 from __future__ import annotations
@@ -39,10 +47,22 @@ def is_video_name(name: str | Path, extensions=VIDEO_EXTENSIONS) -> bool:
 def walk_videos(folder: Path, extensions=VIDEO_EXTENSIONS) -> Iterator[Path]:
     """Video (or ``extensions``) files under ``folder``, recursively, in a stable order."""
     for root, dirs, files in os.walk(folder, onerror=lambda e: log.warning("cannot list %s", e)):
+        for d in sorted(d for d in dirs if d.startswith(".")):
+            log.info("skipped hidden folder %s", _shown(Path(root) / d))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for f in sorted(files):
-            if is_video_name(f, extensions) and not f.startswith("."):
-                yield Path(root) / f
+            if not is_video_name(f, extensions):
+                continue
+            if f.startswith("."):
+                log.info("skipped hidden file %s (give it by name to score it)",
+                         _shown(Path(root) / f))
+                continue
+            yield Path(root) / f
+
+
+def _shown(path) -> str:
+    """A path as log text (bytes that are not UTF-8 as ``\\xNN``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_list_file(path: str | Path) -> Iterator[str]:
@@ -52,28 +72,36 @@ def read_list_file(path: str | Path) -> Iterator[str]:
     """
     path = Path(path)
     base = path.parent
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as fh:
         for line in fh:
             entry = line.strip()
             if not entry or entry.startswith("#"):
                 continue
-            p = Path(entry).expanduser()
-            yield str(p if p.is_absolute() else base / p)
+            p = Path(entry)
+            yield str(p if p.is_absolute() or entry.startswith("~") else base / p)
 
 
 def _expand_one(value: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
     if value.startswith("@"):
         yield from iter_list(value[1:], extensions)
         return
-    p = Path(value).expanduser()
-    if p.is_dir():
+    if "\0" in value:
+        yield InputItem(value, error="not a file name (it holds a NUL byte)")
+        return
+    try:
+        p = Path(value).expanduser()
+        is_dir, exists = p.is_dir(), p.exists()
+    except (OSError, ValueError, RuntimeError) as err:  # a name too long, ~nobody: this one only
+        yield InputItem(value, error=f"cannot use {value}: {getattr(err, 'strerror', None) or err}")
+        return
+    if is_dir:
         n = 0
         for v in walk_videos(p, extensions):
             n += 1
             yield InputItem(str(v))
         if n == 0:
-            log.warning("no files (%s) under %s", ", ".join(sorted(extensions)), p)
-    elif p.exists():
+            log.warning("no files (%s) under %s", ", ".join(sorted(extensions)), _shown(p))
+    elif exists:
         yield InputItem(str(p))
     else:
         yield InputItem(str(p), error=f"no such file or folder: {p}")

@@ -34,17 +34,25 @@ import numpy as np
 
 from data_prep.extract import ExtractConfig, extract_faces
 from data_prep.faces import get_detector
+from data_prep.faces.images import ImageReadError, read_image
 from dfd.inference import explain as explain_mod
 from dfd.inference import scorers as models
 from dfd.labels import verdict
 from dfd.readers import decode_face
-from dfd.scores import AGGREGATIONS, STATUS_ERROR, STATUS_NO_FACE, STATUS_OK, aggregate
-from dfd_app.detect import artifacts
+from dfd.scores import (
+    AGGREGATIONS,
+    STATUS_ERROR,
+    STATUS_NO_FACE,
+    STATUS_OK,
+    STATUS_PARTIAL,
+    aggregate,
+)
+from dfd_app.detect import artifacts, quality
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["video", "p_fake", "label", "threshold", "n_frames", "n_faces", "status", "error",
-               "model"]
+               "model", "frames_with_face", "face_px", "sharpness", "bpp", "quality_warnings"]
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_AGGREGATION = "mean"
 DEFAULT_N_FRAMES = 32
@@ -75,6 +83,8 @@ class DetectContext:
     crops: bool = False              # inputs are face crops (images), scored without detection
     explain: bool = False            # Grad-CAM: "attention" per face, overlays on thumbnails
     explain_dir: str | None = None   # write Grad-CAM overlays (PNG per face) here
+    #: the uncertain band ({"low", "high"}: dfd.labels.verdict); None: plain threshold verdicts
+    uncertain: dict | None = None
     extras: dict = field(default_factory=dict)
 
     @property
@@ -91,7 +101,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
                   stack_models: list[str] | None = None, detector: str = "default",
                   detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
                   sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
-                  all_faces: bool = False, **options) -> DetectContext:
+                  all_faces: bool = False, max_decoded_pixels: int | None = None,
+                  **options) -> DetectContext:
     """Load the model(s) and the face detector once and return a :class:`DetectContext`.
 
     ``model``: path or weights name (None: :func:`dfd.inference.scorers.default_model`).
@@ -99,6 +110,9 @@ def build_context(model: str | None = None, stacker: str | None = None,
     ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
+    ``max_decoded_pixels``: refuse videos with more pixels in all (the service's cap).
+    ``uncertain``: ``"auto"`` (the model preset's band, when it records one and the threshold
+    is its own), ``"off"``, or ``(low, high)``.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
     """
 
@@ -110,6 +124,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
     scorer = (models.load_stacker(stacker, stack_models) if stacker
               else models.load_scorer(model))
 
+    options["uncertain"] = choose_band(scorer, options.get("uncertain", "auto"), t)
     face_margin = models.choose_margin(scorer, margin)
     if options.get("crops"):  # given crops are scored as they are, never re-framed
         for s in models.model_scorers(scorer):
@@ -119,8 +134,35 @@ def build_context(model: str | None = None, stacker: str | None = None,
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
-                                                     all_faces=bool(all_faces)),
+                                                         all_faces=bool(all_faces),
+                                                         max_decoded_pixels=max_decoded_pixels),
                          **options)
+
+
+def choose_band(scorer, uncertain, threshold: float) -> dict | None:
+    """The uncertain band of the verdicts: the model's own (``"auto"``: what its preset records,
+    used only when ``threshold`` is the one the band was chosen around), none (``"off"``), or
+    a given ``(low, high)`` around ``threshold``."""
+    if uncertain in (None, "off"):
+        return None
+    if uncertain == "auto":
+        preset = getattr(getattr(scorer, "scorer", None), "preset", None)
+        band = getattr(preset, "uncertain", None)
+        if not band:
+            return None
+        if abs(float(band.get("threshold", threshold)) - threshold) > 1e-9:
+            log.info("threshold %.3g is not the one the model's uncertain band was chosen around "
+                     "(%.3g): plain threshold verdicts", threshold, band["threshold"])
+            return None
+        return dict(band)
+    try:
+        low, high = (float(v) for v in uncertain)
+    except (TypeError, ValueError):
+        raise ValueError(f"uncertain must be 'auto', 'off' or (low, high), got {uncertain!r}") from None
+    if not 0.0 <= low <= threshold <= high <= 1.0:
+        raise ValueError(f"the uncertain band must satisfy 0 <= low <= threshold <= high <= 1, "
+                         f"got low={low}, threshold={threshold}, high={high}")
+    return {"low": low, "high": high, "threshold": threshold}
 
 
 def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
@@ -152,6 +194,7 @@ def _fail(rec: dict, status: str, error: str) -> dict:
 
 def _meta(vf, ctx: DetectContext) -> dict:
     meta = {k: getattr(vf, k, None) for k in ("fps", "frame_count", "width", "height", "sampler")}
+    meta.update(getattr(vf, "meta", None) or {})  # + rotation, frames_claimed, frames_decoded
     meta["face_margin"] = getattr(ctx.extract_cfg, "margin", None)
     return meta
 
@@ -240,7 +283,14 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
     rec.update(p_fake=float(video_p), n_faces=int(len(faces)), status=STATUS_OK, error="",
                n_frames=int(searched if searched is not None else len(np.unique(frame_idx))))
     rec["frames_with_face"] = int(len(np.unique(frame_idx)))
-    rec["label"] = verdict(rec["p_fake"], ctx.threshold)
+    rec["label"] = verdict(rec["p_fake"], ctx.threshold, ctx.uncertain)
+    q = quality.facts(path, faces, boxes, rec.get("meta") or {}, rec["n_frames"],
+                      rec["frames_with_face"])
+    rec.update({k: q[k] for k in ("face_px", "sharpness", "bpp")})
+    rec["quality_warnings"] = "; ".join(q["warnings"])
+    if getattr(vf, "partial", False):  # scored, on what decoded: the row says so
+        rec.update(status=STATUS_PARTIAL, error=f"only {vf.frames_decoded} of "
+                   f"{vf.frames_claimed} claimed frames decoded")
     if not np.isfinite(rec["p_fake"]):
         _fail(rec, STATUS_ERROR, "the model gave no finite score")
     if ctx.details:
@@ -260,13 +310,14 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
     detection, no re-framing."""
     size = int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
     try:
-        from PIL import Image, UnidentifiedImageError
-
-
-        with Image.open(path) as im:  # sniff first: TF's decoder errors are less clear
-            w, h = im.size
-        face = np.asarray(decode_face(Path(path).read_bytes(), size))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+        try:  # whole, upright (EXIF), at least the smallest face size
+            img = read_image(path, min_side=getattr(ctx.extract_cfg, "min_face", 1.0) or 1.0)
+        except ImageReadError as err:
+            return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} "
+                                 f"({err.reason})"), timings, t0)
+        w, h = img.width, img.height
+        face = np.asarray(decode_face(img.data, size))
+    except (OSError, ValueError) as err:
         return _finish(_fail(rec, STATUS_ERROR, f"not a readable image: {path} ({err})"),
                        timings, t0)
     except Exception as err:  # noqa: BLE001 - e.g. tf InvalidArgumentError; never stops a batch
@@ -281,7 +332,7 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
         return _finish(_fail(rec, STATUS_ERROR, f"{type(err).__name__}: {err}"), timings, t0)
     timings["model"] = time.perf_counter() - tm
     rec.update(p_fake=float(video_p), n_frames=1, n_faces=1, frames_with_face=1, status=STATUS_OK,
-               error="", label=verdict(float(video_p), ctx.threshold))
+               error="", label=verdict(float(video_p), ctx.threshold, ctx.uncertain))
     if ctx.details:
         rec["tracks"] = tracks
         rec["frames"] = [{"track": 0, "frame_index": 0, "p_fake": float(p[0]),

@@ -7,6 +7,11 @@ folder (0700, always removed), sniffed, and scored by :func:`dfd_app.detect.pipe
 in a bounded thread pool (``workers`` at once, ``max_queue`` waiting, then 503) under a
 per-request time limit (504). Error bodies are ``{"detail": "..."}`` without paths or
 tracebacks.
+
+``GET /docs`` is the OpenAPI page, served without a network: Swagger UI from the
+``swagger-ui-bundle`` package (the ``serve`` extra) when it is installed, else a plain page
+with the ``curl`` line and a link to ``/openapi.json``. The multipart body of
+``/v1/detect`` is declared in the schema (the handler reads the stream itself).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from dfd.config import json_safe
@@ -31,6 +37,11 @@ from dfd_app.serve.uploads import PrivateDir, UploadError, receive_upload
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+try:  # Swagger UI's files in a pip package: /docs then works on a closed network
+    from swagger_ui_bundle import swagger_ui_path as _SWAGGER_UI
+except ImportError:  # pragma: no cover - the serve extra installs it
+    _SWAGGER_UI = None
+SWAGGER_UI_DIR = Path(_SWAGGER_UI) if _SWAGGER_UI else None
 SAFE_ERRORS = {
     "no_face": "no face found in the sampled frames",
     "unreadable": "could not decode the video (corrupt file or unsupported codec)",
@@ -59,6 +70,9 @@ class ServiceSettings:
     max_thumbnails: int = 16
     thumb_size: int = 96
     tmp_root: str | None = None  # where private upload folders are made (default: system temp)
+    #: refuse a video with more decoded pixels (width x height x frames) than this, before
+    #: decoding it (None: no cap); frames are reduced as they are decoded in any case
+    max_decoded_mpix: float | None = 20_000.0
 
     @property
     def max_bytes(self) -> int:
@@ -68,7 +82,44 @@ class ServiceSettings:
         return pipeline.build_context(
             model=self.model, stacker=self.stacker, stack_models=self.stack_models,
             detector=self.detector, n_frames=self.n_frames, sampler=self.sampler,
-            margin=self.margin, all_faces=self.all_faces, threshold=self.threshold, aggregation=self.aggregation)
+            margin=self.margin, all_faces=self.all_faces, threshold=self.threshold,
+            aggregation=self.aggregation,
+            max_decoded_pixels=None if not self.max_decoded_mpix
+            else int(self.max_decoded_mpix * 1e6))
+
+
+#: the multipart body of POST /v1/detect, for the OpenAPI schema (read by hand, not by FastAPI)
+DETECT_BODY = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary",
+                                "description": "the video (MP4/MOV, Matroska/WebM, AVI, MPEG, "
+                                               "FLV, ASF or Ogg)"}},
+    }}},
+}
+DETECT_RESPONSES = {
+    400: {"description": "not multipart, no field 'file', a file in another field, an empty file"},
+    408: {"description": "the upload took longer than the time limit"},
+    413: {"description": "larger than the upload limit"},
+    415: {"description": "not a video (by its first bytes)"},
+    422: {"description": "a video that cannot be decoded (unknown codec, damaged); body: the "
+                         "result with status=error"},
+    500: {"description": "an internal error while scoring"},
+    503: {"description": "too many requests in progress, or the model is still loading"},
+    504: {"description": "scoring took longer than the time limit"},
+}
+
+DOCS_FALLBACK = """<!doctype html><html><head><meta charset="utf-8">
+<title>dfd-tf detection API</title></head><body>
+<h1>dfd-tf detection API</h1>
+<p>The interactive page needs the <code>swagger-ui-bundle</code> package
+(<code>pip install 'dfd-tf[serve]'</code>); it is not installed, and this service loads
+nothing from the network.</p>
+<pre>curl -F file=@clip.mp4 'http://HOST:PORT/v1/detect?plot=1&amp;faces=8'</pre>
+<p>The schema: <a href="/openapi.json">/openapi.json</a>.</p>
+</body></html>
+"""
 
 
 def _safe_record(rec: dict, name: str) -> tuple[int, dict]:
@@ -114,10 +165,24 @@ def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
             state["pool"].shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="dfd-tf deepfake detection", version="1", lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)
     app.state.settings = cfg
     app.state.service = state
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if SWAGGER_UI_DIR is not None:
+        app.mount("/docs-assets", StaticFiles(directory=SWAGGER_UI_DIR), name="docs-assets")
+        if SWAGGER_UI_DIR.name.startswith("swagger-ui-4."):  # renders OpenAPI 3.0, not 3.1
+            app.openapi_version = "3.0.3"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        if SWAGGER_UI_DIR is None:
+            return HTMLResponse(DOCS_FALLBACK)
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -133,7 +198,8 @@ def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
                 "max_upload_mb": cfg.max_upload_mb, "timeout_s": cfg.timeout_s,
                 "busy": state["busy"]}
 
-    @app.post("/v1/detect")
+    @app.post("/v1/detect", openapi_extra={"requestBody": DETECT_BODY},
+              responses=DETECT_RESPONSES)
     async def detect(request: Request, plot: bool = Query(False, description="inline PNG timeline"),
                      faces: int = Query(0, ge=0, description="number of face thumbnails"),
                      explain: bool = Query(False, description="Grad-CAM: 'attention' per face "

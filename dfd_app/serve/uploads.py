@@ -2,8 +2,9 @@
 
 :func:`receive_upload` parses ``multipart/form-data`` chunk by chunk from the request stream
 (python-multipart's push parser) and writes the ``file`` field straight into a file in a
-private folder; it stops with :class:`UploadError` (413) the moment the cap is passed and
-(415) as soon as the first bytes are not a known video container. Nothing is buffered whole
+private folder; it stops with :class:`UploadError` (413) the moment the cap is passed,
+(415) as soon as the first bytes are not a known video container, and (400) when the file
+comes in a field not named ``file`` or is empty. Nothing is buffered whole
 in memory, and the client's file name is only ever used as display text.
 """
 
@@ -95,6 +96,7 @@ class _Receiver:
         self.size, self.path, self.filename, self.container = 0, None, None, None
         self._fh, self._head, self._in_file, self._other = None, b"", False, 0
         self._field, self._value, self._headers = b"", b"", {}
+        self._part = ""  # the current part's field name, as display text
 
     def callbacks(self) -> dict:
         return {"on_part_begin": self._begin, "on_header_field": self._hfield,
@@ -119,6 +121,11 @@ class _Receiver:
         from python_multipart.multipart import parse_options_header
 
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        self._part = re.sub(r"[\x00-\x1f\x7f<>\"'`]", "", name)[:40]
+        if params.get(b"name") != FIELD and b"filename" in params:
+            raise UploadError(400, f"the file was sent in the form field '{self._part}': "
+                                   "send it in a field named 'file'")
         if params.get(b"name") == FIELD and self.path is None:
             self._in_file = True
             self.filename = params.get(b"filename", b"").decode("utf-8", "replace")
@@ -130,7 +137,9 @@ class _Receiver:
         if not self._in_file:
             self._other += len(chunk)
             if self._other > MAX_OTHER_FIELD:
-                raise UploadError(413, "form fields other than 'file' are too large")
+                raise UploadError(400, f"the form field '{self._part}' is larger than "
+                                       f"{MAX_OTHER_FIELD // 1024} KB: send the video in a "
+                                       "field named 'file'")
             return
         self.size += len(chunk)
         if self.size > self.max_bytes:
@@ -152,6 +161,8 @@ class _Receiver:
             self._fh.close()
             self._fh = None
             self._in_file = False
+            if self.size == 0:
+                raise UploadError(400, "the uploaded file is empty")
             if self.container is None:
                 self._sniff()
 
@@ -163,8 +174,8 @@ class _Receiver:
 async def receive_upload(request, folder: Path, max_bytes: int) -> tuple[Path, str, str]:
     """Stream the request's ``file`` field into ``folder``; returns (path, display name, container).
 
-    Raises :class:`UploadError` with 400 (not multipart / no file), 413 (too large) or 415
-    (not a video).
+    Raises :class:`UploadError` with 400 (not multipart, no ``file`` field, a file in another
+    field, an empty file), 413 (too large) or 415 (not a video).
     """
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser, parse_options_header

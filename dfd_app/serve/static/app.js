@@ -130,13 +130,20 @@ function showResult(res) {
       textContent: res.p_fake === null ? res.error : `P(fake) = ${fmt(res.p_fake)}` }));
   const note = res.p_fake === null || res.p_fake === undefined
     ? "No score: the video could not be checked (see the message above)."
-    : `The model's P(fake) ${fmt(res.p_fake)} is ${res.p_fake >= res.threshold ? "at or above" : "below"}`
-      + ` the threshold ${res.threshold}. This is a model estimate, not proof.`;
+    : res.label === "UNCERTAIN"
+      ? `The model's P(fake) ${fmt(res.p_fake)} lies in its uncertain band: on videos from `
+        + "sources it never saw, scores there are no better than a guess. No verdict."
+      : `The model's P(fake) ${fmt(res.p_fake)} is ${res.p_fake >= res.threshold ? "at or above" : "below"}`
+        + ` the threshold ${res.threshold}. This is a model estimate, not proof.`;
   $("verdict-note").textContent = note;
   const facts = [
     ["Video", res.video],
     ["Threshold", `${res.threshold} (FAKE when P(fake) ≥ threshold)`],
     ["Faces scored", `${res.n_faces} in ${res.n_frames} frames`],
+    ["Face size", res.face_px ? `${Math.round(res.face_px)} px` : "n/a"],
+    ["Sharpness", res.sharpness !== null && res.sharpness !== undefined ? fmt(res.sharpness) : "n/a"],
+    ["Compression", res.bpp ? `${res.bpp.toFixed(3)} bits/pixel` : "n/a"],
+    ["Quality notes", res.quality_warnings || "none"],
     ["Model", `${res.model} · ${res.aggregation} per person, most suspicious person`],
     ["Time", res.timings ? `${res.timings.total.toFixed(2)} s` : "n/a"],
   ];

@@ -1,0 +1,104 @@
+"""FAKE / REAL / UNCERTAIN: the band, how it is chosen, and where it is used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfd.evaluation.calibration import choose_uncertain_band
+from dfd.labels import UNCERTAIN, verdict
+
+
+def test_verdict_with_and_without_a_band():
+    assert verdict(0.5, 0.5) == "FAKE" and verdict(0.49, 0.5) == "REAL"
+    band = {"low": 0.3, "high": 0.7}
+    assert [verdict(p, 0.5, band) for p in (0.1, 0.3, 0.5, 0.69, 0.7, 0.9)] == [
+        "REAL", UNCERTAIN, UNCERTAIN, UNCERTAIN, "FAKE", "FAKE"]
+    assert verdict(0.99, 0.5, {"low": 0.2, "high": None}) == UNCERTAIN  # FAKE never said
+    assert verdict(0.01, 0.5, {"low": None, "high": 0.8}) == UNCERTAIN  # REAL never said
+    assert verdict(float("nan"), 0.5, band) == "UNKNOWN"
+
+
+def test_band_reaches_the_precision_outside_it():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, len(y)), 0, 1)
+    b = choose_uncertain_band(y, p, 0.5, min_precision=0.85)
+    assert b["low"] <= 0.5 <= b["high"]
+    fake, real = p >= b["high"], p < b["low"]
+    assert y[fake].mean() >= 0.85 and (1 - y[real]).mean() >= 0.85
+    assert b["fake_precision"] == pytest.approx(y[fake].mean())
+    assert b["coverage"] == pytest.approx((fake | real).mean())
+    # the band is the widest decided region: one step inwards breaks the precision
+    inner = np.unique(p[(p >= 0.5) & (p < b["high"])])
+    if len(inner):
+        assert y[p >= inner[-1]].mean() < 0.85
+    # a stricter target never narrows the band
+    strict = choose_uncertain_band(y, p, 0.5, min_precision=0.95)
+    assert strict["high"] is None or strict["high"] >= b["high"]
+    assert strict["low"] is None or strict["low"] <= b["low"]
+
+
+def test_band_of_a_model_at_chance_decides_nothing():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    b = choose_uncertain_band(y, rng.random(300), 0.5, min_precision=0.8)
+    assert b["coverage"] < 0.1
+    with pytest.raises(ValueError, match="min_precision"):
+        choose_uncertain_band(y, rng.random(300), min_precision=0.3)
+    with pytest.raises(ValueError, match="no labelled"):
+        choose_uncertain_band([], [])
+
+
+def test_detect_context_takes_the_models_band():
+    from types import SimpleNamespace
+
+    from dfd_app.detect.pipeline import choose_band
+
+    preset = SimpleNamespace(uncertain={"low": 0.2, "high": 0.8, "threshold": 0.5})
+    scorer = SimpleNamespace(scorer=SimpleNamespace(preset=preset))
+    assert choose_band(scorer, "auto", 0.5)["high"] == 0.8
+    assert choose_band(scorer, "auto", 0.6) is None  # another threshold: the band does not apply
+    assert choose_band(scorer, "off", 0.5) is None
+    assert choose_band(scorer, (0.4, 0.6), 0.5) == {"low": 0.4, "high": 0.6, "threshold": 0.5}
+    with pytest.raises(ValueError, match="low <= threshold <= high"):
+        choose_band(scorer, (0.6, 0.7), 0.5)
+    plain = SimpleNamespace(scorer=SimpleNamespace(preset=None))
+    assert choose_band(plain, "auto", 0.5) is None
+
+
+def test_detect_cli_band_flag():
+    from dfd_app.cli.detect import parse_band
+
+    assert parse_band("auto") == "auto" and parse_band("0.3,0.7") == (0.3, 0.7)
+    with pytest.raises(ValueError, match="--uncertain"):
+        parse_band("wide")
+
+
+def test_calibrate_records_the_band_in_the_export(tmp_path):
+    pytest.importorskip("keras")
+    from dfd import presets
+    from dfd_app.cli import main as cli
+    from mesonet_tf import Meso4
+
+    model = Meso4(input_shape=(32, 32, 3))
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(2)
+
+    def table(n, text):
+        y = rng.integers(0, 2, n)
+        p = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, n), 0.01, 0.99)
+        return pd.DataFrame({"video_id": [f"v{i}" for i in range(n)], "p_fake": p,
+                             "label": np.where(y == 1, "FAKE", "REAL") if text else y,
+                             "status": "ok"})
+
+    table(200, False).to_csv(tmp_path / "val.csv", index=False)
+    table(200, True).to_csv(tmp_path / "cross.csv", index=False)
+    assert cli.main(["-q", "calibrate", "--model", str(tmp_path / "m.keras"), "--scores",
+                     str(tmp_path / "val.csv"), "--uncertain-scores", str(tmp_path / "cross.csv"),
+                     "--out", str(tmp_path / "cal")]) == 0
+    preset = presets.read_preset(tmp_path / "cal")
+    band = preset.uncertain
+    assert band and band["low"] <= 0.5 <= band["high"] and band["n"] == 200
+    assert band["fitted_on"].endswith("cross.csv") and preset.calibration
