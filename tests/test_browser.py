@@ -107,6 +107,8 @@ def test_upload_page_shows_heat_maps_on_the_faces(driver, tmp_path):
         assert not any(t.get_attribute("data-overlay") for t in plain)
         assert plain[0].get_attribute("src") != heat_src
         toggle.click()
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1000, min(int(height) + 140, 2400))  # the whole page, thumbnails too
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(EXPLAIN_SCREENSHOT))
     assert os.path.getsize(EXPLAIN_SCREENSHOT) > 0
