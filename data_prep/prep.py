@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tarfile
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ from data_prep import crop_videos, engines, faces, journal, manifests, shard_wri
 from data_prep.extract import ExtractConfig, NoFaceError, extract_faces
 from data_prep.sampling import VideoReadError
 from dfd import config as dfd_config
-from dfd import framing, schema
+from dfd import framing, progress, schema
 from dfd.labels import REAL
 
 log = logging.getLogger(__name__)
@@ -218,9 +217,8 @@ def read_failures(out_dir: str | Path) -> pd.DataFrame:
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not sys.stderr.isatty() or total == 0)
+    """A bar with a total and ETA (off with ``--no-progress`` or off a terminal)."""
+    return progress.bar(total, desc, "item", **({"disable": True} if total == 0 else {}))
 
 
 def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:

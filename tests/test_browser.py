@@ -75,3 +75,43 @@ def test_upload_page_shows_verdict_plot_and_faces(driver, tmp_path):
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(SCREENSHOT))
     assert os.path.getsize(SCREENSHOT) > 0
+
+
+EXPLAIN_SCREENSHOT = Path(tempfile.gettempdir()) / "dfd_detect_page_explain.png"
+
+
+def test_upload_page_shows_heat_maps_on_the_faces(driver, tmp_path):
+    """The shipped model and the real face detector on the bundled public-domain sample:
+    the thumbnails show Grad-CAM overlays, and the toggle switches back to the plain faces.
+    Set DFD_DOCS_SCREENSHOT=PATH to keep the screenshot (docs/img/upload-explain.png)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dfd_app.detect import pipeline
+
+    ctx = pipeline.build_context(n_frames=8)
+    with live_server(ctx, tmp_root=str(tmp_path)) as base:
+        driver.get(base + "/")
+        driver.find_element(By.ID, "file").send_keys(str(SAMPLE))
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, 120).until(EC.visibility_of_element_located((By.ID, "verdict-word")))
+        toggle = driver.find_element(By.ID, "show-heat")
+        assert toggle.is_displayed() and toggle.is_selected()
+        thumbs = driver.find_elements(By.CSS_SELECTOR, "#thumbs img")
+        assert thumbs and all(t.get_attribute("data-overlay") == "1" for t in thumbs)
+        assert all(driver.execute_script("return arguments[0].naturalWidth", t) > 0 for t in thumbs)
+        heat_src = thumbs[0].get_attribute("src")
+        toggle.click()
+        plain = driver.find_elements(By.CSS_SELECTOR, "#thumbs img")
+        assert not any(t.get_attribute("data-overlay") for t in plain)
+        assert plain[0].get_attribute("src") != heat_src
+        toggle.click()
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1000, min(int(height) + 140, 2400))  # the whole page, thumbnails too
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(EXPLAIN_SCREENSHOT))
+    assert os.path.getsize(EXPLAIN_SCREENSHOT) > 0
+    keep = os.environ.get("DFD_DOCS_SCREENSHOT")
+    if keep:
+        shutil.copyfile(EXPLAIN_SCREENSHOT, keep)

@@ -239,7 +239,12 @@ class Blocker(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, Blocker())
-sys.path = [p for p in sys.path if p not in ("", ".") and not p.startswith(sys.argv[3])]
+import os
+_repo = os.path.realpath(sys.argv[3])
+def _inside_repo(p):  # the checkout itself, not a virtual environment that lives in it
+    real = os.path.realpath(p)
+    return (real == _repo or real.startswith(_repo + os.sep)) and "site-packages" not in real
+sys.path = [p for p in sys.path if p not in ("", ".") and not _inside_repo(p)]
 import numpy as np
 import tensorflow as tf
 for name in BLOCKED:

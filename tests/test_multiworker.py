@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 150
@@ -33,7 +34,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG" and not k.startswith("SLURM")}
     env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
                 "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", "")})
     env.update(extra)
@@ -56,23 +57,64 @@ def _run_all(procs: list[subprocess.Popen]) -> list[str]:
     return outs
 
 
-def test_two_workers_train_to_identical_weights(tmp_path):
+def _consecutive_free_ports(n: int) -> int:
+    """A base port such that base .. base+n-1 are free (a Slurm node's tasks use them)."""
+    for _ in range(50):
+        base = _free_ports(1)[0]
+        socks = []
+        try:
+            for k in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _train_two_workers(tmp_path, envs: list[dict]) -> None:
     from tests.test_training import write_tiny_shards
 
     train = write_tiny_shards(tmp_path / "train", records=8, faces=2, prefix="train",
                               max_records=2)
     val = write_tiny_shards(tmp_path / "val", records=4, faces=1, seed=1, prefix="val")
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+    for i, extra in enumerate(envs):
         args = [sys.executable, "-m", "tests.test_multiworker", "multiworker",
                 str(tmp_path / f"weights{i}.npz"), str(train), str(val), str(tmp_path / "run")]
-        procs.append(subprocess.Popen(args, cwd=REPO, env=_env(TF_CONFIG=tf_config),
+        procs.append(subprocess.Popen(args, cwd=REPO, env=_env(**extra),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     _run_all(procs)
+
+
+def test_two_workers_train_to_identical_weights(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    _train_two_workers(tmp_path, [
+        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        for i in range(2)])
+    _check_two_workers(tmp_path)
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_train_without_tf_config(tmp_path):
+    """What ``srun -N1 -n2 dfd train --strategy multiworker`` sees: SLURM_* only, no TF_CONFIG."""
+    base = _consecutive_free_ports(2)
+    slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2",
+             "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_JOB_NODELIST": "127.0.0.1",
+             "SLURM_STEP_TASKS_PER_NODE": "2", "SLURMD_NODENAME": "127.0.0.1",
+             "DFD_SLURM_PORT_BASE": str(base)}
+    _train_two_workers(tmp_path, [{**slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)}
+                                  for i in range(2)])
+    _check_two_workers(tmp_path)
+
+
+def _check_two_workers(tmp_path) -> None:
     w0 = np.load(tmp_path / "weights0.npz")
     w1 = np.load(tmp_path / "weights1.npz")
     assert sorted(w0.files) == sorted(w1.files) and w0.files

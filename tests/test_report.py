@@ -80,7 +80,7 @@ def split_files(tmp_path):
 
 def test_evaluate_command(tmp_path, split_files, capsys):
     out = tmp_path / "rep"
-    rc = main(["evaluate", "--scores", str(split_files["test_a"]), "--frames",
+    rc = main(["evaluate", "--scores", str(split_files["test_a"]), "--frame-scores",
                str(split_files["test_a_frames"]), "--val", str(split_files["val_a"]),
                "--threshold-policy", "youden", "--bootstrap", "10", "--out", str(out)])
     assert rc == 0
@@ -95,17 +95,17 @@ def test_evaluate_command(tmp_path, split_files, capsys):
 
 def test_stack_and_compare_commands(tmp_path, split_files, capsys):
     sj, stacked = tmp_path / "stacker.json", tmp_path / "stacked.csv"
-    assert main(["stack", "fit", "--model", f"a={split_files['val_a_frames']}", "--model",
+    assert main(["stack", "fit", "--scores", f"a={split_files['val_a_frames']}", "--scores",
                  f"b={split_files['val_b']}", "--labels", str(_labels(tmp_path, split_files["val_a"])),
                  "--oof", "3", "--out", str(sj)]) == 0
     assert json.loads(sj.read_text())["feature_names"] == ["a:mean", "a:vote", "a:max", "b"]
-    assert main(["stack", "predict", "--stacker", str(sj), "--model", f"a={split_files['test_a_frames']}",
-                 "--model", f"b={split_files['test_b']}", "--out", str(stacked)]) == 0
+    assert main(["stack", "predict", "--stacker", str(sj), "--scores", f"a={split_files['test_a_frames']}",
+                 "--scores", f"b={split_files['test_b']}", "--out", str(stacked)]) == 0
     s = pd.read_csv(stacked)
     assert len(s) == 80 and (s["status"] == "no_face").sum() == 1 and s["model"].eq("stacker").all()
     out = tmp_path / "cmp"
     capsys.readouterr()
-    assert main(["compare", "--model", f"a={split_files['test_a_frames']}", "--model",
+    assert main(["compare", "--scores", f"a={split_files['test_a_frames']}", "--scores",
                  f"b={split_files['test_b']}", "--stacker", str(sj), "--bootstrap", "5",
                  "--out", str(out)]) == 0
     table = pd.read_csv(out / "comparison.csv")
@@ -119,7 +119,7 @@ def test_stack_and_compare_commands(tmp_path, split_files, capsys):
     # thresholds chosen on validation: the stacker, fitted on those very videos, gets its
     # threshold from out-of-fold scores, not from its in-sample ones
     out2 = tmp_path / "cmp2"
-    assert main(["compare", "--model", f"a={split_files['test_a_frames']}", "--model",
+    assert main(["compare", "--scores", f"a={split_files['test_a_frames']}", "--scores",
                  f"b={split_files['test_b']}", "--val", f"a={split_files['val_a_frames']}",
                  "--val", f"b={split_files['val_b']}", "--stacker", str(sj),
                  "--threshold-policy", "youden", "--bootstrap", "5", "--out", str(out2)]) == 0

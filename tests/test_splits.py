@@ -137,7 +137,7 @@ def test_cli_split_then_check(tmp_path, capsys):
 
     leaky = random_split_by_item(table, seed=1)
     leaky.to_csv(tmp_path / "leaky.csv", index=False)
-    assert cli.main(["check-split", str(tmp_path / "leaky.csv"), "--limit", "2"]) == 1
+    assert cli.main(["check-split", str(tmp_path / "leaky.csv"), "--show", "2"]) == 1
     msg = capsys.readouterr().out
     assert msg.startswith("LEAK:") and "more" in msg
     assert cli.main(["check-split", str(tmp_path / "leaky.csv"), "--group-col", "who"]) == 2

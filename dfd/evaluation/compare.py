@@ -83,7 +83,7 @@ def derived_tables(tables: dict, labels: pd.Series, stacker: Stacker | None, ave
         if stacker is not None:
             lacking = sorted(set(stacker.models) - set(tables))
             if lacking:
-                raise ValueError(f"stacker needs model(s) {lacking}; give --model NAME=PATH for each")
+                raise ValueError(f"stacker needs model(s) {lacking}; give --scores NAME=PATH for each")
             sub = feats[[c for c in feats.columns if c.split(":")[0] in stacker.models]]
             out["stacker"] = stacked_table(sub, stacker.predict_features(sub), labels, status=status)
     return out

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from dfd import progress
 from dfd.config import json_safe
 from dfd.labels import FAKE, REAL, UNKNOWN, parse_label
 from dfd.scores import STATUS_OK
@@ -243,13 +244,16 @@ def bootstrap_ci(y, p, groups=None, threshold: float = 0.5, n_boot: int = 1000,
     members = [np.flatnonzero(inv == g) for g in range(len(uniq))]
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {k: [] for k in names}
-    for _ in range(n_boot if len(uniq) else 0):
-        pick = rng.integers(0, len(uniq), len(uniq))
-        idx = np.concatenate([members[g] for g in pick])
-        m = all_metrics(y[idx], p[idx], threshold, clip)
-        for k in names:
-            if m.get(k) is not None:
-                draws[k].append(m[k])
+    n_draws = n_boot if len(uniq) else 0
+    with progress.bar(n_draws, "bootstrap", "draw", leave=False) as bar:
+        for _ in range(n_draws):
+            pick = rng.integers(0, len(uniq), len(uniq))
+            idx = np.concatenate([members[g] for g in pick])
+            m = all_metrics(y[idx], p[idx], threshold, clip)
+            for k in names:
+                if m.get(k) is not None:
+                    draws[k].append(m[k])
+            bar.update(1)
     lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     out: dict = {"n_boot": n_boot, "level": level, "seed": seed, "resampled": "videos",
                  "n_groups": int(len(uniq))}

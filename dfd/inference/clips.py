@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfd import readers, schema, scores
+from dfd import progress, readers, schema, scores
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,18 @@ def _model_name(model, given: str | None) -> str:
     return name.replace("_", "-", 1) if name.startswith("temporal_") else name
 
 
+def _stored_records(source) -> int | None:
+    """Records held by the shards of ``source`` per their ``index.json`` (None: unknown)."""
+    try:
+        files = schema.resolve_shards(source)
+        counts = {}
+        for d in {f.parent for f in files}:
+            counts.update({d / s["file"]: int(s["records"]) for s in schema.read_index(d)["shards"]})
+        return sum(counts[f] for f in files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 4,
                    batch_size: int = 4, aggregation: str = "mean",
                    model_name: str | None = None, split: str | None = None,
@@ -94,12 +106,14 @@ def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
     ds = multi_clip_dataset(source, clip_len, max_clips, face_size, split=split)
     ds = ds.ignore_errors(log_warning=True).batch(batch_size).prefetch(2)
     rows, labels, used = [], {}, {}
+    bar = progress.bar(None if split else _stored_records(source), f"{name} records", "record")
     for batch in ds:
         x = {"faces": batch["faces"], "mask": batch["mask"]}
         out = model.predict_on_batch(x) if hasattr(model, "predict_on_batch") else model(x)
         p = np.asarray(out, dtype=np.float64).reshape(-1)
         if len(p) != len(batch["clip"]):
             raise ValueError(f"model returned {p.shape} scores for {len(batch['clip'])} clips")
+        bar.update(int(np.sum(batch["clip"].numpy() == 0)))  # clip 0 starts a record
         for i in range(len(p)):
             vid = batch["video_id"][i].numpy().decode()
             frames = batch["frame_indices"][i].numpy()
@@ -112,6 +126,7 @@ def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
                 "clip": int(batch["clip"][i]), "last_frame": int(frames[-1]),
                 "n_valid": int(len(frames)),
             })
+    bar.close()
     clips = pd.DataFrame(rows, columns=CLIP_COLUMNS)
     videos = scores.video_scores(clips, how=aggregation, labels=labels, model=name)
     videos["n_faces"] = videos["video_id"].map(lambda v: len(used[v])).astype(int)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfd import framing, readers, schema
+from dfd import framing, progress, readers, schema
 from dfd.inference.loading import load_any
 from dfd.scores import FRAME_COLUMNS, STATUS_ERROR, STATUS_OK, failure_row, video_scores
 
@@ -95,8 +95,11 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
     cols: dict[str, list] = {"video_id": [], "track": [], "frame_index": [], "p_fake": []}
     labels: dict[str, int] = {}
     n = 0
+    total = None if isinstance(source, tf.data.Dataset) or split else _stored_faces(source)
+    bar = progress.bar(total, f"{name} faces", "face")
     for batch in ds.as_numpy_iterator():
         p = scorer(reframe(batch["face"]) if reframe else batch["face"])
+        bar.update(len(p))
         vids = [_text(v) for v in batch["video_id"]]
         cols["video_id"] += vids
         cols["track"] += [int(t) for t in batch["track"]]
@@ -105,10 +108,31 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
         if "label" in batch:
             labels.update(zip(vids, (int(v) for v in batch["label"])))
         n += len(p)
+    bar.close()
     frames = pd.DataFrame(cols)
     frames["model"] = name
     log.info("%s scored %d faces of %d videos", name, n, frames["video_id"].nunique())
     return frames[FRAME_COLUMNS], labels
+
+
+def _stored_faces(source) -> int | None:
+    """Faces held by the shards of ``source`` per their ``index.json`` (None: unknown)."""
+    total = 0
+    try:
+        files = schema.resolve_shards(source)
+    except (OSError, ValueError):  # the reader says what is wrong; the bar just has no total
+        return None
+    for d in sorted({f.parent for f in files}):
+        try:
+            counts = {s["file"]: int(s["faces"]) for s in schema.read_index(d)["shards"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        for f in files:
+            if f.parent == d:
+                if f.name not in counts:
+                    return None
+                total += counts[f.name]
+    return total
 
 
 def _reframing(scorer, source):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dfd.evaluation.calibration import calibrate_model, describe
 from dfd.export import DEFAULT_VERSION
+from dfd_app.cli.common import add_out, add_weights_dir
 
 
 def add_arguments(parser) -> None:
@@ -23,13 +24,12 @@ def add_arguments(parser) -> None:
                              "name (the authors' weights are folded to a P(fake) output first)")
     parser.add_argument("--scores", required=True,
                         help="video score table with labels (dfd predict --out) on validation data")
-    parser.add_argument("--out", "-o", required=True,
-                        help="export folder; the model goes into OUT/<version>/")
+    add_out(parser, "export folder; the model goes into OUT/<version>/")
     parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
                         help="version number, the sub-folder of --out (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUT/<version> (default: refuse)")
-    parser.add_argument("--weights-dir", help="cache folder of registered weights")
+    add_weights_dir(parser)
     parser.add_argument("--uncertain-scores", metavar="TABLE",
                         help="video score table (with labels) of sources the model never trained "
                              "on: the uncertain band of its verdicts is chosen on it (after the "

@@ -3,9 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from dfd import presets
 from dfd.evaluation.metrics import DEFAULT_CLIP, MISSING_POLICIES, THRESHOLD_POLICIES
+
+#: where the old spellings of renamed options are recorded while parsing (main logs them)
+DEPRECATED_DEST = "_deprecated_options"
+
+
+class DeprecatedAlias(argparse.Action):
+    """The old spelling of a renamed option: stores into the new option's ``dest`` (replacing,
+    or appending with ``append=True``) and records a deprecation that ``dfd`` logs as a
+    warning once logging is set up. Kept for one release."""
+
+    def __init__(self, option_strings, dest, new: str = "", append: bool = False, **kw):
+        kw.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kw)
+        self.new, self.append = new, append
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+        notes = list(getattr(namespace, DEPRECATED_DEST, []))
+        notes.append(f"{option_string} is deprecated and goes in the next release: use {self.new}")
+        setattr(namespace, DEPRECATED_DEST, notes)
+
+
+def add_deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str,
+                         append: bool = False, **kw) -> None:
+    """Accept ``old`` as a deprecated spelling of the option ``new`` (same ``dest``)."""
+    p.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, append=append,
+                   help=f"deprecated spelling of {new} (goes in the next release)", **kw)
+
+
+def add_out(p: argparse.ArgumentParser, help: str, required: bool = True, **kw) -> None:
+    """``-o/--out``: where a command writes (the one spelling of every command)."""
+    p.add_argument("-o", "--out", required=required, help=help, **kw)
+
+
+def add_no_progress(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bars (they are also off when stderr is not a terminal)."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they show only on a terminal anyway)")
+
+
+def use_weights_dir(weights_dir: str | None) -> None:
+    """Make ``--weights-dir`` the place every registered name of this process is looked up
+    (it sets ``$DFD_WEIGHTS_DIR``; the commands that load through the detect pipeline and
+    the default model use it)."""
+    if weights_dir:
+        os.environ[presets.ENV_DIR] = str(weights_dir)
+
+
+def add_weights_dir(p: argparse.ArgumentParser) -> None:
+    """``--weights-dir``: where registered weights names are looked up."""
+    p.add_argument("--weights-dir", metavar="DIR",
+                   help="folder of registered weights files, for models given by name "
+                        "(default: $DFD_WEIGHTS_DIR, else ~/.cache/dfd/weights)")
 
 
 def model_spec(text: str) -> tuple[str, Path]:
@@ -28,9 +85,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "as_real=0, as_fake=1, as_half=0.5")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap resamples of videos for 95%% CIs (0: none; default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--log-loss-clip", type=float, default=DEFAULT_CLIP, metavar="EPS",
                    help="clip scores to [EPS, 1-EPS] for log loss (default 1e-15)")
-    p.add_argument("--out", type=Path, required=True, help="report directory")
+    add_out(p, "report directory", type=Path)
+    add_no_progress(p)
 
 

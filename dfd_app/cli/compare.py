@@ -1,6 +1,6 @@
 """``dfd compare``: every model, the stacker and the plain average on one test split.
 
-    dfd compare --model meso4=test_meso4.csv --model lstm=test_lstm.csv \\
+    dfd compare --scores meso4=test_meso4.csv --scores lstm=test_lstm.csv \\
                 [--val meso4=val_meso4.csv --val lstm=val_lstm.csv --threshold-policy f1] \\
                 [--stacker stacker.json] --out runs/compare
 
@@ -15,12 +15,14 @@ import argparse
 from pathlib import Path
 
 from dfd.evaluation.compare import compare
-from dfd_app.cli.common import add_common_arguments, model_spec
+from dfd_app.cli.common import add_common_arguments, add_deprecated_alias, model_spec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=model_spec, action="append", required=True, metavar="NAME=PATH",
-                   help="a model's test scores (video or frame table); repeat per model")
+    p.add_argument("--scores", type=model_spec, action="append", metavar="NAME=PATH",
+                   help="a model's test score table (video or frame table); repeat per model")
+    add_deprecated_alias(p, "--model", "--scores", "scores", append=True, type=model_spec,
+                         metavar="NAME=PATH")
     p.add_argument("--val", type=model_spec, action="append", default=[], metavar="NAME=PATH",
                    help="the same model's validation scores (threshold policy); repeat per model")
     p.add_argument("--stacker", type=Path, help="stacker.json to apply to the test scores")
@@ -29,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    done = compare(args.model, args.val, args.out, args.labels, args.stacker,
+    if not args.scores:
+        raise ValueError("no score tables: give --scores NAME=PATH for each model")
+    done = compare(args.scores, args.val, args.out, args.labels, args.stacker,
                    not args.no_average, args.threshold_policy, args.threshold, args.missing,
                    args.bootstrap, args.seed, args.log_loss_clip)
     print(done["markdown"], end="")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from dfd import progress
 from dfd.inference.scorers import ModelLoadError
 from dfd_app.cli import streams
+from dfd_app.cli.common import add_no_progress, add_weights_dir, use_weights_dir
 from dfd_app.detect import inputs as inputs_mod
 from dfd_app.detect import output, pipeline
 
@@ -61,10 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="csv: one row per video; jsonl: adds per-frame/per-person scores and "
                              "face boxes (default: %(default)s)")
-    parser.add_argument("--out", "-o", metavar="FILE", help="write the table here (default: stdout)")
+    parser.add_argument("-o", "--out", metavar="FILE", help="write the table here (default: stdout)")
     parser.add_argument("--plot", metavar="DIR", help="write per-video frame-score timelines (PNG)")
     parser.add_argument("--faces", metavar="DIR", help="write the face crops used (JPEG)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--explain", metavar="DIR",
+                        help="write each face with its Grad-CAM heat map of P(fake) (PNG); "
+                             "with --format jsonl each face also gets 'attention' (peak, "
+                             "8x8 grid)")
+    add_weights_dir(parser)
+    add_no_progress(parser)
 
 
 def parse_band(text: str):
@@ -77,11 +81,6 @@ def parse_band(text: str):
     except ValueError:
         raise ValueError(f"--uncertain must be auto, off or LOW,HIGH, got {text!r}") from None
     return (low, high)
-
-
-def _progress(no_progress: bool):
-    quiet = no_progress or not sys.stderr.isatty()
-    return tqdm(desc="videos", unit="video", file=sys.stderr, disable=quiet, dynamic_ncols=True)
 
 
 def run(args) -> int:
@@ -97,6 +96,7 @@ def run(args) -> int:
     if args.frames < 1:
         log.error("--frames must be >= 1, got %d", args.frames)
         return 2
+    use_weights_dir(args.weights_dir)
     try:
         ctx = pipeline.build_context(
             model=None if args.stacker or not args.model else args.model[0],
@@ -105,21 +105,25 @@ def run(args) -> int:
             margin=args.margin, all_faces=args.all_faces, threshold=args.threshold,
             aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl",
+            explain_dir=args.explain,
             crops=args.crops, uncertain=parse_band(args.uncertain))
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
-    items = inputs_mod.iter_inputs(args.inputs, args.list, inputs_mod.IMAGE_EXTENSIONS
-                                   if args.crops else inputs_mod.VIDEO_EXTENSIONS)
+    # listed first (cheap: names only) so that the bar has a total and an ETA
+    items = list(inputs_mod.iter_inputs(args.inputs, args.list, inputs_mod.IMAGE_EXTENSIONS
+                                        if args.crops else inputs_mod.VIDEO_EXTENSIONS))
+    unit = "face" if args.crops else "video"
     try:
-        status = output.detect_to(items, ctx, args.out, args.format, _progress(args.no_progress))
+        status = output.detect_to(items, ctx, args.out, args.format,
+                                  progress.bar(len(items), f"{unit}s", unit))
     except output.OutputError as err:
         log.error("%s", err)
         if err.broken_pipe or args.out is None:
             streams.release_stdout()
         return 2
     for what, where in (("per-frame score plots", args.plot), ("face crops", args.faces),
-                        ("verdict table", args.out)):
+                        ("heat-map overlays", args.explain), ("verdict table", args.out)):
         if where:
             log.info("%s written to %s", what, Path(where).resolve())
     return status

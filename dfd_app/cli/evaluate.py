@@ -1,6 +1,6 @@
 """``dfd evaluate``: a video score table (+ labels, + validation scores) -> one report directory.
 
-    dfd evaluate --scores test_videos.csv [--labels labels.csv] [--frames test_frames.csv]
+    dfd evaluate --scores test_videos.csv [--labels labels.csv] [--frame-scores test_frames.csv]
                  [--val val_videos.csv --threshold-policy f1] --out runs/report
     dfd detect videos/ --out detect.csv
     dfd evaluate --scores detect.csv --labels truth.csv --out runs/report   # truth: video,label
@@ -19,7 +19,7 @@ from dfd.evaluation import report
 from dfd.evaluation.inputs import load_videos
 from dfd.evaluation.metrics import evaluate, prepare
 from dfd.scores import read_table
-from dfd_app.cli.common import add_common_arguments
+from dfd_app.cli.common import add_common_arguments, add_deprecated_alias
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", type=Path, required=True,
                    help="video score table (.csv/.parquet) or dfd detect's CSV (then --labels)")
-    p.add_argument("--frames", type=Path, help="frame score table: frame-level metrics and timelines")
+    p.add_argument("--frame-scores", type=Path, dest="frame_scores", metavar="TABLE",
+                   help="frame score table (dfd predict --frames-out): frame-level metrics and "
+                        "timelines")
+    add_deprecated_alias(p, "--frames", "--frame-scores", "frame_scores", type=Path)
     p.add_argument("--val", type=Path, help="validation video score table for the threshold policy")
     p.add_argument("--timelines", type=int, default=2, metavar="K",
-                   help="per-frame timelines of the K most confidently wrong videos (needs --frames)")
+                   help="per-frame timelines of the K most confidently wrong videos (needs "
+                        "--frame-scores)")
     p.add_argument("--title", default=None, help="report title")
     add_common_arguments(p)
 
@@ -51,7 +55,7 @@ def print_summary(name: str, res: dict) -> None:
 def run(args) -> int:
     videos = load_videos(args.scores, args.labels)
     val = load_videos(args.val, args.labels, "validation") if args.val else None
-    frames = read_table(args.frames) if args.frames else None
+    frames = read_table(args.frame_scores) if args.frame_scores else None
     models = sorted(videos["model"].dropna().astype(str).unique()) if "model" in videos else []
     if len(models) > 1:
         raise SystemExit(f"{args.scores} holds several models {models}: use `dfd compare`")
@@ -59,7 +63,7 @@ def run(args) -> int:
     res = evaluate(videos, frames, val, args.threshold_policy, args.threshold, args.missing,
                    args.bootstrap, args.seed, args.log_loss_clip)
     res["model"], res["inputs"] = name, {"scores": str(args.scores), "val": str(args.val or ""),
-                                         "frames": str(args.frames or ""), "labels": str(args.labels or "")}
+                                         "frames": str(args.frame_scores or ""), "labels": str(args.labels or "")}
     used, _ = prepare(videos, args.missing)
     curves = {name: (used["label"].to_numpy(int), used["p_fake"].to_numpy(float))}
     figs = report.render_figures(args.out, curves, name, res, frames, used, args.timelines)

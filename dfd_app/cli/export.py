@@ -11,21 +11,20 @@ beside it. See docs/models.md for the contract.
 from __future__ import annotations
 
 from dfd.export import DEFAULT_VERSION, export_model
+from dfd_app.cli.common import add_out, add_weights_dir
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True,
                         help="registered weights name (e.g. meso4_df), a .keras file, an export "
                              "folder, or an authors' .h5 weights file")
-    parser.add_argument("--out", "-o", required=True,
-                        help="export folder; the model goes into OUT/<version>/ (TF Serving)")
+    add_out(parser, "export folder; the model goes into OUT/<version>/ (TF Serving)")
     parser.add_argument("--version", type=int, default=DEFAULT_VERSION,
                         help="version number, the sub-folder of --out (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing OUT/<version> (default: refuse)")
     parser.add_argument("--no-keras", action="store_true", help="skip writing model.keras")
-    parser.add_argument("--weights-dir", help="cache folder of registered weights "
-                                              "(default $DFD_WEIGHTS_DIR or ~/.cache/dfd/weights)")
+    add_weights_dir(parser)
 
 
 def run(args) -> int:

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.abc
+import importlib.util
 import logging
+import os
 import re
 import sys
+from contextlib import contextmanager
 
+from dfd import progress
 from dfd_app.cli import streams
 
 # name -> (module, one-line help)
@@ -77,7 +82,74 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(logging.ERROR if quiet else max(level, logging.WARNING))
+
+
+@contextmanager
+def _stderr_fd_silenced():
+    """Send file descriptor 2 to /dev/null for a while (C++ libraries write there directly)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports ``tensorflow`` (when some command first needs it) with stderr silenced.
+
+    TensorFlow prints its start-up lines (oneDNN, absl, CUDA probing) from C++ straight to
+    file descriptor 2 while it is imported, twice (two libraries), whatever
+    ``TF_CPP_MIN_LOG_LEVEL`` says; ``dfd -q`` hides them without importing TensorFlow for
+    commands that never use it.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: find the real spec, then step aside
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        self._real = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self._real.create_module(spec)
+
+    def exec_module(self, module):
+        with _stderr_fd_silenced():
+            self._real.exec_module(module)
+
+
+def quiet_tensorflow() -> None:
+    """Quieten TensorFlow before it is imported: C++ log level ERROR, absl ERROR, and its
+    import-time lines hidden (:class:`_QuietTensorFlowImport`). Called for ``dfd -q``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if "tensorflow" not in sys.modules and not any(
+            isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def _quiet_requested(argv: list[str]) -> bool:
+    """``-q``/``--quiet`` among the options before the subcommand."""
+    for a in argv:
+        if a in SUBCOMMANDS:
+            return False
+        if a == "--quiet" or (a.startswith("-") and not a.startswith("--") and "q" in a[1:]):
+            return True
+    return False
 
 
 #: exit statuses shared by every command (docs/detect-and-serve.md#exit-status)
@@ -88,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every fault ends in one logged line and an exit status: 2 for bad
     input, options or output (a traceback with ``-vv``), 130 for Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
+    if _quiet_requested(argv):  # before any command module can import TensorFlow
+        quiet_tensorflow()
     log = logging.getLogger("dfd")
     command = "?"
     try:
@@ -103,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERROR
         command = args.command
         setup_logging(args.verbose, args.quiet)
+        for note in getattr(args, "_deprecated_options", []):
+            log.warning("%s", note)
+        progress.set_enabled(not getattr(args, "no_progress", False))
         module = importlib.import_module(args._module)
         if hasattr(module, "run_for"):
             code = int(module.run_for(args.command, args) or 0)

@@ -1,6 +1,6 @@
 """``dfd predict``: score face shards with a model into video (and frame) score tables.
 
-    dfd predict --model meso4_df --shards runs/shards/test --out runs/scores/meso4_df.csv \\
+    dfd predict --model meso4_df --shards runs/shards/test -o runs/scores/meso4_df.csv \\
         --frames-out runs/scores/meso4_df_frames.csv --aggregation mean
 """
 
@@ -14,6 +14,7 @@ from dfd.inference.clips import predict_shards
 from dfd.inference.frames import predict
 from dfd.inference.loading import load_any
 from dfd.scores import AGGREGATIONS, write_table
+from dfd_app.cli.common import add_no_progress, add_out, add_weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def add_arguments(parser) -> None:
                              "mesoinception_f2f, package assets), a .keras file or a SavedModel folder")
     parser.add_argument("--shards", required=True, nargs="+",
                         help="shard folder(s) or .tfrecord file(s)")
-    parser.add_argument("--out", required=True, help="video score table (.csv or .parquet)")
+    add_out(parser, "video score table (.csv or .parquet)")
     parser.add_argument("--frames-out", help="also write the per-face frame table here")
     parser.add_argument("--aggregation", default="mean", choices=sorted(AGGREGATIONS),
                         help="frame scores -> video score rule (default: mean)")
@@ -35,8 +36,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", help="score only records of this manifest split (e.g. test)")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per batch (default 64)")
     parser.add_argument("--model-name", help="name written in the tables' model column")
-    parser.add_argument("--weights-dir", help="cache folder of registered weights "
-                                              "(default $DFD_WEIGHTS_DIR or ~/.cache/dfd/weights)")
+    add_weights_dir(parser)
+    add_no_progress(parser)
 
 
 def _predict_clips(scorer, source, args):

@@ -7,6 +7,7 @@ import logging
 
 from data_prep.contact_sheet import contact_sheet
 from data_prep.prep import PrepConfig, run_prep
+from dfd_app.cli.common import add_no_progress, add_out
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = PrepConfig()
     p.add_argument("sources", nargs="+",
                    help="DFDC folders, FF++ root, real/+fake/ folder, a path,label CSV, or a crop set")
-    p.add_argument("--out", required=True, help="output shard directory (re-run to resume)")
+    add_out(p, "output shard directory (re-run to resume)")
     p.add_argument("--layout", default=d.layout,
                    help="input layout (auto, dfdc, ffpp, csv, folders, crops); default: auto-detect")
     p.add_argument("--workers", type=int, default=d.workers,
@@ -28,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="with --engine dask: an existing cluster (tcp://host:8786 or a "
                         "scheduler file); see docs/prep.md")
-    p.add_argument("--frames", type=int, default=d.n_frames, help="frames sampled per video")
+    p.add_argument("--frames", type=int, default=d.n_frames,
+                   help="frames sampled per video (default: %(default)s)")
     p.add_argument("--sampler", default=d.sampler,
                    help="uniform (exact, evenly spaced), keyframe (fast, codec-aware) or stride")
     p.add_argument("--stride", type=int, default=None, help="frame step for --sampler stride")
@@ -53,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N items (smoke runs)")
     p.add_argument("--contact-sheet", metavar="PNG",
                    help="also write a contact sheet of the faces to this PNG")
+    add_no_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:

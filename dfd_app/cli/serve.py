@@ -10,6 +10,7 @@ import argparse
 import logging
 
 from dfd.inference.scorers import ModelLoadError
+from dfd_app.cli.common import add_weights_dir, use_weights_dir
 from dfd_app.detect import pipeline
 from dfd_app.serve.service import ServiceSettings, create_app
 
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="face scores -> person score (default: %(default)s)")
     parser.add_argument("--frames", type=int, default=pipeline.DEFAULT_N_FRAMES,
                         help="frames sampled per video (default: %(default)s)")
-    parser.add_argument("--sampler", default=pipeline.DEFAULT_SAMPLER, choices=["keyframe", "uniform"])
+    parser.add_argument("--sampler", default=pipeline.DEFAULT_SAMPLER, choices=["keyframe", "uniform"],
+                        help="frame sampler (default: %(default)s)")
     parser.add_argument("--detector", default="default", help="face detector name (default: %(default)s)")
     parser.add_argument("--margin", default="auto", metavar="auto|FLOAT",
                         help="face crop framing (as in dfd detect; default: %(default)s)")
@@ -47,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="videos scored at once (default: %(default)s)")
     parser.add_argument("--max-queue", type=int, default=8,
                         help="requests waiting beyond --workers before 503 (default: %(default)s)")
+    add_weights_dir(parser)
 
 
 def settings_from_args(args):
@@ -69,6 +72,7 @@ def run(args) -> int:
     import uvicorn
 
 
+    use_weights_dir(args.weights_dir)
     try:
         settings = settings_from_args(args)
         ctx = settings.build_context()  # fail here, before binding, when the model cannot load

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep import manifests, splits
+from dfd_app.cli.common import add_deprecated_alias, add_out
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("sources", nargs="+", metavar="SOURCE",
                             help="dataset folders or list files (DFDC, FaceForensics++, CSV, "
                                  "real/ + fake/ folders, face-crop sets)")
-        parser.add_argument("--out", required=True, help="manifest CSV to write, with a split column")
+        add_out(parser, "manifest CSV to write, with a split column")
         parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
         parser.add_argument("--fractions", type=float, nargs="+",
                             default=list(splits.DEFAULT_FRACTIONS),
@@ -43,9 +44,13 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
                             help="also write the problems found to this CSV")
     elif name == "check-split":
         parser.add_argument("manifest", help="CSV with split and group columns")
-        parser.add_argument("--split-col", default="split")
-        parser.add_argument("--group-col", default="group")
-        parser.add_argument("--limit", type=int, default=20, help="leaking groups to name")
+        parser.add_argument("--split-col", default="split",
+                            help="column holding the split name (default split)")
+        parser.add_argument("--group-col", default="group",
+                            help="identity column: no group may span two splits (default group)")
+        parser.add_argument("--show", type=int, default=20, metavar="N",
+                            help="name at most N leaking groups (default 20)")
+        add_deprecated_alias(parser, "--limit", "--show", "show", type=int)
     else:
         raise ValueError(f"dfd_app.cli.split serves split and check-split, not {name!r}")
 
@@ -102,7 +107,7 @@ def run_check(args) -> int:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         log.error("cannot check %s: %s", args.manifest, exc)
         return 2
-    print(report.message(limit=args.limit))
+    print(report.message(limit=args.show))
     if "source" in table.columns and "label" in table.columns:
         print(_by_source(table, list(splits.DEFAULT_NAMES), args.split_col, args.group_col))
     return 0 if report.ok else 1

@@ -1,10 +1,10 @@
 """``dfd stack fit|predict``: the logistic-regression stacker from the command line.
 
-    dfd stack fit --model meso4=val_meso4_frames.csv --model lstm=val_lstm.csv --out stacker.json
-    dfd stack predict --stacker stacker.json --model meso4=test_meso4_frames.csv \\
-                      --model lstm=test_lstm.csv --out stacked.csv
+    dfd stack fit --scores meso4=val_meso4_frames.csv --scores lstm=val_lstm.csv -o stacker.json
+    dfd stack predict --stacker stacker.json --scores meso4=test_meso4_frames.csv \\
+                      --scores lstm=test_lstm.csv -o stacked.csv
 
-``--model NAME=PATH`` takes a video table (feature ``NAME``) or a frame table (features
+``--scores NAME=PATH`` (formerly ``--model``, still accepted for one release) takes a video table (feature ``NAME``) or a frame table (features
 ``NAME:mean``, ``NAME:vote``, ``NAME:max``). Fit on videos the base models never trained on.
 """
 
@@ -22,7 +22,7 @@ from dfd.evaluation.stacker import (
     stacked_table,
 )
 from dfd.scores import write_table
-from dfd_app.cli.common import model_spec
+from dfd_app.cli.common import add_deprecated_alias, add_out, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,36 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="stack_command", metavar="{fit,predict}", required=True)
     f = sub.add_parser("fit", help="fit the stacker on a held-out split -> stacker.json")
-    f.add_argument("--model", type=model_spec, action="append", required=True, metavar="NAME=PATH")
+    _add_scores(f, "a model's score table on the fit split")
     f.add_argument("--labels", type=Path, help="CSV video_id,label (else the tables' labels)")
     f.add_argument("--C", type=float, default=1.0, help="inverse L2 regularisation strength (1.0)")
     f.add_argument("--oof", type=int, default=5, metavar="K",
                    help="report K-fold out-of-fold AUC on the fit set (0: skip; default 5)")
     f.add_argument("--oof-out", type=Path, help="write the out-of-fold scores as a video table")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--out", type=Path, required=True, help="stacker JSON to write")
+    f.add_argument("--seed", type=int, default=0, help="fold-assignment seed (default 0)")
+    add_out(f, "stacker JSON to write", type=Path)
     q = sub.add_parser("predict", help="apply a stacker.json -> a stacked video score table")
-    q.add_argument("--stacker", type=Path, required=True)
-    q.add_argument("--model", type=model_spec, action="append", required=True, metavar="NAME=PATH")
+    q.add_argument("--stacker", type=Path, required=True, help="stacker JSON from `dfd stack fit`")
+    _add_scores(q, "a model's score table on the split to score")
     q.add_argument("--labels", type=Path, help="CSV video_id,label copied into the output")
-    q.add_argument("--out", type=Path, required=True, help="stacked video table (.csv/.parquet)")
+    add_out(q, "stacked video table (.csv/.parquet)", type=Path)
+
+
+def _add_scores(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--scores", type=model_spec, action="append", metavar="NAME=PATH",
+                   help=f"{what} (video or frame table); repeat per model")
+    add_deprecated_alias(p, "--model", "--scores", "scores", append=True, type=model_spec,
+                         metavar="NAME=PATH")
+
+
+def _scores(args) -> list:
+    if not args.scores:
+        raise ValueError("no score tables: give --scores NAME=PATH for each model")
+    return args.scores
 
 
 def fit(args) -> int:
-    st, oof_table = fit_stacker(args.model, args.labels, C=args.C, seed=args.seed, oof=args.oof,
+    st, oof_table = fit_stacker(_scores(args), args.labels, C=args.C, seed=args.seed, oof=args.oof,
                                 out=args.out)
     report = st.fit_report
     if args.oof_out and oof_table is not None:
@@ -62,10 +75,10 @@ def fit(args) -> int:
 
 def predict(args) -> int:
     st = Stacker.load(args.stacker)
-    tables, labels = read_models(args.model, args.labels)
+    tables, labels = read_models(_scores(args), args.labels)
     lacking = sorted(set(st.models) - set(tables))
     if lacking:
-        raise SystemExit(f"stacker {args.stacker} needs model(s) {lacking}; give --model NAME=PATH for each")
+        raise SystemExit(f"stacker {args.stacker} needs model(s) {lacking}; give --scores NAME=PATH for each")
     feats = build_features({n: tables[n] for n in st.models})
     p = st.predict_features(feats)
     out = stacked_table(feats, p, labels, status=input_status(tables))

@@ -53,31 +53,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "made from REAL faces only (sbi), or both mixed (see --sbi-ratio)")
     parser.add_argument("--sbi-ratio", type=float,
                         help="with --fakes both: share of FAKE examples that are self-blended")
-    parser.add_argument("--run-dir", help="where the run writes (and resumes from)")
-    parser.add_argument("--input-kind", choices=INPUT_KINDS)
-    parser.add_argument("--clip-len", type=int)
-    parser.add_argument("--face-size", type=int)
-    parser.add_argument("--max-faces-per-record", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--steps-per-epoch", type=int)
-    parser.add_argument("--validation-steps", type=int)
-    parser.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--loss", choices=LOSSES)
-    parser.add_argument("--class-balance", choices=CLASS_BALANCE)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--strategy", choices=STRATEGIES)
-    parser.add_argument("--loop", choices=LOOPS)
-    parser.add_argument("--patience", type=int, help="early-stopping patience on val AUC")
-    parser.add_argument("--no-early-stopping", action="store_true")
+    parser.add_argument("-o", "--out", "--run-dir", dest="run_dir",
+                        help="run directory: where the run writes (and resumes from); "
+                             "default runs/train")
+    parser.add_argument("--input-kind", choices=INPUT_KINDS,
+                        help="frames: one face per example; clips: T faces + mask (temporal "
+                             "models); default frames")
+    parser.add_argument("--clip-len", type=int, help="faces per clip for --input-kind clips "
+                        "(default 16)")
+    parser.add_argument("--face-size", type=int, help="face side in pixels the model takes "
+                        "(default 256)")
+    parser.add_argument("--max-faces-per-record", type=int,
+                        help="frames: use at most this many faces per video (default: all)")
+    parser.add_argument("--batch-size", type=int, help="global batch size, split over replicas "
+                        "(default 32)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default 10)")
+    parser.add_argument("--steps-per-epoch", type=int,
+                        help="batches per epoch (default: one pass over the training data)")
+    parser.add_argument("--validation-steps", type=int,
+                        help="validation batches per epoch (default: the whole --val data)")
+    parser.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate",
+                        help="learning rate (default 1e-3)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default adam)")
+    parser.add_argument("--loss", choices=LOSSES,
+                        help="mse (as the original MesoNet) or bce (default mse)")
+    parser.add_argument("--class-balance", choices=CLASS_BALANCE,
+                        help="none, weights (class weights from the training labels) or "
+                             "sampling (50/50 batches); default weights")
+    parser.add_argument("--seed", type=int, help="seed of shuffling, sampling and "
+                        "initialisation (default 0)")
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help="default (one device), mirrored (all local GPUs) or multiworker "
+                             "(several machines: TF_CONFIG, or Slurm's srun); default default")
+    parser.add_argument("--loop", choices=LOOPS,
+                        help="auto (model.fit, the custom loop under multiworker), fit or "
+                             "custom; default auto")
+    parser.add_argument("--patience", type=int,
+                        help="early-stopping patience on val AUC, in epochs (default 5)")
+    parser.add_argument("--no-early-stopping", action="store_true",
+                        help="train every epoch (same as patience None)")
     parser.add_argument("--no-augment", action="store_true", help="switch all augmentations off")
     parser.add_argument("--augment", help='JSON object of AugmentConfig fields, e.g. \'{"jpeg": false}\'')
     parser.add_argument("--phases", help='JSON list, e.g. \'[{"epochs": 3, "learning_rate": 1e-3, '
                         '"trainable_backbone": false}, {"epochs": 5, "learning_rate": 1e-4}]\'')
-    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                        help="mixed_float16 compute (GPUs); default off")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="XLA-compile the training step; default off")
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                        help="write TensorBoard logs into the run directory; default on")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved config and exit without training")
 

@@ -47,6 +47,20 @@ def write_faces(out_dir, video_path, faces, track_ids, frame_idx) -> Path:
     return folder
 
 
+def write_overlays(out_dir, video_path, overlays, track_ids, frame_idx) -> Path:
+    """Write ``<out>/<video stem>/t<track>_f<frame>.png``: each face with its heat map."""
+    import cv2
+
+    folder = Path(out_dir) / output_stem(video_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for img, t, f in zip(overlays, track_ids, frame_idx):
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
+        if not ok:
+            raise ValueError(f"PNG encoding failed for an overlay of shape {img.shape}")
+        (folder / f"t{int(t)}_f{int(f):06d}.png").write_bytes(buf.tobytes())
+    return folder
+
+
 def write_plot(path, rec: dict, frame_idx, p, track_ids) -> Path:
     """The per-frame P(fake) timeline of one video as a PNG (threshold and video score marked)."""
     plot = plot_timeline
@@ -63,8 +77,10 @@ def plot_png_base64(rec: dict, frame_idx, p, track_ids) -> str:
         return base64.b64encode(out.read_bytes()).decode("ascii")
 
 
-def thumbnails(faces, track_ids, frame_idx, p, n: int, size: int = 96) -> list[dict]:
-    """Up to ``n`` small base64 JPEG faces spread evenly over the video, with their scores."""
+def thumbnails(faces, track_ids, frame_idx, p, n: int, size: int = 96,
+               overlays=None) -> list[dict]:
+    """Up to ``n`` small base64 JPEG faces spread evenly over the video, with their scores
+    (and, given ``overlays``, each face's heat-map overlay as ``overlay_jpeg_base64``)."""
     if len(faces) == 0 or n <= 0:
         return []
     order = np.lexsort((np.asarray(track_ids), np.asarray(frame_idx)))
@@ -72,7 +88,11 @@ def thumbnails(faces, track_ids, frame_idx, p, n: int, size: int = 96) -> list[d
     out = []
     for i in pick:
         jpg = encode_jpeg(faces[i], size=size, quality=80)
-        out.append({"track": int(track_ids[i]), "frame_index": int(frame_idx[i]),
-                    "p_fake": float(p[i]), "jpeg_base64": base64.b64encode(jpg).decode("ascii")})
+        item = {"track": int(track_ids[i]), "frame_index": int(frame_idx[i]),
+                "p_fake": float(p[i]), "jpeg_base64": base64.b64encode(jpg).decode("ascii")}
+        if overlays is not None:
+            over = encode_jpeg(overlays[i], size=size, quality=85)
+            item["overlay_jpeg_base64"] = base64.b64encode(over).decode("ascii")
+        out.append(item)
     return out
 

@@ -12,6 +12,11 @@ Result dict (also the ``--format jsonl`` object and the service's JSON)::
     tracks[{track, p_fake, n_faces}], frames[{track, frame_index, p_fake, box, confidence}],
     timings{decode, detect, align, model, total}
 
+With explanations on (``explain``/``explain_dir``), each ``frames`` entry also carries
+``attention{peak, grid, evidence, layer}``: where the model's Grad-CAM map of P(fake) peaks
+(x, y as fractions of the face crop) and the map on an 8x8 grid of the crop (summing to 1);
+see :mod:`dfd.inference.explain`.
+
 ``n_frames`` counts the frames searched for faces, ``n_faces`` the faces scored.
 ``p_fake`` is P(fake) (NaN -> ``null`` in JSON, empty in CSV when there is no score);
 ``verdict`` is the model's prediction (:func:`dfd.labels.verdict`): FAKE when
@@ -36,6 +41,7 @@ import numpy as np
 from data_prep.extract import ExtractConfig, extract_faces
 from data_prep.faces import get_detector
 from data_prep.faces.images import ImageReadError, read_image
+from dfd.inference import explain as explain_mod
 from dfd.inference import scorers as models
 from dfd.labels import verdict
 from dfd.readers import decode_face
@@ -81,6 +87,8 @@ class DetectContext:
     thumb_size: int = 96
     details: bool = True             # per-frame / per-track lists in the result
     crops: bool = False              # inputs are face crops (images), scored without detection
+    explain: bool = False            # Grad-CAM: "attention" per face, overlays on thumbnails
+    explain_dir: str | None = None   # write Grad-CAM overlays (PNG per face) here
     #: the uncertain band ({"low", "high"}: dfd.labels.verdict); None: plain threshold verdicts
     uncertain: dict | None = None
     extras: dict = field(default_factory=dict)
@@ -348,9 +356,54 @@ def _finish(rec: dict, timings: dict, t0: float) -> dict:
     return rec
 
 
-def _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p) -> None:
-    """Plots, face JPEGs and thumbnails; a failure here is logged, never fatal."""
+def explainer_for(scorer):
+    """``(model scorer, GradCAM)`` for a frame model with a Keras model, built once and kept
+    on the scorer; None for clip models, stackers and SavedModel-only scorers."""
+    if not isinstance(scorer, models.ModelScorer) or isinstance(scorer, models.ClipScorer):
+        return None
+    cam = getattr(scorer, "_explainer", None)
+    if cam is None:
+        keras_model = getattr(scorer.scorer, "model", None)
+        if keras_model is None:
+            return None
+        cam = scorer._explainer = explain_mod.GradCAM(keras_model)
+        log.info("explanations: Grad-CAM of %s on layer %r", scorer.name, cam.layer.name)
+    return scorer, cam
 
+
+def _explain(rec, ctx, path, faces, track_ids, frame_idx):
+    """Grad-CAM maps of the faces as the model saw them, the per-face ``attention`` and the
+    overlay files; returns the overlays (uint8 RGB) or None when the model cannot say."""
+    found = explainer_for(ctx.scorer)
+    if found is None:
+        log.warning("%s: no explanation: %s is not a frame model with a Keras model (clip "
+                    "models, stackers and bare SavedModels are not explained)", rec["video"],
+                    ctx.model_name)
+        return None
+    scorer, cam = found
+    seen = scorer.reframe(faces)
+    with scorer._lock:
+        heat = cam(seen)
+    overlays = np.stack([explain_mod.overlay(f, h) for f, h in zip(seen, heat)])
+    if ctx.details and rec.get("frames"):
+        for entry, h, ev in zip(rec["frames"], heat, cam.evidence):
+            entry["attention"] = {**explain_mod.summarize(h, evidence=bool(ev)),
+                                  "layer": cam.layer.name}
+    if ctx.explain_dir:
+        artifacts.write_overlays(ctx.explain_dir, path, overlays, track_ids, frame_idx)
+    return overlays
+
+
+def _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p) -> None:
+    """Plots, face JPEGs, explanations and thumbnails; a failure here is logged, never fatal."""
+
+    overlays = None
+    if ctx.explain or ctx.explain_dir:
+        try:
+            overlays = _explain(rec, ctx, path, faces, track_ids, frame_idx)
+        except Exception as err:  # noqa: BLE001 - best-effort beside the verdict
+            log.warning("%s: could not explain the scores: %s: %s", rec["video"],
+                        type(err).__name__, err)
     try:
         if ctx.faces_dir:
             artifacts.write_faces(ctx.faces_dir, path, faces, track_ids, frame_idx)
@@ -361,7 +414,7 @@ def _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p) -> None:
             rec["plot_png"] = artifacts.plot_png_base64(rec, frame_idx, p, track_ids)
         if ctx.thumbnails:
             rec["thumbnails"] = artifacts.thumbnails(faces, track_ids, frame_idx, p,
-                                                     ctx.thumbnails, ctx.thumb_size)
+                                                     ctx.thumbnails, ctx.thumb_size, overlays)
     except Exception as err:  # noqa: BLE001 - outputs beside the verdict are best-effort
         log.warning("%s: could not write plot/faces: %s", rec["video"], err)
 

@@ -201,7 +201,9 @@ def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
     @app.post("/v1/detect", openapi_extra={"requestBody": DETECT_BODY},
               responses=DETECT_RESPONSES)
     async def detect(request: Request, plot: bool = Query(False, description="inline PNG timeline"),
-                     faces: int = Query(0, ge=0, description="number of face thumbnails")):
+                     faces: int = Query(0, ge=0, description="number of face thumbnails"),
+                     explain: bool = Query(False, description="Grad-CAM: 'attention' per face "
+                                           "and a heat-map overlay on each thumbnail")):
         ctx = state["ctx"]
         if ctx is None:
             raise HTTPException(503, "the model is still loading")
@@ -220,7 +222,8 @@ def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
                 raise HTTPException(err.status, err.message) from None
             rctx = dataclasses.replace(ctx, plot_png=plot, plot_dir=None, faces_dir=None,
                                        thumbnails=min(faces, cfg.max_thumbnails),
-                                       thumb_size=cfg.thumb_size, details=True)
+                                       thumb_size=cfg.thumb_size, details=True,
+                                       explain=explain, explain_dir=None)
             rec = await _run_job(state["pool"], tmp, path, rctx, deadline - time.monotonic())
             status, body = _safe_record(rec, name)
             return JSONResponse(json_safe(body), status_code=status)

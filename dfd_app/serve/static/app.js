@@ -99,11 +99,16 @@ function drawThumbs(res) {
       { className: "empty", textContent: "No faces found." }));
     return;
   }
+  const heat = $("show-heat").checked;
+  const anyOverlay = thumbs.some((t) => t.overlay_jpeg_base64);
+  $("heat-toggle").classList.toggle("hidden", !anyOverlay);
   for (const t of thumbs) {
     const fig = document.createElement("figure");
     const img = document.createElement("img");
-    img.src = "data:image/jpeg;base64," + t.jpeg_base64;
-    img.alt = `face, frame ${t.frame_index}`;
+    const over = heat && t.overlay_jpeg_base64;
+    img.src = "data:image/jpeg;base64," + (over ? t.overlay_jpeg_base64 : t.jpeg_base64);
+    img.alt = over ? `face with heat map, frame ${t.frame_index}` : `face, frame ${t.frame_index}`;
+    if (over) img.dataset.overlay = "1";
     img.className = t.p_fake >= res.threshold ? "FAKE" : "REAL";
     const cap = document.createElement("figcaption");
     cap.textContent = `frame ${t.frame_index} · ${fmt(t.p_fake)}`;
@@ -112,7 +117,10 @@ function drawThumbs(res) {
   }
 }
 
+let lastResult = null;
+
 function showResult(res) {
+  lastResult = res;
   const v = $("verdict");
   v.className = "verdict " + res.label;
   v.replaceChildren(
@@ -159,7 +167,7 @@ async function submit(ev) {
   $("submit").disabled = true;
   setStatus(`Uploading and checking ${file.name} …`);
   try {
-    const r = await fetch("/v1/detect?faces=8", { method: "POST", body });
+    const r = await fetch("/v1/detect?faces=8&explain=true", { method: "POST", body });
     const res = await r.json().catch(() => ({ detail: `server answered ${r.status}` }));
     if (res.label) {
       showResult(res);
@@ -193,6 +201,7 @@ function init() {
     }
   });
   $("upload-form").addEventListener("submit", submit);
+  $("show-heat").addEventListener("change", () => { if (lastResult) drawThumbs(lastResult); });
   fetch("/healthz").then((r) => r.json()).then((h) => {
     if (h.model) $("model-info").textContent = `Model: ${h.model}, limit ${h.max_upload_mb} MB.`;
   }).catch(() => {});
