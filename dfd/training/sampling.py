@@ -101,6 +101,21 @@ def resolve_mix(mix: dict[str, float], available) -> dict[str, float]:
     return {s: v / total for s, v in out.items()}
 
 
+def training_record(cfg) -> dict:
+    """What a run trains on, for its ``preset.json``: ``train_sources`` (sources of the
+    training records used, after ``train_split`` and ``mix``), ``fake_sources`` (those whose
+    own FAKE records it sees: none with ``fakes="sbi"``), ``fakes``, ``sbi_ratio``,
+    ``train_split``. :mod:`dfd.evaluation.compare` decides in- vs cross-source from it."""
+    table = shard_table(cfg.train, cfg.train_split)
+    available = sorted(set(table[schema.SOURCE]))
+    used = sorted(resolve_mix(cfg.mix, available)) if cfg.mix else available
+    with_fakes = set(table.loc[table[schema.LABEL] == FAKE, schema.SOURCE])
+    fake_sources = [] if cfg.fakes == "sbi" else [s for s in used if s in with_fakes]
+    return {"train_sources": used, "fake_sources": fake_sources, "fakes": cfg.fakes,
+            "sbi_ratio": float(cfg.sbi_ratio) if cfg.fakes == "both" else None,
+            "train_split": cfg.train_split}
+
+
 # ------------------------------------------------------------------ exact batch shares
 
 
