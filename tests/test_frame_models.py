@@ -105,3 +105,18 @@ def test_weights_from_a_saved_model_fine_tune_start(effnet, tmp_path):
     other.save(tmp_path / "other.keras")
     with pytest.raises(ValueError, match="other.keras.*other shapes"):
         EfficientNetB0(weights=str(tmp_path / "other.keras"), input_shape=(32, 32, 3))
+
+
+def test_detect_scorer_resizes_faces_to_the_model_side(effnet):
+    """dfd detect crops 256-px faces; a 32-px model gets them resized (it used to fail)."""
+    import cv2
+
+    from dfd.inference.loading import load_any
+    from dfd.inference.scorers import ModelScorer
+
+    scorer = ModelScorer(load_any(effnet), "e")
+    assert scorer.face_side == 32
+    faces = np.random.default_rng(3).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    small = np.stack([cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in faces])
+    np.testing.assert_allclose(scorer(faces), effnet.predict(small, verbose=0).ravel(),
+                               atol=1e-5)
