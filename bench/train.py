@@ -1,4 +1,13 @@
-"""Training throughput of Meso-4: our tf.data shard pipeline vs the original study's input path.
+"""Training throughput: every shipped architecture, the SBI stage alone, and Meso-4's input path.
+
+First (``--archs``, default on): training images/s of each shipped single-face architecture
+(``train_on_batch`` on random uint8 faces: the model's compute alone, Adam + MSE as ``dfd
+train``): Meso-4 and MesoInception-4 at 256 px, EfficientNetB0 at 96/128/160 px (the side
+frame_tf's default was picked by) and Xception at 160 px (``--archs-list`` changes the list,
+``NAME@SIZE`` items); then the self-blended-fake stage alone (``dfd.training.sbi.self_blend``
+on a batch of 256-px faces without landmarks: the standard keypoints are used).
+
+Then the study comparison for Meso-4 (``--no-study`` skips it):
 
 Both paths read the SAME DFDC face crops (224x224 JPEGs from ../shared/data/dfdc_faces,
 resized to 256 on load, as the study's ``flow_from_directory(target_size=(256, 256))``):
@@ -16,6 +25,7 @@ images/s (epoch 2 of 2; epoch 1 warms up), then the ratios. Crops and shards go 
 ``--work`` (default /tmp/dfd-bench-train), never into the repository.
 
     .venv/bin/python bench/train.py [--n 1000] [--batch 32] [--work /tmp/dfd-bench-train]
+                                    [--steps 5] [--archs-list meso4@256,...] [--no-study]
 """
 
 from __future__ import annotations
@@ -142,13 +152,83 @@ def fit_rate(data, steps: int | None, images: int) -> float:
     return images / times[-1]
 
 
+ARCHS = ("meso4@256", "mesoinception4@256", "efficientnetb0@96", "efficientnetb0@128",
+         "efficientnetb0@160", "xception@160")
+
+
+def arch_rate(name: str, size: int, batch: int, steps: int) -> float:
+    """Training images/s of registered architecture ``name`` at ``size`` px (compute only)."""
+    import keras
+    import numpy as np
+
+    from dfd import presets
+
+    keras.utils.set_random_seed(0)
+    model = presets.get_builder(name).fn(input_shape=(size, size, 3))
+    model.compile(keras.optimizers.Adam(1e-3), "mse", jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    y = (rng.random((batch, 1)) > 0.5).astype("float32")
+    for _ in range(2):  # tracing and warm-up
+        model.train_on_batch(x, y)
+    t = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * batch / (time.perf_counter() - t)
+
+
+def sbi_rate(batch: int, steps: int, size: int = 256) -> float:
+    """Images/s of the self-blended-fake stage alone (one ``tf.function`` call per batch)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from dfd.training.config import SBIConfig
+    from dfd.training.sbi import self_blend
+
+    cfg = SBIConfig()
+    faces = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3),
+                                                          dtype=np.uint8))
+    lms, boxes = tf.fill([batch, 5, 2], -1.0), tf.fill([batch, 4], -1.0)
+    blend = tf.function(lambda f, s: self_blend(f, lms, boxes, s, cfg)[0])
+    blend(faces, tf.constant([0, 0])).numpy()
+    t = time.perf_counter()
+    for i in range(steps):
+        blend(faces, tf.constant([0, i + 1])).numpy()
+    return steps * batch / (time.perf_counter() - t)
+
+
+def print_arch_rates(items, batch: int, steps: int) -> None:
+    print(f"training images/s, model compute only (batch {batch}, {steps} steps after 2 "
+          f"warm-up; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+    from dfd import presets
+
+    print(f"{'architecture':<18}{'input':>7}{'params':>11}{'images/s':>10}")
+    for item in items:
+        name, _, size = item.partition("@")
+        size = int(size or 256)
+        n = presets.get_builder(name).fn(input_shape=(size, size, 3)).count_params()
+        print(f"{name:<18}{size:>7}{n:>11,}{arch_rate(name, size, batch, steps):>10.1f}",
+              flush=True)
+    print(f"{'SBI stage alone':<18}{256:>7}{'':>11}{sbi_rate(batch, max(steps, 10)):>10.1f}",
+          flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per architecture")
+    ap.add_argument("--archs-list", default=",".join(ARCHS),
+                    help="NAME@SIZE items, comma-separated (registered builders)")
+    ap.add_argument("--no-archs", action="store_true", help="skip the architecture table")
+    ap.add_argument("--no-study", action="store_true", help="skip Meso-4 vs the study's input")
     ap.add_argument("--n", type=int, default=1000, help="face crops to use")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--work", type=Path, default=Path("/tmp/dfd-bench-train"))
     ap.add_argument("--input-only", action="store_true", help="skip the model.fit timing")
     args = ap.parse_args()
+    if not args.no_archs:
+        print_arch_rates([a for a in args.archs_list.split(",") if a], args.batch, args.steps)
+    if args.no_study:
+        return 0
 
     import tensorflow as tf
 

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 FRAME_COLUMNS = ["video_id", "track", "frame_index", "p_fake", "model"]
+#: optional column of video tables scored from shards: the record's source (shards' context)
+SOURCE_COLUMN = "source"
 VIDEO_COLUMNS = [
     "video_id", "label", "p_fake", "n_frames", "n_faces", "status", "error", "model",
     "aggregation",

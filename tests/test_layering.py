@@ -3,7 +3,7 @@
 Layers, each importing only downward:
 
 * core ``dfd``: imports no sibling package, names none by string;
-* model packages ``mesonet_tf``, ``temporal_tf``: the core only (no ``data_prep``, no video
+* model packages ``mesonet_tf``, ``temporal_tf``, ``frame_tf``: the core only (no ``data_prep``, no video
   or face detection), and not each other;
 * ``data_prep``: the core only (no model package);
 * app ``dfd_app``: anything; nothing else imports it.
@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("dfd", "mesonet_tf", "temporal_tf", "data_prep", "dfd_app")
+PACKAGES = ("dfd", "mesonet_tf", "temporal_tf", "frame_tf", "data_prep", "dfd_app")
 ALLOWED = {
     "dfd": {"dfd"},
     "mesonet_tf": {"dfd", "mesonet_tf"},
     "temporal_tf": {"dfd", "temporal_tf"},
+    "frame_tf": {"dfd", "frame_tf"},
     "data_prep": {"dfd", "data_prep"},
     "dfd_app": set(PACKAGES),
 }

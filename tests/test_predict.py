@@ -10,27 +10,27 @@ pytest.importorskip("tensorflow")
 from data_prep import shard_writer  # noqa: E402
 from dfd import framing, readers, schema  # noqa: E402
 from dfd.inference.frames import predict, predict_frames, predict_videos, score_faces  # noqa: E402
-from dfd.scores import FRAME_COLUMNS, VIDEO_COLUMNS, read_table  # noqa: E402
+from dfd.scores import FRAME_COLUMNS, SOURCE_COLUMN, VIDEO_COLUMNS, read_table  # noqa: E402
 from dfd_app.cli import main as cli
 from mesonet_tf.models import Meso4  # noqa: E402
 
 SIZE = 32
 
 
-def _rec(vid, n, label, seed, track=0):
+def _rec(vid, n, label, seed, track=0, source=""):
     rng = np.random.default_rng(seed)
     faces = [schema.encode_png(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
              for _ in range(n)]
     return schema.FaceRecord(video_id=vid, label=label, faces=faces, track=track,
-                             frame_indices=list(range(0, 5 * n, 5)))
+                             frame_indices=list(range(0, 5 * n, 5)), source=source)
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("shards")
     with shard_writer.ShardWriter(d, "part", max_records=2) as w:
-        for r in (_rec("a", 3, 1, 0), _rec("b", 2, 0, 1), _rec("b", 2, 0, 2, track=1),
-                  _rec("u", 1, -1, 3)):
+        for r in (_rec("a", 3, 1, 0, source="csv:ffpp_faces"), _rec("b", 2, 0, 1),
+                  _rec("b", 2, 0, 2, track=1), _rec("u", 1, -1, 3)):
             w.add(r)
     shard_writer.build_index(d)
     return d
@@ -66,8 +66,9 @@ def test_predict_frames_scores_every_face(model, shards):
 
 def test_predict_videos_aggregates_with_labels(model, shards):
     frames, videos = predict(model, shards, aggregation="mean", model_name="m")
-    assert list(videos.columns) == VIDEO_COLUMNS
+    assert list(videos.columns) == VIDEO_COLUMNS + [SOURCE_COLUMN]
     v = videos.set_index("video_id")
+    assert v["source"].to_dict() == {"a": "csv:ffpp_faces", "b": "", "u": ""}
     assert v.loc["a", "label"] == 1 and v.loc["b", "label"] == 0 and v.loc["u", "label"] == -1
     assert v.loc["a", "p_fake"] == pytest.approx(frames[frames.video_id == "a"]["p_fake"].mean())
     b = frames[frames.video_id == "b"].groupby("track")["p_fake"].mean()

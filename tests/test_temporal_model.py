@@ -260,7 +260,7 @@ def test_train_predict_export_end_to_end(tmp_path):
                                            model_name="temporal-tiny")
     assert list(clips.columns) == predict.CLIP_COLUMNS
     assert len(clips) == 1 + 3 + 3 + 2
-    assert list(videos.columns) == scores.VIDEO_COLUMNS
+    assert list(videos.columns) == scores.VIDEO_COLUMNS + [scores.SOURCE_COLUMN]
     assert sorted(videos["video_id"]) == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
     assert videos.set_index("video_id")["label"].to_dict() == {"v0.mp4": 0, "v1.mp4": 1,
                                                               "v2.mp4": 0, "v3.mp4": 1}

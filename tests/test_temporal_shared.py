@@ -119,7 +119,7 @@ def test_predict_scores_every_video(trained, shards, expected_labels):
 
     model = keras.models.load_model(trained[0].last_model)
     clips, videos = predict.predict_shards(model, shards, max_clips=MAX_CLIPS, batch_size=4)
-    assert list(videos.columns) == scores.VIDEO_COLUMNS
+    assert list(videos.columns) == scores.VIDEO_COLUMNS + [scores.SOURCE_COLUMN]
     by_vid = videos.set_index("video_id")
     assert by_vid["label"].to_dict() == expected_labels
     assert np.isfinite(by_vid["p_fake"]).all() and by_vid["p_fake"].between(0, 1).all()
@@ -190,7 +190,7 @@ def test_dfd_predict_cli_on_the_export(exported, shards, trained, expected_label
                    "--model-name", "temporal-tiny"])
     assert rc == 0
     videos = scores.read_table(out)
-    assert list(videos.columns) == scores.VIDEO_COLUMNS
+    assert list(videos.columns) == scores.VIDEO_COLUMNS + [scores.SOURCE_COLUMN]
     by_vid = videos.set_index("video_id")
     assert by_vid["label"].to_dict() == expected_labels
     assert np.isfinite(by_vid["p_fake"]).all() and (by_vid["status"] == "ok").all()

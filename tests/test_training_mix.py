@@ -137,6 +137,31 @@ def test_paired_and_mixed(shards):
             assert y[i + 1] == 0 and orig[i + 1] == orig[i]
 
 
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+def test_paired_with_self_blended_fakes(shards, ratio):
+    """--paired --fakes both: faces travel with their landmarks into the SBI stage; at ratio
+    1 every FAKE is a blend of a REAL face (its corner keeps the REAL's colour), at 0 none."""
+    cfg = _cfg(shards, paired=True, mix={"big": 0.5, "small": 0.5}, batch_size=8,
+               fakes="both", sbi_ratio=ratio)
+    for _src, _orig, lab, y, _ in _batches(cfg, n=3):
+        assert list(y) == [1, 0] * 4  # labels and pairing order unchanged
+        assert (lab[y == 0] == 0).all()
+        assert (lab[y == 1] == (0 if ratio else 1)).all()
+
+
+def test_training_record_says_which_sources_and_fakes(shards):
+    from dfd.training.sampling import training_record
+
+    rec = training_record(_cfg(shards))
+    assert rec["train_sources"] == ["csv:big_faces", "csv:small_faces"]
+    assert rec["fake_sources"] == rec["train_sources"] and rec["fakes"] == "real"
+    rec = training_record(_cfg(shards, mix={"small": 1}))
+    assert rec["train_sources"] == ["csv:small_faces"] == rec["fake_sources"]
+    rec = training_record(_cfg(shards, fakes="sbi"))
+    assert rec["fake_sources"] == [] and len(rec["train_sources"]) == 2
+    assert training_record(_cfg(shards, fakes="both", sbi_ratio=0.25))["sbi_ratio"] == 0.25
+
+
 def test_paired_clips(shards):
     cfg = _cfg(shards, paired=True, input_kind="clips", clip_len=2, batch_size=4)
     x, y, _ = next(make_dataset(cfg, True).as_numpy_iterator())

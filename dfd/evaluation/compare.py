@@ -8,6 +8,7 @@ score tables and their labels (also for ``dfd stack``).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from dfd import presets
 from dfd.evaluation import report
 from dfd.evaluation.metrics import DEFAULT_CLIP, apply_labels, evaluate, prepare
 from dfd.evaluation.stacker import (
@@ -135,12 +137,18 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def compare(models, vals, out, labels_path=None, stacker_path=None, average: bool = True,
             threshold_policy: str = "fixed", threshold: float = 0.5, missing: str = "exclude",
-            bootstrap: int = 1000, seed: int = 0, log_loss_clip: float = DEFAULT_CLIP) -> dict:
+            bootstrap: int = 1000, seed: int = 0, log_loss_clip: float = DEFAULT_CLIP,
+            trained=None, clips=None, clip_data=None) -> dict:
     """Every model (``[(name, path)]`` of test score tables), the plain average and a stacker
     on one test split; writes ``comparison.csv`` / ``comparison.md`` and a report to ``out``.
 
     ``vals``: ``[(name, path)]`` validation tables for threshold policies other than fixed.
-    Returns ``{"table", "markdown", "report", "results"}``.
+    Per source (tables with a ``source`` column): ``per_source.csv`` and
+    ``generalisation.csv`` (mean in-/cross-source ROC-AUC), in-source meaning the model saw
+    that source's fakes, from ``trained``: ``[(name, spec)]`` (:func:`trained_on`). With
+    ``clips`` (``[(name, dfd detect table)]``) and ``clip_data`` (the folder of
+    ``dfdc_videos`` / ``other_videos``): ``clips.csv``, figures on the labelled clips.
+    Returns ``{"table", "markdown", "report", "results", "per_source", "summary"[, "clips"]}``.
     """
     tables, labels = read_models(models, labels_path)
     val_specs = dict(vals)
@@ -174,6 +182,17 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     md = to_markdown(table)
+    gen = generalisation({n: tests[n] for n in tables},
+                         {n: trained_on(spec) for n, spec in (trained or [])},
+                         dict(clips or []), clip_data, threshold, bootstrap, seed, missing)
+    extra_tables = {}
+    for key, file, title in (("per_source", "per_source", "ROC-AUC per source"),
+                             ("summary", "generalisation", "In-source vs cross-source"),
+                             ("clips", "clips", "Labelled clips (dfd detect)")):
+        if key in gen and len(gen[key]):
+            gen[key].to_csv(out / f"{file}.csv", index=False)
+            md += f"\n{title}\n\n" + to_markdown(gen[key])
+            extra_tables[title] = gen[key]
     (out / "comparison.md").write_text(md)
     main = "stacker" if "stacker" in results else max(
         results, key=lambda n: results[n]["video"].get("roc_auc") or -1)
@@ -181,9 +200,12 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     scores = pd.concat([t.assign(model=n) for n, t in tests.items()], ignore_index=True)
     metrics = {"models": results, "threshold_policy": threshold_policy, "featured": main,
                "stacker": str(stacker_path or "")}
-    report.write_report(out, metrics, scores, figs, {"Comparison (video level)": table},
+    metrics["generalisation"] = {k: v.to_dict("records") for k, v in gen.items()}
+    report.write_report(out, metrics, scores, figs,
+                        {"Comparison (video level)": table, **extra_tables},
                         title="Model comparison")
-    return {"table": table, "markdown": md, "report": out / report.HTML_FILE, "results": results}
+    return {"table": table, "markdown": md, "report": out / report.HTML_FILE, "results": results,
+            **gen}
 
 
 def _auc(y, p) -> float | None:
@@ -215,3 +237,182 @@ def fit_stacker(models, labels_path=None, C: float = 1.0, seed: int = 0, oof: in
     if out is not None:
         st.save(out)
     return st, oof_table
+
+
+# ------------------------------------------------------------------ per source, cross source
+
+PER_SOURCE_COLUMNS = ["model", "source", "kind", "roc_auc", "roc_auc_95ci", "n", "n_fake"]
+CLIP_COLUMNS = ["model", "roc_auc", "roc_auc_95ci", "accuracy", "n", "n_fake", "n_unscored"]
+IN_SOURCE, CROSS_SOURCE, UNKNOWN_KIND = "in-source", "cross-source", "unknown"
+
+
+def _bare(source: str) -> str:
+    return str(source).split(":", 1)[-1]
+
+
+def source_matches(source: str, names) -> bool:
+    """Whether shard source ``source`` (``csv:dfdc_faces``) is one of ``names``: named in
+    full, after its layout prefix (``dfdc_faces``), or by a prefix of that (``dfdc``)."""
+    bare = _bare(source)
+    return any(n in (source, bare) or (n and bare.startswith(n)) for n in map(str, names))
+
+
+def trained_on(spec) -> dict:
+    """What a model trained on, from ``spec``: a run folder, ``preset.json`` or model file
+    whose preset records ``fake_sources`` (``dfd train`` writes it); or a list of the sources
+    whose fakes it saw, ``"dfdc+ffpp"`` (``"none"``: no source's, e.g. self-blended fakes
+    only). Returns ``{"fake_sources": [...], "train_sources": [...]}``."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if path.exists():
+        preset = presets.read_preset(path)
+        if preset is None or "fake_sources" not in preset.extra:
+            raise ValueError(f"{text!r} records no 'fake_sources' (a preset.json of a run of "
+                             "dfd train does); give the sources instead, e.g. dfdc+ffpp")
+        return {"fake_sources": list(preset.extra["fake_sources"]),
+                "train_sources": list(preset.extra.get("train_sources") or [])}
+    if text.strip().lower() == "none":
+        return {"fake_sources": [], "train_sources": []}
+    names = [n.strip() for n in text.split("+") if n.strip()]
+    if not names or any(("/" in n or n.endswith(".json")) for n in names):
+        raise ValueError(f"trained-on {text!r} is neither an existing run folder / preset.json "
+                         "nor a list of sources like dfdc+ffpp (or 'none')")
+    return {"fake_sources": names, "train_sources": names}
+
+
+def auc_ci(y, p, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """ROC-AUC of ``(y, p)`` (one row per video) and its percentile bootstrap interval
+    resampling videos: ``(auc, low, high)``, None where undefined (one class)."""
+    y, p = np.asarray(y, int), np.asarray(p, float)
+    auc = _auc(y, p)
+    if auc is None or not n_boot:
+        return auc, None, None
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(int(n_boot)):
+        idx = rng.integers(0, len(y), len(y))
+        a = _auc(y[idx], p[idx])
+        if a is not None:
+            draws.append(a)
+    if not draws:
+        return auc, None, None
+    lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return auc, float(lo), float(hi)
+
+
+def _ci_text(lo, hi) -> str:
+    return f"[{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+
+
+def per_source_table(tests: dict, trained: dict | None = None, bootstrap: int = 1000,
+                     seed: int = 0, missing: str = "exclude") -> pd.DataFrame:
+    """ROC-AUC per model and per source (the video tables' ``source`` column, which ``dfd
+    predict`` writes from the shards), each with its bootstrap interval, and whether the
+    model saw that source's fakes in training (``trained[name]``, see :func:`trained_on`):
+    in-source, else cross-source; unknown when nothing says what it trained on."""
+    trained = trained or {}
+    unknown = sorted(set(trained) - set(tests))
+    if unknown:
+        raise ValueError(f"trained-on given for {unknown}, which match no model; models are "
+                         f"{sorted(tests)}")
+    rows = []
+    for name, t in tests.items():
+        if "source" not in t.columns:
+            log.warning("%s: its table has no 'source' column (score it with dfd predict from "
+                        "shards); no per-source figures", name)
+            continue
+        used, _ = prepare(t, missing)
+        used = used.assign(source=used["source"].fillna("").astype(str))
+        for source, sub in sorted(used.groupby("source"), key=lambda kv: kv[0]):
+            auc, lo, hi = auc_ci(sub["label"], sub["p_fake"], bootstrap, seed)
+            kind = UNKNOWN_KIND
+            if name in trained:
+                kind = IN_SOURCE if source_matches(source, trained[name]["fake_sources"]) \
+                    else CROSS_SOURCE
+            rows.append({"model": name, "source": source or "(none)", "kind": kind,
+                         "roc_auc": auc, "roc_auc_95ci": _ci_text(lo, hi), "n": int(len(sub)),
+                         "n_fake": int((sub["label"] == 1).sum())})
+    return pd.DataFrame(rows, columns=PER_SOURCE_COLUMNS)
+
+
+def generalisation_summary(per_source: pd.DataFrame) -> pd.DataFrame:
+    """Per model: mean in-source and mean cross-source ROC-AUC over its sources."""
+    rows = []
+    for name, sub in per_source.groupby("model", sort=False):
+        row = {"model": name}
+        for kind in (IN_SOURCE, CROSS_SOURCE):
+            v = sub.loc[sub["kind"] == kind, "roc_auc"].dropna()
+            row[f"mean_{kind.replace('-', '_')}_roc_auc"] = float(v.mean()) if len(v) else None
+            row[f"{kind.replace('-', '_')}_sources"] = "+".join(
+                _bare(s) for s in sub.loc[sub["kind"] == kind, "source"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "mean_in_source_roc_auc", "in_source_sources",
+                                       "mean_cross_source_roc_auc", "cross_source_sources"])
+
+
+def clip_labels(data_dir) -> pd.Series:
+    """Labels of the shared labelled clips, by file name: ``dfdc_videos/metadata.json``
+    (DFDC's FAKE/REAL) and ``other_videos/labels.csv`` (``file,label``); UNKNOWN left out."""
+    d = Path(data_dir)
+    found: dict[str, int] = {}
+    meta = d / "dfdc_videos" / "metadata.json"
+    if meta.is_file():
+        for name, rec in json.loads(meta.read_text()).items():
+            found[name] = parse_label(rec.get("label"))
+    other = d / "other_videos" / "labels.csv"
+    if other.is_file():
+        for _, row in pd.read_csv(other, dtype=str).iterrows():
+            found[str(row["file"])] = parse_label(row["label"])
+    if not found:
+        raise ValueError(f"no clip labels in {d} (looked for dfdc_videos/metadata.json and "
+                         "other_videos/labels.csv)")
+    s = pd.Series(found, dtype=int)
+    return s[s != -1]
+
+
+def clip_table(detect_tables: dict, labels: pd.Series, threshold: float = 0.5,
+               bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Video-level figures of ``dfd detect`` tables (``{name: table}``, column ``video``
+    a path or file name) on labelled clips: ROC-AUC with its bootstrap interval and the
+    accuracy at ``threshold``; clips without a score (no face, error) are counted."""
+    rows = []
+    for name, t in detect_tables.items():
+        for col in ("video", "p_fake"):
+            if col not in t.columns:
+                raise ValueError(f"detect table of {name!r} lacks column {col!r}; has "
+                                 f"{list(t.columns)}")
+        t = t.assign(file=[Path(str(v)).name for v in t["video"]])
+        t = t[t["file"].isin(labels.index)]
+        p = pd.to_numeric(t["p_fake"], errors="coerce")
+        ok = p.notna() & (t["status"].fillna("ok").astype(str) == "ok" if "status" in t
+                          else p.notna())
+        y = labels.reindex(t["file"]).to_numpy(int)
+        yy, pp = y[ok.to_numpy()], p[ok].to_numpy(float)
+        auc, lo, hi = auc_ci(yy, pp, bootstrap, seed)
+        rows.append({"model": name, "roc_auc": auc, "roc_auc_95ci": _ci_text(lo, hi),
+                     "accuracy": float(((pp >= threshold) == (yy == 1)).mean()) if len(yy) else None,
+                     "n": int(len(yy)), "n_fake": int((yy == 1).sum()),
+                     "n_unscored": int((~ok).sum() + len(set(labels.index) - set(t["file"])))})
+    return pd.DataFrame(rows, columns=CLIP_COLUMNS)
+
+
+def generalisation(tests: dict, trained: dict | None = None, clips: dict | None = None,
+                   clip_data=None, threshold: float = 0.5, bootstrap: int = 1000,
+                   seed: int = 0, missing: str = "exclude") -> dict:
+    """The per-source table, its in/cross summary and (with ``clips``: ``{name: detect
+    table path}`` and ``clip_data``: the shared data folder) the labelled-clip table."""
+    per = per_source_table(tests, trained, bootstrap, seed, missing)
+    out = {"per_source": per, "summary": generalisation_summary(per)}
+    if clips:
+        if clip_data is None:
+            raise ValueError("clip tables need the labelled clips' folder (--clip-labels DIR)")
+        tables = {n: read_detect_table(p) for n, p in clips.items()}
+        out["clips"] = clip_table(tables, clip_labels(clip_data), threshold, bootstrap, seed)
+    return out
+
+
+def read_detect_table(path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"detect table not found: {p}")
+    return pd.read_csv(p, dtype={"video": str, "status": str})

@@ -143,11 +143,13 @@ def _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, n
     records without decoding a face): note partial losses, add rows for total ones."""
     ds = readers.records(source, keep_unknown=True, split=split)
     expected: dict[str, list] = {}
+    sources: dict[str, str] = {}
     for rec in ds.as_numpy_iterator():
         vid = rec[schema.VIDEO_ID].decode()
         k = readers.n_clips(len(rec[schema.FACE]), clip_len, max_clips)
         lab, n = expected.get(vid, (int(rec[schema.LABEL]), 0))
         expected[vid] = (lab, n + k)
+        sources[vid] = rec[schema.SOURCE].decode()
     got = clips.groupby("video_id").size().to_dict() if len(clips) else {}
     videos = videos.copy()
     for i, row in videos.iterrows():
@@ -163,4 +165,5 @@ def _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, n
         log.warning("%d video(s) had no decodable clip: %s", len(lost),
                     [r["video_id"] for r in lost[:10]])
         videos = pd.concat([videos, pd.DataFrame(lost)], ignore_index=True)
+    videos[scores.SOURCE_COLUMN] = videos["video_id"].map(lambda v: sources.get(v, ""))
     return videos

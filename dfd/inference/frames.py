@@ -5,7 +5,8 @@
   (:data:`dfd.scores.FRAME_COLUMNS`).
 * :func:`predict_videos`: the same -> video table, by a named aggregation
   (:func:`dfd.scores.video_scores`).
-* :func:`predict`: both tables from one pass (what ``dfd predict`` runs).
+* :func:`predict`: both tables from one pass (what ``dfd predict`` runs); from shards, the
+  video table carries each record's ``source`` (the shards' context, for per-source figures).
 
 ``model`` may be a Keras model, a :class:`dfd.inference.loading.Scorer`, a ``.keras`` file, a
 SavedModel folder or a registered preset name (``"meso4_df"``...):
@@ -22,7 +23,14 @@ import pandas as pd
 
 from dfd import framing, progress, readers, schema
 from dfd.inference.loading import load_any
-from dfd.scores import FRAME_COLUMNS, STATUS_ERROR, STATUS_OK, failure_row, video_scores
+from dfd.scores import (
+    FRAME_COLUMNS,
+    SOURCE_COLUMN,
+    STATUS_ERROR,
+    STATUS_OK,
+    failure_row,
+    video_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +181,14 @@ def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
         stored = _record_facts(source, kwargs.get("split"))
         missing = [failure_row(vid, STATUS_ERROR, "no face of this record could be decoded",
                                label=lab, model=name or "", aggregation=aggregation)
-                   for vid, (lab, _) in stored.items() if vid not in set(videos["video_id"])]
+                   for vid, (lab, _, _) in stored.items() if vid not in set(videos["video_id"])]
         if missing:
             log.warning("%d record(s) had no decodable face: %s", len(missing),
                         [m["video_id"] for m in missing[:10]])
         # a partly damaged record is scored on the faces that decode, and says so
         partial = []
         for i, row in videos.iterrows():
-            n_stored = stored.get(row["video_id"], (None, 0))[1]
+            n_stored = stored.get(row["video_id"], (None, 0, ""))[1]
             if row["status"] == STATUS_OK and row["n_faces"] < n_stored:
                 videos.at[i, "error"] = (f"{n_stored - row['n_faces']} of {n_stored} stored faces "
                                          "could not be decoded; scored on the rest")
@@ -190,20 +198,24 @@ def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
                         len(partial), partial[:10])
         if missing:
             videos = pd.concat([videos, pd.DataFrame(missing)], ignore_index=True)
+        videos[SOURCE_COLUMN] = videos["video_id"].map(
+            lambda v: stored.get(v, (None, 0, ""))[2])
     return frames, videos
 
 
-def _record_facts(source, split=None) -> dict[str, tuple[int, int]]:
-    """``{video_id: (label, faces stored)}`` over every record of the shards (faces are
-    counted, not decoded; a video's tracks are summed)."""
+def _record_facts(source, split=None) -> dict[str, tuple[int, int, str]]:
+    """``{video_id: (label, faces stored, source)}`` over every record of the shards (faces
+    are counted, not decoded; a video's tracks are summed; ``source``: the shards' context,
+    e.g. ``csv:dfdc_faces``)."""
     import tensorflow as tf
 
     ds = readers.records(source, keep_unknown=True, split=split)
-    ds = ds.map(lambda r: (r["video_id"], r["label"], tf.size(r[schema.FACE])))
-    out: dict[str, tuple[int, int]] = {}
-    for v, lab, n in ds.as_numpy_iterator():
+    ds = ds.map(lambda r: (r["video_id"], r["label"], tf.size(r[schema.FACE]),
+                           r[schema.SOURCE]))
+    out: dict[str, tuple[int, int, str]] = {}
+    for v, lab, n, src in ds.as_numpy_iterator():
         vid = _text(v)
-        out[vid] = (int(lab), out.get(vid, (0, 0))[1] + int(n))
+        out[vid] = (int(lab), out.get(vid, (0, 0, ""))[1] + int(n), _text(src))
     return out
 
 

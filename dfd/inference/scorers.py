@@ -75,6 +75,8 @@ class ModelScorer:
         #: the framing of the faces it is given (set by the pipeline); when larger than
         #: ``face_margin`` the faces are centre-cropped to ``face_margin`` before scoring
         self.input_margin: float | None = None
+        #: the model's fixed face side (None: any); faces of another side are resized to it
+        self.face_side = _frame_side(scorer)
         self._lock = threading.Lock()
 
     def reframe(self, faces: np.ndarray, size: int | None = None) -> np.ndarray:
@@ -88,7 +90,7 @@ class ModelScorer:
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         if len(faces) == 0:
             return np.zeros(0, np.float64)
-        faces = self.reframe(faces)
+        faces = _resize(self.reframe(faces, size=self.face_side), self.face_side)
         with self._lock:
             return np.asarray(score_faces(self.scorer, faces), dtype=np.float64).reshape(-1)
 
@@ -130,15 +132,30 @@ class ClipScorer(ModelScorer):
         return p, p[owner]
 
     def _prepare(self, faces: np.ndarray) -> np.ndarray:
-        reframed = self.reframe(faces, size=self.face_side)
-        if reframed is not faces:
-            return reframed
-        if self.face_side and len(faces) and faces.shape[1] != self.face_side:
-            import cv2
+        return _resize(self.reframe(faces, size=self.face_side), self.face_side)
 
-            return np.stack([cv2.resize(f, (self.face_side, self.face_side),
-                                        interpolation=cv2.INTER_AREA) for f in faces])
-        return faces
+
+def _resize(faces: np.ndarray, side: int | None) -> np.ndarray:
+    """Faces ``[N, H, W, 3]`` resized to ``side`` (area interpolation) when they differ."""
+    if side and len(faces) and (faces.shape[1] != side or faces.shape[2] != side):
+        import cv2
+
+        return np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
+                         for f in faces])
+    return faces
+
+
+def _frame_side(scorer) -> int | None:
+    """The fixed square side of a single-face scorer's input (None: not fixed / unknown)."""
+    model = getattr(scorer, "model", None)
+    shape = None
+    if model is not None and getattr(model, "inputs", None):
+        shape = list(model.inputs[0].shape)
+    elif getattr(scorer, "info", None) and "faces" in scorer.info.get("inputs", {}):
+        shape = scorer.info["inputs"]["faces"]["shape"]
+    if not shape or len(shape) != 4 or not shape[1] or shape[1] != shape[2]:
+        return None
+    return int(shape[1])
 
 
 def _clip_shape(scorer) -> tuple[int, int | None]:

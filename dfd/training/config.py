@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfd import presets
+
 MODELS = ("meso4", "mesoinception4", "temporal")
 INPUT_KINDS = ("frames", "clips")
 LOSSES = ("mse", "bce")
@@ -214,8 +216,10 @@ class TrainConfig:
         if self.fakes != "real" and self.input_kind != "frames":
             raise ValueError(f"fakes={self.fakes!r} (self-blended fakes) needs input_kind "
                              f"'frames', got {self.input_kind!r}")
-        if self.model not in MODELS and ":" not in self.model:
-            raise ValueError(f"model {self.model!r} is not one of {MODELS} "
+        if (self.model not in MODELS and ":" not in self.model
+                and self.model not in presets.builder_names()):
+            raise ValueError(f"model {self.model!r} is not one of "
+                             f"{sorted(set(MODELS) | set(presets.builder_names()))} "
                              "nor an import path 'package.module:builder'")
         for name in ("batch_size", "epochs", "clip_len", "face_size"):
             if int(getattr(self, name)) < 1:

@@ -101,6 +101,21 @@ def resolve_mix(mix: dict[str, float], available) -> dict[str, float]:
     return {s: v / total for s, v in out.items()}
 
 
+def training_record(cfg) -> dict:
+    """What a run trains on, for its ``preset.json``: ``train_sources`` (sources of the
+    training records used, after ``train_split`` and ``mix``), ``fake_sources`` (those whose
+    own FAKE records it sees: none with ``fakes="sbi"``), ``fakes``, ``sbi_ratio``,
+    ``train_split``. :mod:`dfd.evaluation.compare` decides in- vs cross-source from it."""
+    table = shard_table(cfg.train, cfg.train_split)
+    available = sorted(set(table[schema.SOURCE]))
+    used = sorted(resolve_mix(cfg.mix, available)) if cfg.mix else available
+    with_fakes = set(table.loc[table[schema.LABEL] == FAKE, schema.SOURCE])
+    fake_sources = [] if cfg.fakes == "sbi" else [s for s in used if s in with_fakes]
+    return {"train_sources": used, "fake_sources": fake_sources, "fakes": cfg.fakes,
+            "sbi_ratio": float(cfg.sbi_ratio) if cfg.fakes == "both" else None,
+            "train_split": cfg.train_split}
+
+
 # ------------------------------------------------------------------ exact batch shares
 
 
@@ -145,7 +160,9 @@ def pair_index(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: int):
-    """Endless units of one (fake, real) pair: ``(inputs[2, ...], labels [1., 0.])``."""
+    """Endless units of one (fake, real) pair: ``(inputs[2, ...], labels [1., 0.])``; with
+    self-blended fakes (``cfg.fakes`` not ``"real"``) the inputs are ``{"face", "landmarks",
+    "crop_box"}``, as the unpaired examples."""
     import tensorflow as tf
 
     sub = table if src is None else table[table[schema.SOURCE] == src]
@@ -168,6 +185,7 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
         return ok if src is None else tf.logical_and(ok, tf.equal(rec[schema.SOURCE], src))
 
     clips = cfg.input_kind == "clips"
+    blend = not clips and cfg.fakes != "real"
 
     def sample(rec):
         n = tf.shape(rec[schema.FACE])[0]
@@ -176,7 +194,10 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
             pos, mask = readers.clip_positions(n, cfg.clip_len, "random", seed)
             out["faces"], out["mask"] = tf.gather(rec[schema.FACE], pos), mask
         else:
-            out["faces"] = rec[schema.FACE][tf.random.uniform([], 0, n, tf.int32, seed=seed)]
+            i = tf.random.uniform([], 0, n, tf.int32, seed=seed)
+            out["faces"] = rec[schema.FACE][i]
+            if blend:  # the face's landmarks travel with it for self-blended fakes
+                out["landmarks"], out["crop_box"] = rec[schema.LANDMARKS][i], rec[schema.CROP_BOX][i]
         return out
 
     def pairs(window):
@@ -193,6 +214,8 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
         unit = {"faces": two(window["faces"])}
         if clips:
             unit["mask"] = two(window["mask"])
+        if blend:
+            unit["landmarks"], unit["crop_box"] = two(window["landmarks"]), two(window["crop_box"])
         return tf.data.Dataset.from_tensor_slices(unit)
 
     files = sorted(sub["file"].unique())  # only the shards that hold this source
@@ -208,8 +231,12 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
     def decode(unit):
         y = tf.constant([float(FAKE), float(REAL)])
         if not clips:
-            return tf.stack([readers.decode_face(unit["faces"][j], cfg.face_size)
-                             for j in range(2)]), y
+            faces = tf.stack([readers.decode_face(unit["faces"][j], cfg.face_size)
+                              for j in range(2)])
+            if blend:  # the inputs dfd.training.sbi.apply_sbi takes
+                return {"face": faces, "landmarks": unit["landmarks"],
+                        "crop_box": unit["crop_box"]}, y
+            return faces, y
         faces = tf.stack([
             tf.map_fn(lambda b: readers.decode_face(b, cfg.face_size), unit["faces"][j],
                       fn_output_signature=tf.TensorSpec([cfg.face_size] * 2 + [3], tf.uint8))

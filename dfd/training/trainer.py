@@ -13,7 +13,9 @@ Run directory (``config.run_dir``)::
     metrics.json       exact final val metrics of best and last model
     preset.json        the model's preset (dfd.presets): inputs, and the face framing of the
                        training shards (``face_margin``, from their index.json) that dfd
-                       detect then crops faces at
+                       detect then crops faces at; in ``extra`` what it trained on
+                       (``train_sources``, ``fake_sources``, ``fakes``: dfd compare's
+                       in-source / cross-source split)
     tensorboard/       TensorBoard logs
     backup/ checkpoints/ phases/   resume state (a re-run continues where a killed run stopped)
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from dfd import export, framing, presets, schema
 from dfd.config import config_to_dict, json_safe, save_config
-from dfd.training import custom_loop, fit_path, history
+from dfd.training import custom_loop, fit_path, history, sampling
 from dfd.training.config import TrainConfig
 from dfd.training.data import count_labels, effective_counts, make_dataset
 from dfd.training.evaluate import evaluate
@@ -222,9 +224,14 @@ def _write_preset(cfg: TrainConfig, model, out_dir: Path) -> None:
     except ValueError as err:
         log.warning("no %s written: %s", presets.PRESET_FILE, err)
         return
+    try:
+        record = sampling.training_record(cfg)
+    except (ValueError, OSError) as err:  # the run is done: a missing record is no failure
+        log.warning("what the run trained on is not recorded: %s", err)
+        record = {}
     preset = export.model_preset(model, specs, source=f"dfd train ({cfg.model})",
                                  face_margin=framing.shards_face_margin(cfg.train),
-                                 trained_as=cfg.model)
+                                 trained_as=cfg.model, **record)
     if ":" not in cfg.model:
         preset = preset.replace(architecture=cfg.model)
     presets.write_preset(preset, out_dir)

@@ -4,6 +4,11 @@
                 [--val meso4=val_meso4.csv --val lstm=val_lstm.csv --threshold-policy f1] \\
                 [--stacker stacker.json] --out runs/compare
 
+Per source (video tables of ``dfd predict`` carry the shards' ``source``): ROC-AUC with its
+95% bootstrap interval, in-source or cross-source by ``--trained-on NAME=RUN_DIR`` (what
+``dfd train`` recorded) or ``NAME=dfdc+ffpp``; ``--clips NAME=detect.csv --clip-labels
+../shared/data``: figures on the labelled clips.
+
 Prints the study's comparison table (accuracy, precision, recall, F1, ROC-AUC, log loss, n)
 and writes it as ``comparison.csv`` / ``comparison.md`` next to a full report (ROC and PR
 curves of all entries on one figure, metrics.json, index.html): :func:`dfd.evaluation.compare.compare`.
@@ -27,6 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the same model's validation scores (threshold policy); repeat per model")
     p.add_argument("--stacker", type=Path, help="stacker.json to apply to the test scores")
     p.add_argument("--no-average", action="store_true", help="leave out the plain-average baseline")
+    p.add_argument("--trained-on", type=model_spec, action="append", default=[],
+                   metavar="NAME=RUN|SOURCES",
+                   help="what a model trained on: its run folder / preset.json (dfd train "
+                        "records it), or the sources whose fakes it saw, e.g. dfdc+ffpp "
+                        "('none': self-blended only); sets in- vs cross-source per source")
+    p.add_argument("--clips", type=model_spec, action="append", default=[], metavar="NAME=CSV",
+                   help="a model's dfd detect table on the labelled clips; repeat per model")
+    p.add_argument("--clip-labels", type=Path, metavar="DIR",
+                   help="folder holding dfdc_videos/metadata.json and other_videos/labels.csv")
     add_common_arguments(p)
 
 
@@ -35,7 +49,8 @@ def run(args) -> int:
         raise ValueError("no score tables: give --scores NAME=PATH for each model")
     done = compare(args.scores, args.val, args.out, args.labels, args.stacker,
                    not args.no_average, args.threshold_policy, args.threshold, args.missing,
-                   args.bootstrap, args.seed, args.log_loss_clip)
+                   args.bootstrap, args.seed, args.log_loss_clip, args.trained_on,
+                   args.clips, args.clip_labels)
     print(done["markdown"], end="")
     print(f"report: {done['report']}")
     return 0

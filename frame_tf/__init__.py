@@ -1,0 +1,16 @@
+"""Bigger single-face models built from ``keras.applications`` (EfficientNetB0, Xception).
+
+Each takes uint8 (or float) RGB faces in ``0..255`` and outputs **P(fake)**, ``float32[batch,
+1]``, from a ``Dense(1, sigmoid)`` layer named ``"p_fake"``. The backbone's own input scaling
+is inside the model (built-in layers only), so a saved ``.keras`` file loads without this
+package. Importing the package registers the builders ``efficientnetb0`` and ``xception``
+with :mod:`dfd.presets`; TensorFlow is imported only when a model is built.
+"""
+
+from dfd import presets as _presets
+from frame_tf.models import BACKBONES, EfficientNetB0, FrameNet, Xception
+
+__all__ = ["BACKBONES", "EfficientNetB0", "FrameNet", "Xception"]
+
+_presets.register_builder("efficientnetb0", EfficientNetB0)
+_presets.register_builder("xception", Xception)

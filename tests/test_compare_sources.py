@@ -1,0 +1,125 @@
+"""dfd compare per source: in-/cross-source ROC-AUC with intervals, labelled clips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dfd import presets
+from dfd.evaluation import compare as cmp
+from dfd_app.cli import main as cli
+
+
+def _videos(seed, good_on=("csv:dfdc_faces",), n=40):
+    """A video table over two sources; scores separate the labels only on ``good_on``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source in ("csv:dfdc_faces", "csv:ffpp_faces"):
+        for i in range(n):
+            label = i % 2
+            p = 0.2 + 0.6 * label + rng.uniform(-0.1, 0.1) if source in good_on \
+                else rng.uniform(0, 1)
+            rows.append({"video_id": f"{source[4:8]}{i}", "label": label, "p_fake": p,
+                         "n_frames": 1, "n_faces": 1, "status": "ok", "error": "",
+                         "model": "m", "aggregation": "mean", "source": source})
+    return pd.DataFrame(rows)
+
+
+def test_source_matching_and_trained_on(tmp_path):
+    assert cmp.source_matches("csv:dfdc_faces", ["dfdc"])
+    assert cmp.source_matches("csv:dfdc_faces", ["csv:dfdc_faces"])
+    assert not cmp.source_matches("csv:ffpp_faces", ["dfdc"])
+    assert cmp.trained_on("dfdc+ffpp")["fake_sources"] == ["dfdc", "ffpp"]
+    assert cmp.trained_on("none")["fake_sources"] == []
+    presets.write_preset(presets.ModelPreset(
+        name="r", extra={"train_sources": ["csv:dfdc_faces", "csv:ffpp_faces"],
+                         "fake_sources": []}), tmp_path / "run")
+    assert cmp.trained_on(tmp_path / "run") == {
+        "fake_sources": [], "train_sources": ["csv:dfdc_faces", "csv:ffpp_faces"]}
+    presets.write_preset(presets.ModelPreset(name="old"), tmp_path / "old")
+    with pytest.raises(ValueError, match="old.*fake_sources"):
+        cmp.trained_on(tmp_path / "old")
+    with pytest.raises(ValueError, match="'no/such/run'"):
+        cmp.trained_on("no/such/run")
+
+
+def test_per_source_auc_kind_and_interval():
+    tests = {"dfdc_only": _videos(0), "sbi": _videos(1, good_on=())}
+    per = cmp.per_source_table(tests, {"dfdc_only": cmp.trained_on("dfdc"),
+                                       "sbi": cmp.trained_on("none")}, bootstrap=200)
+    got = per.set_index(["model", "source"])
+    assert got.loc[("dfdc_only", "csv:dfdc_faces"), "kind"] == "in-source"
+    assert got.loc[("dfdc_only", "csv:dfdc_faces"), "roc_auc"] == 1.0
+    assert got.loc[("dfdc_only", "csv:ffpp_faces"), "kind"] == "cross-source"
+    assert got.loc[("sbi", "csv:dfdc_faces"), "kind"] == "cross-source"
+    assert got.loc[("dfdc_only", "csv:ffpp_faces"), "n"] == 40
+    assert got.loc[("dfdc_only", "csv:ffpp_faces"), "n_fake"] == 20
+    lo, hi = (float(x) for x in got.loc[("dfdc_only", "csv:ffpp_faces"), "roc_auc_95ci"]
+              .strip("[]").split(","))
+    auc = got.loc[("dfdc_only", "csv:ffpp_faces"), "roc_auc"]
+    assert lo < auc < hi and hi - lo > 0.1  # 40 random videos: a wide interval
+    summary = cmp.generalisation_summary(per).set_index("model")
+    assert summary.loc["dfdc_only", "mean_in_source_roc_auc"] == 1.0
+    assert summary.loc["dfdc_only", "mean_cross_source_roc_auc"] == pytest.approx(auc)
+    assert summary.loc["sbi", "mean_in_source_roc_auc"] is None or \
+        np.isnan(summary.loc["sbi", "mean_in_source_roc_auc"])
+    assert summary.loc["sbi", "cross_source_sources"] == "dfdc_faces+ffpp_faces"
+    # nothing said about what it trained on: unknown, never in-source
+    assert set(cmp.per_source_table({"x": _videos(0)}, bootstrap=0)["kind"]) == {"unknown"}
+    with pytest.raises(ValueError, match="'typo'"):
+        cmp.per_source_table(tests, {"typo": cmp.trained_on("dfdc")})
+
+
+def _clip_data(tmp_path):
+    d = tmp_path / "data"
+    (d / "dfdc_videos").mkdir(parents=True)
+    (d / "other_videos").mkdir()
+    (d / "dfdc_videos" / "metadata.json").write_text(json.dumps(
+        {"a.mp4": {"label": "FAKE"}, "b.mp4": {"label": "REAL"}, "c.mp4": {"label": "FAKE"}}))
+    (d / "other_videos" / "labels.csv").write_text(
+        "file,label,dataset,note\nr.mp4,REAL,x,\nf.mp4,FAKE,y,\nu.mp4,UNKNOWN,z,\n")
+    return d
+
+
+def test_clip_labels_and_table(tmp_path):
+    d = _clip_data(tmp_path)
+    labels = cmp.clip_labels(d)
+    assert labels.to_dict() == {"a.mp4": 1, "b.mp4": 0, "c.mp4": 1, "r.mp4": 0, "f.mp4": 1}
+    t = pd.DataFrame({"video": ["/x/a.mp4", "/x/b.mp4", "/y/r.mp4", "/y/f.mp4", "/y/u.mp4",
+                                "/x/c.mp4"],
+                      "p_fake": [0.9, 0.1, 0.4, 0.6, 0.5, None],
+                      "status": ["ok", "ok", "ok", "ok", "ok", "no_face"]})
+    row = cmp.clip_table({"m": t}, labels, bootstrap=50).iloc[0]
+    assert row["roc_auc"] == 1.0 and row["n"] == 4 and row["n_unscored"] == 1
+    assert row["accuracy"] == 1.0 and row["n_fake"] == 2
+    t.loc[0, "p_fake"] = 0.05  # a.mp4 now scored lowest
+    row = cmp.clip_table({"m": t}, labels, bootstrap=0).iloc[0]
+    assert row["roc_auc"] == pytest.approx(0.5) and row["accuracy"] == 0.75
+
+
+def test_dfd_compare_writes_per_source_and_clip_tables(tmp_path, capsys):
+    d = _clip_data(tmp_path)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _videos(0).to_csv(a, index=False)
+    _videos(1, good_on=("csv:ffpp_faces",)).to_csv(b, index=False)
+    det = tmp_path / "det.csv"
+    pd.DataFrame({"video": ["a.mp4", "b.mp4"], "p_fake": [0.7, 0.2],
+                  "status": ["ok", "ok"]}).to_csv(det, index=False)
+    rc = cli.main(["compare", "--model", f"dfdc={a}", "--model", f"ffpp={b}",
+                   "--trained-on", "dfdc=dfdc", "--trained-on", "ffpp=ffpp",
+                   "--clips", f"dfdc={det}", "--clip-labels", str(d),
+                   "--bootstrap", "50", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    per = pd.read_csv(tmp_path / "out" / "per_source.csv")
+    assert len(per) == 4 and set(per["kind"]) == {"in-source", "cross-source"}
+    gen = pd.read_csv(tmp_path / "out" / "generalisation.csv").set_index("model")
+    assert gen.loc["dfdc", "mean_in_source_roc_auc"] == 1.0
+    assert gen.loc["ffpp", "mean_in_source_roc_auc"] == 1.0
+    assert gen.loc["ffpp", "cross_source_sources"] == "dfdc_faces"
+    clips = pd.read_csv(tmp_path / "out" / "clips.csv")
+    assert clips.loc[0, "n"] == 2 and clips.loc[0, "n_unscored"] == 3
+    out = capsys.readouterr().out
+    assert "In-source vs cross-source" in out and "Labelled clips" in out
