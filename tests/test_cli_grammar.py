@@ -104,6 +104,9 @@ MEANINGS = {
     "--uncertain": "the uncertain band of verdicts",
     "--version": "export version number (the OUT/<version>/ folder)",
     "--overwrite": "replace an existing export version",
+    "--trained-on": "the sources a model was trained on (NAME=SOURCES)",
+    "--clips": "a model's dfd detect table of the labelled clips (NAME=CSV)",
+    "--clip-labels": "folder of the labelled clips (their labels)",
     "--max-decoded-mpix": "decoded pixels per request",
 }
 #: spellings that are the same option as a MEANINGS key
