@@ -109,16 +109,20 @@ def test_dfd_compare_writes_per_source_and_clip_tables(tmp_path, capsys):
     pd.DataFrame({"video": ["a.mp4", "b.mp4"], "p_fake": [0.7, 0.2],
                   "status": ["ok", "ok"]}).to_csv(det, index=False)
     rc = cli.main(["compare", "--model", f"dfdc={a}", "--model", f"ffpp={b}",
+                   "--model", f"sbi={b}", "--trained-on", "sbi=none",  # no in-source: NaN
                    "--trained-on", "dfdc=dfdc", "--trained-on", "ffpp=ffpp",
                    "--clips", f"dfdc={det}", "--clip-labels", str(d),
                    "--bootstrap", "50", "--out", str(tmp_path / "out")])
     assert rc == 0
     per = pd.read_csv(tmp_path / "out" / "per_source.csv")
-    assert len(per) == 4 and set(per["kind"]) == {"in-source", "cross-source"}
+    assert len(per) == 6 and set(per["kind"]) == {"in-source", "cross-source"}
     gen = pd.read_csv(tmp_path / "out" / "generalisation.csv").set_index("model")
     assert gen.loc["dfdc", "mean_in_source_roc_auc"] == 1.0
     assert gen.loc["ffpp", "mean_in_source_roc_auc"] == 1.0
     assert gen.loc["ffpp", "cross_source_sources"] == "dfdc_faces"
+    assert np.isnan(gen.loc["sbi", "mean_in_source_roc_auc"])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["generalisation"]["summary"][2]["mean_in_source_roc_auc"] is None
     clips = pd.read_csv(tmp_path / "out" / "clips.csv")
     assert clips.loc[0, "n"] == 2 and clips.loc[0, "n_unscored"] == 3
     out = capsys.readouterr().out

@@ -200,7 +200,8 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     scores = pd.concat([t.assign(model=n) for n, t in tests.items()], ignore_index=True)
     metrics = {"models": results, "threshold_policy": threshold_policy, "featured": main,
                "stacker": str(stacker_path or "")}
-    metrics["generalisation"] = {k: v.to_dict("records") for k, v in gen.items()}
+    metrics["generalisation"] = {k: v.astype(object).where(v.notna(), None).to_dict("records")
+                                 for k, v in gen.items()}
     report.write_report(out, metrics, scores, figs,
                         {"Comparison (video level)": table, **extra_tables},
                         title="Model comparison")
