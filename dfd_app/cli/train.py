@@ -1,4 +1,4 @@
-"""``dfd train``: train a MesoNet or temporal model from face shards.
+"""``dfd train``: train a MesoNet, a keras.applications (frame_tf) or temporal model from face shards.
 
 Give a config file (``--config cfg.json``, as written by a previous run or by hand), flags,
 or both (flags override the file). Re-running with the same ``--run-dir`` resumes.
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     parser.add_argument("--config", help="TrainConfig JSON (a run's config.json works too)")
-    parser.add_argument("--model", help="meso4 | mesoinception4 | temporal | package.module:builder")
+    parser.add_argument("--model", help="meso4 | mesoinception4 | efficientnetb0 | xception | temporal | "
+                        "package.module:builder")
     parser.add_argument("--model-kwargs", help='JSON object of model arguments, e.g. \'{"dropout": 0.5}\'')
     parser.add_argument("--train", nargs="+", help="training shard directories or files")
     parser.add_argument("--val", nargs="+", help="validation shard directories or files")
