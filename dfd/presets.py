@@ -263,6 +263,21 @@ def face_margin_of(spec) -> float | None:
 # ------------------------------------------------------------------------- builders
 
 
+def check_image_shape(input_shape, min_size: int, what: str = "input_shape") -> tuple[int, int, int]:
+    """``input_shape`` of a single-face builder as ``(height, width, 3)`` ints; ValueError
+    echoing the bad value when it is not RGB or smaller than ``min_size`` on a side."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be (height, width, 3), got {input_shape!r}") from None
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"{what} must be (height, width, 3) RGB, got {input_shape!r}")
+    if shape[0] < min_size or shape[1] < min_size:
+        raise ValueError(f"{what} {input_shape!r} is too small: height and width must be "
+                         f">= {min_size}")
+    return shape
+
+
 @dataclass(frozen=True)
 class Builder:
     """How to build an architecture: ``fn(**kwargs)`` (``style="kwargs"``: keras.applications

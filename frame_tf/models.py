@@ -27,6 +27,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from dfd import presets
+
 log = logging.getLogger(__name__)
 
 OUTPUT_LAYER = "p_fake"
@@ -52,17 +54,8 @@ BACKBONES = {
 
 
 def _check_input_shape(input_shape, backbone: str) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}") from None
-    if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"input_shape must be (height, width, 3) RGB, got {input_shape!r}")
-    low = BACKBONES[backbone].min_size
-    if shape[0] < low or shape[1] < low:
-        raise ValueError(f"input_shape {input_shape!r} is too small for {backbone}: height and "
-                         f"width must be >= {low}")
-    return shape
+    return presets.check_image_shape(input_shape, BACKBONES[backbone].min_size,
+                                     f"input_shape of {backbone}")
 
 
 def _check_weights(weights):

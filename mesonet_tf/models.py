@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+from dfd import presets
 from mesonet_tf import weights as weights_mod
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,7 @@ _INCEPTION_FILTERS = ((1, 4, 4, 2), (2, 4, 4, 2))
 
 
 def _check_input_shape(input_shape, include_top: bool, weights) -> tuple[int, int, int]:
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}") from None
-    if len(shape) != 3 or shape[2] != 3:
-        raise ValueError(f"input_shape must be (height, width, 3) RGB, got {input_shape!r}")
-    if shape[0] < MIN_SIZE or shape[1] < MIN_SIZE:
-        raise ValueError(f"input_shape {shape} is too small: height and width must be >= {MIN_SIZE}")
+    shape = presets.check_image_shape(input_shape, MIN_SIZE)
     if weights is not None and include_top and shape != DEFAULT_INPUT_SHAPE:
         raise ValueError(
             f"with pretrained weights and include_top=True the input_shape must be "

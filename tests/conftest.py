@@ -54,3 +54,35 @@ def tiny_video_factory(tmp_path_factory):
         return path
 
     return make
+
+
+def video_folder(make_video, root: Path, n: int, frames: int, is_fake, prefix: str = "v",
+                 base: int = 20, step: int = 25, square=(10, 30), period: int = 9) -> Path:
+    """``root/real`` and ``root/fake`` holding ``n`` tiny distinct clips ``<prefix><k>.mp4``
+    (made by the ``tiny_video_factory`` maker): clip ``k`` is grey ``base + step * k`` with a
+    square whose shade changes every frame; ``is_fake(k)`` picks its folder."""
+    for sub in ("real", "fake"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    lo, hi = square
+
+    def draw_for(k):
+        def draw(frame, i):
+            frame[:] = base + step * k
+            frame[lo:hi, lo:hi] = (i * period) % 255
+        return draw
+
+    for k in range(n):
+        src = make_video(f"{prefix}{k}.mp4", frames=frames, draw=draw_for(k))
+        (root / ("fake" if is_fake(k) else "real") / f"{prefix}{k}.mp4").write_bytes(
+            src.read_bytes())
+    return root
+
+
+def jpeg_bytes(value: int, side: int = 32) -> bytes:
+    """A flat grey JPEG of ``side`` pixels (for crop-set tests)."""
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(".jpg", np.full((side, side, 3), value, np.uint8))
+    assert ok
+    return buf.tobytes()

@@ -6,15 +6,13 @@ from __future__ import annotations
 import io
 import tarfile
 
-import cv2
-import numpy as np
 import pandas as pd
 import pytest
 
 from data_prep import manifests, prep, splits
 from dfd import readers, schema
 from dfd_app.cli import split as split_cli
-from tests.conftest import shared_path
+from tests.conftest import jpeg_bytes, shared_path
 
 
 def two_sources() -> pd.DataFrame:
@@ -83,9 +81,7 @@ def test_split_of_both_shared_crop_sets(tmp_path, capsys):
 
 
 def _jpeg(value: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", np.full((32, 32, 3), value, np.uint8))
-    assert ok
-    return buf.tobytes()
+    return jpeg_bytes(value, 32)
 
 
 @pytest.fixture

@@ -5,20 +5,16 @@ from __future__ import annotations
 import io
 import tarfile
 
-import cv2
-import numpy as np
 import pandas as pd
 import pytest
 
 from data_prep import prep
 from dfd import readers, schema
-from tests.conftest import shared_path
+from tests.conftest import jpeg_bytes, shared_path
 
 
 def _jpeg(value: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", np.full((40, 40, 3), value, np.uint8))
-    assert ok
-    return buf.tobytes()
+    return jpeg_bytes(value, 40)
 
 
 @pytest.fixture

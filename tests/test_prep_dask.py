@@ -20,6 +20,7 @@ from data_prep import engines, prep  # noqa: E402
 from data_prep.faces import FakeDetector, register_detector  # noqa: E402
 from dfd import schema  # noqa: E402
 from dfd_app.cli.main import main  # noqa: E402
+from tests.conftest import video_folder  # noqa: E402
 from tests.test_prep_resume import (  # noqa: E402
     _SCRIPT,
     REPO,
@@ -63,21 +64,11 @@ class RegisterTestDetectors(WorkerPlugin):
         import tests.test_prep_dask  # noqa: F401 - registers the detectors
 
 
-def _draw(k):
-    def draw(frame, i):
-        frame[:] = 30 + 20 * k
-        frame[5:25, 5:25] = (i * 11) % 255
-    return draw
-
-
 @pytest.fixture(scope="module")
 def videos(tiny_video_factory, tmp_path_factory):
-    root = tmp_path_factory.mktemp("dask_videos")
-    for sub in ("real", "fake"):
-        (root / sub).mkdir()
-    for k in range(6):
-        src = tiny_video_factory(f"d{k}.mp4", frames=8, draw=_draw(k))
-        (root / ("real" if k % 3 else "fake") / f"d{k}.mp4").write_bytes(src.read_bytes())
+    root = video_folder(tiny_video_factory, tmp_path_factory.mktemp("dask_videos"), 6, 8,
+                        lambda k: k % 3 == 0, prefix="d", base=30, step=20, square=(5, 25),
+                        period=11)
     (root / "fake" / "d4b.mp4").write_text("not a video\n")
     return root
 

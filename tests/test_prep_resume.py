@@ -15,6 +15,7 @@ import pytest
 from data_prep import journal, prep
 from data_prep.faces import FakeDetector, register_detector
 from dfd import schema
+from tests.conftest import video_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,21 +39,10 @@ _SCRIPT = (
 )
 
 
-def _draw(k):
-    def draw(frame, i):
-        frame[:] = 20 + 25 * k
-        frame[10:30, 10:30] = (i * 9) % 255
-    return draw
-
-
 @pytest.fixture(scope="module")
 def videos(tiny_video_factory, tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_videos")
-    for sub in ("real", "fake"):
-        (root / sub).mkdir()
-    for k in range(7):
-        src = tiny_video_factory(f"v{k}.mp4", frames=10, draw=_draw(k))
-        (root / ("real" if k % 2 else "fake") / f"v{k}.mp4").write_bytes(src.read_bytes())
+    root = video_folder(tiny_video_factory, tmp_path_factory.mktemp("resume_videos"), 7, 10,
+                        lambda k: k % 2 == 0)
     (root / "fake" / "v3b.mp4").write_bytes(b"")  # one failure in the middle of the order
     return root
 
