@@ -255,10 +255,6 @@ class _Converter:
         return arr
 
 
-def _to_rgb(frame, max_side: int | None) -> np.ndarray:
-    return _Converter(max_side, rotate=False)(frame)
-
-
 # ------------------------------------------------------------------------------ samplers
 
 

@@ -186,11 +186,6 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
                **extra})
 
 
-def model_info(model, specs, source=None, face_margin: float | None = None) -> dict:
-    """:func:`model_preset` as one flat dict."""
-    return preset_info(model_preset(model, specs, source, face_margin))
-
-
 def version_dir(out_dir, version: int = DEFAULT_VERSION) -> Path:
     """``OUT/<version>``: where TF Serving looks for version ``version`` of a model."""
     if int(version) < 1 or int(version) != version:

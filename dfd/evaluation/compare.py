@@ -38,16 +38,6 @@ TABLE_COLUMNS = ["model", "threshold", "accuracy", "precision", "recall", "f1", 
                  "roc_auc_95ci", "log_loss", "n"]
 
 
-def read_labels(path) -> pd.DataFrame | None:
-    """A labels CSV (``video_id,label``; DFDC's ``metadata``-style FAKE/REAL accepted)."""
-    if path is None:
-        return None
-    df = pd.read_csv(path, dtype={"video_id": str})
-    if not {"video_id", "label"} <= set(df.columns):
-        raise ValueError(f"labels file {path} needs columns video_id,label; has {list(df.columns)}")
-    return df
-
-
 def read_models(specs: list[tuple[str, Path]], labels_path=None) -> tuple[dict, pd.Series]:
     """Read the named tables and the labels per video (tables' labels, then the labels file)."""
     names = [n for n, _ in specs]
