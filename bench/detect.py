@@ -2,7 +2,9 @@
 
 Prints, in one run, per video (mean over the clips and repeats, each measurement interleaved
 so they share the machine's load): the **decode floor** (the same sampler and frame reduction,
-no face work), the **full path** (``detect_video``: decode + faces + model), the **previous
+no face work), the **full path** (``detect_video``: decode + faces + model), the **batch**
+(``dfd detect`` on the clips as a folder: ``iter_detect`` finds the next clip's faces while it
+scores this one's; per clip), the **previous
 path** (every sampled frame detected whole, no decode thread:
 ``ExtractConfig.previous_path()``), their ratios to the floor, wall and CPU seconds, and the
 prep cost (CPU seconds of ``extract_faces`` + PNG records per video; also with one decoder
@@ -136,11 +138,15 @@ def main() -> int:
     if first["status"] != "ok":
         print(f"warning: {videos[0].name}: {first['status']} {first['error']}")
     pipeline.detect_video(videos[0], prev_ctx)
-    rows: dict[str, list] = {k: [] for k in ("floor", "full", "previous", "prep", "prep_prev",
-                                             "prep_1t")}
+    rows: dict[str, list] = {k: [] for k in ("floor", "full", "batch", "previous", "prep",
+                                             "prep_prev", "prep_1t")}
     one_thread = dataclasses.replace(cfg, decode_threads=1, overlap=False)
     parts: list[dict] = []
     for _ in range(args.repeats):
+        c = _clock()
+        batch = list(pipeline.iter_detect(videos, ctx))
+        w, cpu = _since(c)
+        rows["batch"] += [(w / len(batch), cpu / len(batch))] * len(batch)
         for v in videos:
             c = _clock()
             decode_floor(v, cfg)
@@ -170,7 +176,7 @@ def main() -> int:
     print(f"load       {load_s:.2f} s (model + face detector, once per process)")
     fw, fc = mean["floor"]
     for key, label in (("floor", "decode floor"), ("full", "full path"),
-                       ("previous", "previous path")):
+                       ("batch", "batch, per clip"), ("previous", "previous path")):
         w, cpu = mean[key]
         print(f"{label:14s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
               f"{cpu / fc:4.2f} CPU")

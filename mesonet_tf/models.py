@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 
+import mesonet_tf.weights as weights_mod
 from dfd import presets
-from mesonet_tf import weights as weights_mod
 
 log = logging.getLogger(__name__)
 

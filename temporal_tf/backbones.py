@@ -27,8 +27,8 @@ import logging
 import os
 from pathlib import Path
 
+import temporal_tf.resnext as resnext
 from dfd import presets
-from temporal_tf import resnext
 
 log = logging.getLogger(__name__)
 

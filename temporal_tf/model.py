@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 
-from temporal_tf import backbones
+import temporal_tf.backbones as backbones
 
 log = logging.getLogger(__name__)
 

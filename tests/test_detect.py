@@ -113,6 +113,38 @@ def test_batch_continues_after_a_bad_file(tmp_path):
     assert [r["status"] for r in recs] == ["error", "error", "ok"]
 
 
+def test_batch_finds_the_next_videos_faces_while_scoring_this_one():
+    """iter_detect overlaps the two stages across videos and keeps the input order: the
+    scorer of video k waits until the faces of video k+1 are being extracted."""
+    import threading
+
+    started = {name: threading.Event() for name in ("a", "b", "c")}
+    brightness = {"a": 0.1, "b": 0.9, "c": 0.5}
+    ctx = fake_ctx()
+    seen = []
+
+    def extract(path, det, cfg):
+        started[Path(path).stem].set()
+        if Path(path).stem == "b":
+            raise ValueError("b is broken")
+        return fake_video_faces({0: [brightness[Path(path).stem]] * 2})
+
+    class Waiting(BrightnessScorer):
+        def __call__(self, faces):
+            name = {26: "a", 128: "c"}[int(faces[0, 0, 0, 0])]
+            following = {"a": "b", "c": None}[name]
+            seen.append((name, following is None or started[following].wait(10)))
+            return super().__call__(faces)
+
+    ctx.scorer, ctx.extract = Waiting(), extract
+    items = ["a.mp4", "b.mp4", inputs.InputItem("gone.mp4", "no such file"), "c.mp4"]
+    recs = list(pipeline.iter_detect(items, ctx))
+    assert [Path(r["video"]).stem for r in recs] == ["a", "b", "gone", "c"]
+    assert [r["status"] for r in recs] == ["ok", "error", "error", "ok"]
+    assert "b is broken" in recs[1]["error"]
+    assert seen == [("a", True), ("c", True)]
+
+
 @pytest.mark.parametrize("how, expected", [("mean", 0.5), ("max", 0.9), ("vote", 0.5)])
 def test_tracks_aggregation_and_max_over_people(how, expected):
     vf = fake_video_faces({0: [0.1, 0.1, 0.1, 0.1], 1: [0.1, 0.9, 0.9, 0.1]})

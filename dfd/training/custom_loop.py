@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfd.training import history
+import dfd.training.history as history
 from dfd.training.config import Phase, TrainConfig
 from dfd.training.evaluate import binary_metrics, evaluate
 from dfd.training.factories import make_optimizer, per_example_loss, tensorboard_available

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import dfd.training.sampling as sampling
 from dfd import readers, schema
 from dfd.labels import FAKE, REAL
-from dfd.training import sampling
 from dfd.training.augment import apply_codec, make_augment_fn
 from dfd.training.config import TrainConfig
 from dfd.training.sbi import apply_sbi

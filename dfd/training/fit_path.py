@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfd.training import history
+import dfd.training.history as history
 from dfd.training.config import Phase, TrainConfig
 from dfd.training.factories import (
     compile_metrics,

@@ -30,9 +30,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dfd.training.custom_loop as custom_loop
+import dfd.training.fit_path as fit_path
+import dfd.training.history as history
+import dfd.training.sampling as sampling
 from dfd import export, framing, presets, schema
 from dfd.config import config_to_dict, json_safe, save_config
-from dfd.training import custom_loop, fit_path, history, sampling
 from dfd.training.config import TrainConfig
 from dfd.training.data import count_labels, effective_counts, make_dataset
 from dfd.training.evaluate import evaluate

@@ -33,7 +33,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -257,16 +259,36 @@ def detect_video(path: str | Path, ctx: DetectContext, name: str | None = None) 
 
     ``name`` replaces the path in the ``video`` field (the service shows the upload's name).
     """
-    t0 = time.perf_counter()
-    rec = _base_record(name if name is not None else str(path), ctx)
-    timings = {"decode": 0.0, "detect": 0.0, "align": 0.0, "model": 0.0}
     if ctx.crops:
-        return _detect_crop(path, ctx, rec, timings, t0)
+        t0 = time.perf_counter()
+        return _detect_crop(path, ctx, _base_record(name if name is not None else str(path), ctx),
+                            _zero_timings(), t0)
+    return _score_faces(path, ctx, name, *_extract(path, ctx))
+
+
+def _zero_timings() -> dict:
+    return {"decode": 0.0, "detect": 0.0, "align": 0.0, "model": 0.0}
+
+
+def _extract(path, ctx: DetectContext) -> tuple:
+    """The first stage of :func:`detect_video`: ``(faces or the error, when it began)``."""
+    t0 = time.perf_counter()
+    extract = ctx.extract if ctx.extract is not None else extract_faces
     try:
-        extract = ctx.extract
-        if extract is None:
-            extract = extract_faces
         vf = extract(str(path), ctx.detector, ctx.extract_cfg)
+    except Exception as err:  # noqa: BLE001 - reported by the second stage
+        vf = err
+    return vf, t0
+
+
+def _score_faces(path, ctx: DetectContext, name, vf, t0: float) -> dict:
+    """The second stage: score the extracted faces; ``t0`` is when the first stage began (with
+    stages overlapped across videos, ``total`` is then this video's time from its start)."""
+    rec = _base_record(name if name is not None else str(path), ctx)
+    timings = _zero_timings()
+    try:
+        if isinstance(vf, Exception):
+            raise vf
         timings.update({k: float(v) for k, v in (getattr(vf, "timings", None) or {}).items()})
         rec["meta"] = _meta(vf, ctx)
         tracks = list(vf.tracks)
@@ -420,10 +442,27 @@ def _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p) -> None:
 
 
 def iter_detect(items: Iterable, ctx: DetectContext) -> Iterator[dict]:
-    """Stream results for :class:`dfd_app.detect.inputs.InputItem` objects (or plain paths)."""
-    for item in items:
-        path, error = (item, "") if isinstance(item, (str, Path)) else (item.path, item.error)
-        if error:
-            yield _finish(_fail(_base_record(str(path), ctx), STATUS_ERROR, error), {}, time.perf_counter())
-            continue
-        yield detect_video(path, ctx)
+    """Stream results for :class:`dfd_app.detect.inputs.InputItem` objects (or plain paths),
+    in their order. The next video's frames are decoded and its faces found (in a thread:
+    PyAV, the face detector and the model all release the GIL) while this one's faces are
+    scored, so a batch runs at the speed of its slower stage, not of their sum."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfd-extract") as pool:
+        ahead = None  # (path, future) of the next video's first stage
+        for item in chain(items, [None]):
+            if item is None:
+                path, error = None, ""
+            else:
+                path, error = ((item, "") if isinstance(item, (str, Path))
+                               else (item.path, item.error))
+            current, ahead = ahead, None
+            if path is not None and not error and not ctx.crops:
+                ahead = (path, pool.submit(_extract, path, ctx))
+            if current is not None:
+                yield _score_faces(current[0], ctx, None, *current[1].result())
+            if path is None:
+                continue
+            if error:
+                yield _finish(_fail(_base_record(str(path), ctx), STATUS_ERROR, error), {},
+                              time.perf_counter())
+            elif ctx.crops:
+                yield detect_video(path, ctx)
