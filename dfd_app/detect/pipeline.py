@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -447,23 +446,23 @@ def iter_detect(items: Iterable, ctx: DetectContext) -> Iterator[dict]:
     PyAV, the face detector and the model all release the GIL) while this one's faces are
     scored: the model's time hides behind the next decode where cores are free (on 2 busy
     cores: 0.95x the time per clip, docs/benchmarks.md)."""
+    def scored(stage):  # (path, future of its first stage) -> the video's result
+        return _score_faces(stage[0], ctx, None, *stage[1].result())
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dfd-extract") as pool:
-        ahead = None  # (path, future) of the next video's first stage
-        for item in chain(items, [None]):
-            if item is None:
-                path, error = None, ""
-            else:
-                path, error = ((item, "") if isinstance(item, (str, Path))
-                               else (item.path, item.error))
-            current, ahead = ahead, None
-            if path is not None and not error and not ctx.crops:
-                ahead = (path, pool.submit(_extract, path, ctx))
-            if current is not None:
-                yield _score_faces(current[0], ctx, None, *current[1].result())
-            if path is None:
+        ahead = None  # the video whose faces are being found
+        for item in items:
+            path, error = (item, "") if isinstance(item, (str, Path)) else (item.path, item.error)
+            if error or ctx.crops:
+                if ahead is not None:
+                    yield scored(ahead)
+                    ahead = None
+                yield (_finish(_fail(_base_record(str(path), ctx), STATUS_ERROR, error), {},
+                               time.perf_counter()) if error else detect_video(path, ctx))
                 continue
-            if error:
-                yield _finish(_fail(_base_record(str(path), ctx), STATUS_ERROR, error), {},
-                              time.perf_counter())
-            elif ctx.crops:
-                yield detect_video(path, ctx)
+            stage = (path, pool.submit(_extract, path, ctx))
+            if ahead is not None:
+                yield scored(ahead)
+            ahead = stage
+        if ahead is not None:
+            yield scored(ahead)
