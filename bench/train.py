@@ -2,8 +2,8 @@
 
 First (``--archs``, default on): training images/s of each shipped single-face architecture
 (``train_on_batch`` on random uint8 faces: the model's compute alone, Adam + MSE as ``dfd
-train``): Meso-4 and MesoInception-4 at 256 px, EfficientNetB0 at 96/128/160 px (the side
-frame_tf's default was picked by) and Xception at 160 px (``--archs-list`` changes the list,
+train``): Meso-4 at 256 and 128 px, MesoInception-4 at 256 px, EfficientNetB0 at 96/128/160
+px (the side frame_tf's default was picked by) and Xception at 160 px (``--archs-list`` changes the list,
 ``NAME@SIZE`` items); then the self-blended-fake stage alone (``dfd.training.sbi.self_blend``
 on a batch of 256-px faces without landmarks: the standard keypoints are used).
 
@@ -152,8 +152,8 @@ def fit_rate(data, steps: int | None, images: int) -> float:
     return images / times[-1]
 
 
-ARCHS = ("meso4@256", "mesoinception4@256", "efficientnetb0@96", "efficientnetb0@128",
-         "efficientnetb0@160", "xception@160")
+ARCHS = ("meso4@256", "meso4@128", "mesoinception4@256", "efficientnetb0@96",
+         "efficientnetb0@128", "efficientnetb0@160", "xception@160")
 
 
 def arch_rate(name: str, size: int, batch: int, steps: int) -> float:
