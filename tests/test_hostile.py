@@ -159,11 +159,22 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+def ctrl_c_as_at_a_terminal():
+    """Run in the child before exec: SIGINT back to its default disposition.
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    across exec, so a suite run as ``make test &`` would hand its children a deaf Ctrl-C and
+    the tests below would measure the shell, not dfd.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(argv, delay=0.0, **kw):
     """``dfd`` in a child process (fake model, scorer sleeping ``delay`` s per video)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen([sys.executable, "-c", RUNNER, str(delay), *argv], cwd=REPO,
-                            env=env, stderr=subprocess.PIPE, **kw)
+                            env=env, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_as_at_a_terminal, **kw)
 
 
 def test_a_broken_pipe_is_one_line_and_exit_2():
@@ -231,7 +242,8 @@ def test_ctrl_c_stops_the_service_with_exit_130():
               "service.ServiceSettings.build_context = lambda self: fake_ctx()\n"
               "from dfd_app.cli.main import main\nsys.exit(main(sys.argv[1:]))\n")
     p = subprocess.Popen([sys.executable, "-c", script, "serve", "--port", str(port)], cwd=REPO,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE)
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE,
+                         preexec_fn=ctrl_c_as_at_a_terminal)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
