@@ -164,6 +164,20 @@ def _keep(rec, keep_unknown: bool, split: str | None = None):
     return ok
 
 
+def from_source(name: str | None):
+    """A ``keep`` filter (see :func:`records`) for the records of one source, or None.
+
+    ``name`` is a record's ``source`` as stored (``csv:ffpp_faces``) or its part after the
+    ``kind:`` prefix (``ffpp_faces``): the name ``dfd compare`` prints per source.
+    """
+    if not name:
+        return None
+    import tensorflow as tf
+
+    pattern = "(?:[^:]*:)?" + re.escape(name)
+    return lambda rec: tf.strings.regex_full_match(rec[schema.SOURCE], pattern)
+
+
 def frame_dataset(
     source: str | Path | Sequence[str | Path],
     face_size: int = schema.FACE_SIZE,
@@ -358,3 +372,11 @@ def count_records(source) -> int:
     with damaged_shards_named(source):
         return sum(1 for f in schema.resolve_shards(source)
                    for _ in tf.data.TFRecordDataset(str(f)))
+
+
+def source_names(source) -> list[str]:
+    """The distinct non-empty ``source`` values of the shards' records, sorted (every record
+    is read)."""
+    ds = records(source, keep_unknown=True).map(lambda r: r[schema.SOURCE])
+    with damaged_shards_named(source):
+        return sorted({v.decode() for v in ds.as_numpy_iterator()} - {""})

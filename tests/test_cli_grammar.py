@@ -58,6 +58,7 @@ MEANINGS = {
     "--clip-len": "faces per clip",
     "--max-clips": "clips per video",
     "--split": "a manifest split name to keep",
+    "--source": "a record source name to keep",
     "--split-col": "column holding the split name",
     "--group-col": "identity column",
     "--model-name": "name written in the model column",

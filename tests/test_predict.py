@@ -101,6 +101,27 @@ def test_dfd_predict_command(model, shards, tmp_path):
         frames["p_fake"], predict_frames(model, shards)["p_fake"], atol=1e-6)
 
 
+def test_dfd_predict_scores_one_source(model, shards, tmp_path, caplog):
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    for name in ("ffpp_faces", "csv:ffpp_faces"):  # as `dfd compare` prints it, or as stored
+        out = tmp_path / f"{name}.csv"
+        assert cli.main(["predict", "--model", str(path), "--shards", str(shards), "--out",
+                         str(out), "--source", name]) == 0
+        videos = read_table(out)
+        assert videos["video_id"].tolist() == ["a"] and videos["source"].tolist() == [
+            "csv:ffpp_faces"]
+    alone = predict(model, shards)[1].set_index("video_id").loc["a", "p_fake"]
+    assert videos["p_fake"].iloc[0] == pytest.approx(alone)
+    for name in ("faces", "dfdc_faces"):  # a name is matched whole, never a part of one
+        with caplog.at_level("ERROR"):
+            rc = cli.main(["predict", "--model", str(path), "--shards", str(shards), "--out",
+                           str(tmp_path / "none.csv"), "--source", name])
+        assert rc == 2 and not (tmp_path / "none.csv").exists()
+        assert (f"no record of source {name!r} in {shards}; the shards hold csv:ffpp_faces"
+                in caplog.text)
+
+
 def test_a_record_without_decodable_faces_is_an_error_row(model, tmp_path):
     bad = schema.FaceRecord(video_id="broken", label=1, faces=[b"not an image"] * 2,
                             frame_indices=[0, 1])

@@ -304,3 +304,29 @@ def test_undecodable_faces_lose_clips_not_the_batch(tmp_path):
     assert v.loc["v1", "error"] == ""
     assert v.loc["v2", "status"] == "error" and np.isnan(v.loc["v2", "p_fake"])
     assert v.loc["v2", "label"] == 0 and "no clip" in v.loc["v2", "error"]
+
+
+def test_clip_scoring_keeps_one_source(tmp_path):
+    from data_prep import shard_writer
+    from dfd import schema
+    from dfd.inference import clips as predict
+
+    rng = np.random.default_rng(1)
+    with shard_writer.ShardWriter(tmp_path, "part", max_records=2) as w:
+        for i, src in enumerate(("csv:dfdc_faces", "csv:ffpp_faces", "csv:ffpp_faces")):
+            faces = [schema.encode_png(rng.integers(0, 255, (FACE, FACE, 3), dtype=np.uint8))
+                     for _ in range(4)]
+            w.add(schema.FaceRecord(video_id=f"v{i}", label=i % 2, faces=faces, source=src,
+                                    frame_indices=list(range(4))))
+    shard_writer.build_index(tmp_path)
+    model = build(clip_len=3, dropout=0.0)
+    every_clip, every = predict.predict_shards(model, tmp_path, max_clips=2, batch_size=2)
+    clips, videos = predict.predict_shards(model, tmp_path, max_clips=2, batch_size=2,
+                                           only_source="ffpp_faces")
+    assert sorted(videos["video_id"]) == ["v1", "v2"] and set(videos["source"]) == {
+        "csv:ffpp_faces"}
+    assert (videos["status"] == "ok").all() and not videos["error"].astype(bool).any()
+    want = every.set_index("video_id").loc[["v1", "v2"], "p_fake"].to_numpy()
+    np.testing.assert_allclose(videos.set_index("video_id").loc[["v1", "v2"], "p_fake"], want,
+                               atol=1e-6)
+    assert len(every_clip) == 6 and len(clips) == 4

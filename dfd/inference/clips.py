@@ -34,14 +34,16 @@ CLIP_COLUMNS = [*scores.FRAME_COLUMNS, "clip", "last_frame", "n_valid"]
 
 def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int = 16,
                        max_clips: int = 4, face_size: int = schema.FACE_SIZE,
-                       split: str | None = None):
+                       split: str | None = None, only_source: str | None = None):
     """Every record as ``k`` clips (unknown labels kept): ``clip_dataset``-style elements plus
-    ``clip`` (its number within the record). ``split`` keeps only that manifest split."""
+    ``clip`` (its number within the record). ``split`` keeps only that manifest split,
+    ``only_source`` only that source (see :func:`dfd.readers.from_source`)."""
     import tensorflow as tf
 
     if clip_len < 1 or max_clips < 1:
         raise ValueError(f"clip_len and max_clips must be >= 1, got {clip_len}, {max_clips}")
-    ds = readers.records(source, keep_unknown=True, split=split)
+    ds = readers.records(source, keep_unknown=True, split=split,
+                         keep=readers.from_source(only_source))
 
     def clips_of(rec):
         n = tf.shape(rec[schema.FACE])[0]
@@ -79,7 +81,8 @@ def _stored_records(source) -> int | None:
 def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 4,
                    batch_size: int = 4, aggregation: str = "mean",
                    model_name: str | None = None, split: str | None = None,
-                   face_size: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   face_size: int | None = None,
+                   only_source: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every record of the shards; returns ``(clip_table, video_table)``.
 
     ``model`` is a Keras temporal model (inputs ``faces``/``mask``) or any callable taking
@@ -90,11 +93,11 @@ def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 
     """
     with readers.damaged_shards_named(source):
         return _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
-                               model_name, split, face_size)
+                               model_name, split, face_size, only_source)
 
 
 def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation, model_name,
-                    split, face_size):
+                    split, face_size, only_source=None):
     faces_shape = model.input["faces"].shape if hasattr(model, "input") else (None,) * 5
     if clip_len is None:
         clip_len = int(faces_shape[1]) if faces_shape[1] else 16
@@ -103,10 +106,12 @@ def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
     if aggregation not in scores.AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(scores.AGGREGATIONS)}")
     name = _model_name(model, model_name)
-    ds = multi_clip_dataset(source, clip_len, max_clips, face_size, split=split)
+    ds = multi_clip_dataset(source, clip_len, max_clips, face_size, split=split,
+                            only_source=only_source)
     ds = ds.ignore_errors(log_warning=True).batch(batch_size).prefetch(2)
     rows, labels, used = [], {}, {}
-    bar = progress.bar(None if split else _stored_records(source), f"{name} records", "record")
+    bar = progress.bar(None if split or only_source else _stored_records(source),
+                       f"{name} records", "record")
     for batch in ds:
         x = {"faces": batch["faces"], "mask": batch["mask"]}
         out = model.predict_on_batch(x) if hasattr(model, "predict_on_batch") else model(x)
@@ -132,16 +137,17 @@ def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
     videos["n_faces"] = videos["video_id"].map(lambda v: len(used[v])).astype(int)
     videos["n_frames"] = videos["video_id"].map(lambda v: len({f for _, f in used[v]})).astype(int)
     videos = _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, name,
-                                     aggregation)
+                                     aggregation, only_source)
     log.info("%s: scored %d clips of %d videos", name, len(clips), len(videos))
     return clips, videos
 
 
 def _account_for_lost_clips(videos, clips, source, clip_len, max_clips, split, name,
-                            aggregation) -> pd.DataFrame:
+                            aggregation, only_source=None) -> pd.DataFrame:
     """Compare the clips scored with the clips every record should give (counted from the
     records without decoding a face): note partial losses, add rows for total ones."""
-    ds = readers.records(source, keep_unknown=True, split=split)
+    ds = readers.records(source, keep_unknown=True, split=split,
+                         keep=readers.from_source(only_source))
     expected: dict[str, list] = {}
     sources: dict[str, str] = {}
     for rec in ds.as_numpy_iterator():

@@ -78,13 +78,16 @@ def _text(v) -> str:
 
 def score_dataset(model, source, batch_size: int = 64, model_name: str | None = None,
                   face_size: int | None = None, weights_dir=None,
-                  split: str | None = None) -> tuple[pd.DataFrame, dict]:
+                  split: str | None = None,
+                  only_source: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Score every face of ``source`` (shard paths or a frame dataset of dicts with ``face``,
     ``video_id``, ``track``, ``frame_index`` and optionally ``label``).
 
     Returns ``(frame table, {video_id: label})``. Faces that fail to decode are skipped with
     a warning (TensorFlow logs each); unknown-label records are kept (label -1).
-    ``split`` scores only the records of that manifest split (e.g. ``"test"``).
+    ``split`` scores only the records of that manifest split (e.g. ``"test"``), and
+    ``only_source`` only those of that source (``ffpp_faces``: see
+    :func:`dfd.readers.from_source`).
     """
     import tensorflow as tf
 
@@ -95,7 +98,8 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
         ds = source
     else:
         size = face_size or (_expected_size(scorer) or (None,))[0] or 256
-        ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split)
+        ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split,
+                                   keep=readers.from_source(only_source))
         ds = ds.apply(tf.data.experimental.ignore_errors(log_warning=True))
         reframe = _reframing(scorer, source)
     ds = ds.batch(batch_size).prefetch(2)
@@ -103,7 +107,8 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
     cols: dict[str, list] = {"video_id": [], "track": [], "frame_index": [], "p_fake": []}
     labels: dict[str, int] = {}
     n = 0
-    total = None if isinstance(source, tf.data.Dataset) or split else _stored_faces(source)
+    total = (None if isinstance(source, tf.data.Dataset) or split or only_source
+             else _stored_faces(source))
     bar = progress.bar(total, f"{name} faces", "face")
     for batch in ds.as_numpy_iterator():
         p = scorer(reframe(batch["face"]) if reframe else batch["face"])
@@ -178,7 +183,7 @@ def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
     name = model_name or (str(frames["model"].iloc[0]) if len(frames) else None)
     videos = video_scores(frames, how=aggregation, labels=labels, model=name)
     if not hasattr(source, "element_spec"):  # shards: every record must show up
-        stored = _record_facts(source, kwargs.get("split"))
+        stored = _record_facts(source, kwargs.get("split"), kwargs.get("only_source"))
         missing = [failure_row(vid, STATUS_ERROR, "no face of this record could be decoded",
                                label=lab, model=name or "", aggregation=aggregation)
                    for vid, (lab, _, _) in stored.items() if vid not in set(videos["video_id"])]
@@ -203,13 +208,14 @@ def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
     return frames, videos
 
 
-def _record_facts(source, split=None) -> dict[str, tuple[int, int, str]]:
+def _record_facts(source, split=None, only_source=None) -> dict[str, tuple[int, int, str]]:
     """``{video_id: (label, faces stored, source)}`` over every record of the shards (faces
     are counted, not decoded; a video's tracks are summed; ``source``: the shards' context,
     e.g. ``csv:dfdc_faces``)."""
     import tensorflow as tf
 
-    ds = readers.records(source, keep_unknown=True, split=split)
+    ds = readers.records(source, keep_unknown=True, split=split,
+                         keep=readers.from_source(only_source))
     ds = ds.map(lambda r: (r["video_id"], r["label"], tf.size(r[schema.FACE]),
                            r[schema.SOURCE]))
     out: dict[str, tuple[int, int, str]] = {}
