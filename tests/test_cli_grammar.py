@@ -59,6 +59,7 @@ MEANINGS = {
     "--max-clips": "clips per video",
     "--split": "a manifest split name to keep",
     "--source": "a record source name to keep",
+    "--reference": "the model the others are measured against",
     "--split-col": "column holding the split name",
     "--group-col": "identity column",
     "--model-name": "name written in the model column",

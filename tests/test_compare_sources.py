@@ -127,3 +127,52 @@ def test_dfd_compare_writes_per_source_and_clip_tables(tmp_path, capsys):
     assert clips.loc[0, "n"] == 2 and clips.loc[0, "n_unscored"] == 3
     out = capsys.readouterr().out
     assert "In-source vs cross-source" in out and "Labelled clips" in out
+
+
+def test_a_paired_interval_sees_what_two_unpaired_ones_cannot():
+    """Two models sharing most of their noise (as two fine-tunings of one model do): the
+    better one's lead shows in the paired interval, not in the overlap of two intervals."""
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    shared = rng.normal(size=200)
+    ref, better = shared + 0.5 * y, shared + 0.8 * y + rng.normal(0, 0.05, 200)
+    d, lo, hi = cmp.paired_auc_difference(y, ref, better, n_boot=300)
+    a_ref, lo_ref, hi_ref = cmp.auc_ci(y, ref, 300)
+    a_b, lo_b, hi_b = cmp.auc_ci(y, better, 300)
+    assert d == pytest.approx(a_b - a_ref) and d > 0
+    assert lo > 0 and lo < d < hi  # paired: the lead is real
+    assert lo_b < hi_ref  # unpaired: the two intervals overlap
+    assert cmp.paired_auc_difference(y, ref, ref, n_boot=50) == (0.0, 0.0, 0.0)
+    assert cmp.paired_auc_difference(np.zeros(5), ref[:5], ref[:5]) == (None, None, None)
+
+
+def test_paired_table_per_source_on_shared_videos(tmp_path):
+    ref = _videos(0)
+    other = _videos(1, good_on=("csv:ffpp_faces",))
+    unscored = other["video_id"] == "ffpp3"  # one video the other model found no face in
+    other.loc[unscored, ["status", "p_fake"]] = ["no_face", np.nan]
+    got = cmp.paired_table({"ref": ref, "other": other}, "ref", bootstrap=100)
+    got = got.set_index("source")
+    assert list(got.index) == ["csv:dfdc_faces", "csv:ffpp_faces"]
+    assert (got["reference"] == "ref").all() and (got["model"] == "other").all()
+    assert got.loc["csv:dfdc_faces", "n"] == 40 and got.loc["csv:ffpp_faces", "n"] == 39
+    assert got.loc["csv:ffpp_faces", "roc_auc"] == 1.0
+    row = got.loc["csv:dfdc_faces"]
+    assert row["reference_roc_auc"] == 1.0 and row["difference"] == pytest.approx(
+        row["roc_auc"] - 1.0)
+    lo, hi = (float(x) for x in row["difference_95ci"].strip("[]").split(","))
+    assert lo <= row["difference"] <= hi < 0  # the reference wins on its own source
+    with pytest.raises(ValueError, match="reference 'nope'.*'other', 'ref'"):
+        cmp.paired_table({"ref": ref, "other": other}, "nope")
+    relabelled = other.assign(label=1 - other["label"])
+    with pytest.raises(ValueError, match="disagree on the labels"):
+        cmp.paired_table({"ref": ref, "other": relabelled}, "ref")
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    ref.to_csv(a, index=False)
+    other.to_csv(b, index=False)
+    assert cli.main(["compare", "--scores", f"ref={a}", "--scores", f"other={b}",
+                     "--reference", "ref", "--no-average", "--bootstrap", "50",
+                     "--out", str(tmp_path / "out")]) == 0
+    paired = pd.read_csv(tmp_path / "out" / "paired.csv")
+    assert len(paired) == 2 and set(paired["n"]) == {40, 39}
+    assert "Against the reference" in (tmp_path / "out" / "comparison.md").read_text()

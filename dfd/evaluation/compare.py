@@ -128,7 +128,7 @@ def to_markdown(df: pd.DataFrame) -> str:
 def compare(models, vals, out, labels_path=None, stacker_path=None, average: bool = True,
             threshold_policy: str = "fixed", threshold: float = 0.5, missing: str = "exclude",
             bootstrap: int = 1000, seed: int = 0, log_loss_clip: float = DEFAULT_CLIP,
-            trained=None, clips=None, clip_data=None) -> dict:
+            trained=None, clips=None, clip_data=None, reference: str | None = None) -> dict:
     """Every model (``[(name, path)]`` of test score tables), the plain average and a stacker
     on one test split; writes ``comparison.csv`` / ``comparison.md`` and a report to ``out``.
 
@@ -137,8 +137,11 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     ``generalisation.csv`` (mean in-/cross-source ROC-AUC), in-source meaning the model saw
     that source's fakes, from ``trained``: ``[(name, spec)]`` (:func:`trained_on`). With
     ``clips`` (``[(name, dfd detect table)]``) and ``clip_data`` (the folder of
-    ``dfdc_videos`` / ``other_videos``): ``clips.csv``, figures on the labelled clips.
-    Returns ``{"table", "markdown", "report", "results", "per_source", "summary"[, "clips"]}``.
+    ``dfdc_videos`` / ``other_videos``): ``clips.csv``, figures on the labelled clips. With
+    ``reference`` (a model's name): ``paired.csv``, every other model's ROC-AUC difference from
+    it per source, with paired bootstrap intervals.
+    Returns ``{"table", "markdown", "report", "results", "per_source", "summary"[, "clips"]
+    [, "paired"]}``.
     """
     tables, labels = read_models(models, labels_path)
     val_specs = dict(vals)
@@ -174,11 +177,13 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     md = to_markdown(table)
     gen = generalisation({n: tests[n] for n in tables},
                          {n: trained_on(spec) for n, spec in (trained or [])},
-                         dict(clips or []), clip_data, threshold, bootstrap, seed, missing)
+                         dict(clips or []), clip_data, threshold, bootstrap, seed, missing,
+                         reference)
     extra_tables = {}
     for key, file, title in (("per_source", "per_source", "ROC-AUC per source"),
                              ("summary", "generalisation", "In-source vs cross-source"),
-                             ("clips", "clips", "Labelled clips (dfd detect)")):
+                             ("clips", "clips", "Labelled clips (dfd detect)"),
+                             ("paired", "paired", "Against the reference (paired bootstrap)")):
         if key in gen and len(gen[key]):
             gen[key].to_csv(out / f"{file}.csv", index=False)
             md += f"\n{title}\n\n" + to_markdown(gen[key])
@@ -234,6 +239,8 @@ def fit_stacker(models, labels_path=None, C: float = 1.0, seed: int = 0, oof: in
 
 PER_SOURCE_COLUMNS = ["model", "source", "kind", "roc_auc", "roc_auc_95ci", "n", "n_fake"]
 CLIP_COLUMNS = ["model", "roc_auc", "roc_auc_95ci", "accuracy", "n", "n_fake", "n_unscored"]
+PAIRED_COLUMNS = ["model", "reference", "source", "roc_auc", "reference_roc_auc", "difference",
+                  "difference_95ci", "n"]
 IN_SOURCE, CROSS_SOURCE, UNKNOWN_KIND = "in-source", "cross-source", "unknown"
 
 
@@ -326,6 +333,70 @@ def per_source_table(tests: dict, trained: dict | None = None, bootstrap: int = 
     return pd.DataFrame(rows, columns=PER_SOURCE_COLUMNS)
 
 
+def paired_auc_difference(y, p_ref, p, n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95):
+    """ROC-AUC of ``p`` minus that of ``p_ref`` on the same videos, and its paired bootstrap
+    interval (each resample draws videos once and scores both models on them, so what the
+    two share, the videos' difficulty, cancels): ``(difference, low, high)``, None where
+    undefined (one class)."""
+    y, a, b = np.asarray(y, int), np.asarray(p_ref, float), np.asarray(p, float)
+    ra, rb = _auc(y, a), _auc(y, b)
+    if ra is None or rb is None:
+        return None, None, None
+    if not n_boot:
+        return rb - ra, None, None
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(int(n_boot)):
+        idx = rng.integers(0, len(y), len(y))
+        da, db = _auc(y[idx], a[idx]), _auc(y[idx], b[idx])
+        if da is not None and db is not None:
+            draws.append(db - da)
+    if not draws:
+        return rb - ra, None, None
+    lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return rb - ra, float(lo), float(hi)
+
+
+def paired_table(tests: dict, reference: str, bootstrap: int = 1000, seed: int = 0,
+                 missing: str = "exclude") -> pd.DataFrame:
+    """Every model against ``reference``, per source (all videos when the tables carry no
+    ``source``), on the videos both scored: the two ROC-AUCs, their difference and its paired
+    bootstrap interval (:func:`paired_auc_difference`). An interval that excludes 0 says one
+    model is better on that source; two overlapping unpaired intervals do not say it isn't."""
+    if reference not in tests:
+        raise ValueError(f"reference {reference!r} is not one of the models {sorted(tests)}")
+    ref, _ = prepare(tests[reference], missing)
+    rows = []
+    for name, t in tests.items():
+        if name == reference:
+            continue
+        used, _ = prepare(t, missing)
+        keep = ["video_id", "label", "p_fake"]
+        src = [c for c in ("source",) if c in ref.columns or c in used.columns]
+        left = ref[keep + [c for c in src if c in ref.columns]]
+        right = used[keep + [c for c in src if c in used.columns and c not in left.columns]]
+        both = left.merge(right, on="video_id", suffixes=("_ref", ""))
+        if "source" in both.columns:
+            both = both.assign(source=both["source"].fillna("").astype(str))
+            groups = sorted(both.groupby("source"), key=lambda kv: kv[0])
+        else:
+            groups = [("", both)]
+        for source, sub_ in groups:
+            if (sub_["label"] != sub_["label_ref"]).any():
+                raise ValueError(f"{name} and {reference} disagree on the labels of "
+                                 f"{int((sub_['label'] != sub_['label_ref']).sum())} video(s)")
+            y = sub_["label"].to_numpy(int)
+            d, lo, hi = paired_auc_difference(y, sub_["p_fake_ref"], sub_["p_fake"],
+                                              bootstrap, seed)
+            rows.append({"model": name, "reference": reference, "source": source or "(all)",
+                         "roc_auc": _auc(y, sub_["p_fake"].to_numpy(float)),
+                         "reference_roc_auc": _auc(y, sub_["p_fake_ref"].to_numpy(float)),
+                         "difference": d, "difference_95ci": _ci_text(lo, hi),
+                         "n": int(len(sub_))})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
 def generalisation_summary(per_source: pd.DataFrame) -> pd.DataFrame:
     """Per model: mean in-source and mean cross-source ROC-AUC over its sources."""
     rows = []
@@ -389,11 +460,14 @@ def clip_table(detect_tables: dict, labels: pd.Series, threshold: float = 0.5,
 
 def generalisation(tests: dict, trained: dict | None = None, clips: dict | None = None,
                    clip_data=None, threshold: float = 0.5, bootstrap: int = 1000,
-                   seed: int = 0, missing: str = "exclude") -> dict:
-    """The per-source table, its in/cross summary and (with ``clips``: ``{name: detect
-    table path}`` and ``clip_data``: the shared data folder) the labelled-clip table."""
+                   seed: int = 0, missing: str = "exclude", reference: str | None = None) -> dict:
+    """The per-source table, its in/cross summary, (with ``clips``: ``{name: detect
+    table path}`` and ``clip_data``: the shared data folder) the labelled-clip table, and
+    (with ``reference``, a model's name) every model against it (:func:`paired_table`)."""
     per = per_source_table(tests, trained, bootstrap, seed, missing)
     out = {"per_source": per, "summary": generalisation_summary(per)}
+    if reference is not None:
+        out["paired"] = paired_table(tests, reference, bootstrap, seed, missing)
     if clips:
         if clip_data is None:
             raise ValueError("clip tables need the labelled clips' folder (--clip-labels DIR)")

@@ -7,7 +7,8 @@
 Per source (video tables of ``dfd predict`` carry the shards' ``source``): ROC-AUC with its
 95% bootstrap interval, in-source or cross-source by ``--trained-on NAME=RUN_DIR`` (what
 ``dfd train`` recorded) or ``NAME=dfdc+ffpp``; ``--clips NAME=detect.csv --clip-labels
-../shared/data``: figures on the labelled clips.
+../shared/data``: figures on the labelled clips; ``--reference NAME``: every other model's
+ROC-AUC difference from that one per source, with a paired bootstrap interval.
 
 Prints the study's comparison table (accuracy, precision, recall, F1, ROC-AUC, log loss, n)
 and writes it as ``comparison.csv`` / ``comparison.md`` next to a full report (ROC and PR
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a model's dfd detect table on the labelled clips; repeat per model")
     p.add_argument("--clip-labels", type=Path, metavar="DIR",
                    help="folder holding dfdc_videos/metadata.json and other_videos/labels.csv")
+    p.add_argument("--reference", metavar="NAME",
+                   help="a model the others are measured against: ROC-AUC difference per "
+                        "source with a paired bootstrap interval (paired.csv)")
     add_common_arguments(p)
 
 
@@ -50,7 +54,7 @@ def run(args) -> int:
     done = compare(args.scores, args.val, args.out, args.labels, args.stacker,
                    not args.no_average, args.threshold_policy, args.threshold, args.missing,
                    args.bootstrap, args.seed, args.log_loss_clip, args.trained_on,
-                   args.clips, args.clip_labels)
+                   args.clips, args.clip_labels, args.reference)
     print(done["markdown"], end="")
     print(f"report: {done['report']}")
     return 0
