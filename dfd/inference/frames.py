@@ -184,9 +184,10 @@ def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
     videos = video_scores(frames, how=aggregation, labels=labels, model=name)
     if not hasattr(source, "element_spec"):  # shards: every record must show up
         stored = _record_facts(source, kwargs.get("split"), kwargs.get("only_source"))
+        scored = set(videos["video_id"])
         missing = [failure_row(vid, STATUS_ERROR, "no face of this record could be decoded",
                                label=lab, model=name or "", aggregation=aggregation)
-                   for vid, (lab, _, _) in stored.items() if vid not in set(videos["video_id"])]
+                   for vid, (lab, _, _) in stored.items() if vid not in scored]
         if missing:
             log.warning("%d record(s) had no decodable face: %s", len(missing),
                         [m["video_id"] for m in missing[:10]])
