@@ -164,18 +164,29 @@ def _keep(rec, keep_unknown: bool, split: str | None = None):
     return ok
 
 
-def from_source(name: str | None):
-    """A ``keep`` filter (see :func:`records`) for the records of one source, or None.
-
-    ``name`` is a record's ``source`` as stored (``csv:ffpp_faces``) or its part after the
-    ``kind:`` prefix (``ffpp_faces``): the name ``dfd compare`` prints per source.
-    """
-    if not name:
+def from_source(names: str | Sequence[str] | None):
+    """A ``keep`` filter (see :func:`records`) for the records whose ``source`` is one of
+    ``names`` as stored (``csv:ffpp_faces``; :func:`resolve_source` finds them from a short
+    name), or None when ``names`` is None."""
+    if names is None:
         return None
     import tensorflow as tf
 
-    pattern = "(?:[^:]*:)?" + re.escape(name)
-    return lambda rec: tf.strings.regex_full_match(rec[schema.SOURCE], pattern)
+    wanted = tf.constant([names] if isinstance(names, str) else list(names), tf.string)
+    return lambda rec: tf.reduce_any(tf.equal(rec[schema.SOURCE], wanted))
+
+
+def resolve_source(source, key: str) -> list[str]:
+    """The shards' source names that ``key`` names (:func:`dfd.schema.match_sources`:
+    ``csv:ffpp_faces``, ``ffpp_faces`` or ``ffpp``); a ValueError naming what the shards
+    hold when it names none."""
+    held = source_names(source)
+    hits = schema.match_sources(key, held)
+    if not hits:
+        where = " ".join(map(str, source)) if isinstance(source, (list, tuple)) else source
+        raise ValueError(f"no record of source {key!r} in {where}; the shards hold "
+                         f"{', '.join(held) or 'no source names'}")
+    return hits
 
 
 def frame_dataset(

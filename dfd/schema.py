@@ -361,6 +361,22 @@ def write_index(shard_dir: str | Path, shards: Iterable[ShardInfo], **stats) -> 
     return path
 
 
+def bare_source(source: str) -> str:
+    """A record's ``source`` without its layout prefix: ``csv:dfdc_faces`` -> ``dfdc_faces``."""
+    return str(source).split(":", 1)[-1]
+
+
+def match_sources(key: str, available) -> list[str]:
+    """The sources of ``available`` (full names, ``csv:dfdc_faces``) that ``key`` names: the
+    one equal to it, else those whose name after the layout prefix equals it
+    (``dfdc_faces``), else those whose name starts with it (``dfdc``). The one rule by which
+    ``--mix``, ``--trained-on`` and ``dfd predict --source`` read a source's name."""
+    available = sorted({str(s) for s in available})
+    return ([s for s in available if key == s]
+            or [s for s in available if key == bare_source(s)]
+            or [s for s in available if bare_source(s).startswith(key) or s.startswith(key)])
+
+
 def resolve_shards(source: str | Path | Sequence[str | Path]) -> list[Path]:
     """Shard files of a directory (via its index, size-checked), a file, or a list of either.
 

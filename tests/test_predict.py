@@ -104,7 +104,7 @@ def test_dfd_predict_command(model, shards, tmp_path):
 def test_dfd_predict_scores_one_source(model, shards, tmp_path, caplog):
     path = tmp_path / "tiny.keras"
     model.save(path)
-    for name in ("ffpp_faces", "csv:ffpp_faces"):  # as `dfd compare` prints it, or as stored
+    for name in ("ffpp_faces", "csv:ffpp_faces", "ffpp"):  # as --mix and --trained-on take it
         out = tmp_path / f"{name}.csv"
         assert cli.main(["predict", "--model", str(path), "--shards", str(shards), "--out",
                          str(out), "--source", name]) == 0

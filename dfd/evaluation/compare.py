@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from dfd import presets
+from dfd import presets, schema
 from dfd.evaluation import report
 from dfd.evaluation.metrics import DEFAULT_CLIP, apply_labels, evaluate, prepare
 from dfd.evaluation.stacker import (
@@ -244,15 +244,10 @@ PAIRED_COLUMNS = ["model", "reference", "source", "roc_auc", "reference_roc_auc"
 IN_SOURCE, CROSS_SOURCE, UNKNOWN_KIND = "in-source", "cross-source", "unknown"
 
 
-def _bare(source: str) -> str:
-    return str(source).split(":", 1)[-1]
-
-
 def source_matches(source: str, names) -> bool:
-    """Whether shard source ``source`` (``csv:dfdc_faces``) is one of ``names``: named in
-    full, after its layout prefix (``dfdc_faces``), or by a prefix of that (``dfdc``)."""
-    bare = _bare(source)
-    return any(n in (source, bare) or (n and bare.startswith(n)) for n in map(str, names))
+    """Whether shard source ``source`` (``csv:dfdc_faces``) is one of ``names``, by the
+    schema's rule (:func:`dfd.schema.match_sources`: in full, ``dfdc_faces`` or ``dfdc``)."""
+    return any(n and schema.match_sources(n, [source]) for n in map(str, names))
 
 
 def trained_on(spec) -> dict:
@@ -282,20 +277,22 @@ def auc_ci(y, p, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
     """ROC-AUC of ``(y, p)`` (one row per video) and its percentile bootstrap interval
     resampling videos: ``(auc, low, high)``, None where undefined (one class)."""
     y, p = np.asarray(y, int), np.asarray(p, float)
-    auc = _auc(y, p)
-    if auc is None or not n_boot:
-        return auc, None, None
+    return _bootstrap(lambda i: _auc(y[i], p[i]), len(y), n_boot, seed, level)
+
+
+def _bootstrap(stat, n: int, n_boot: int, seed: int, level: float):
+    """``stat(index array)`` on all ``n`` videos and its percentile bootstrap interval over
+    resamples of videos: ``(value, low, high)``; None where ``stat`` is (one class)."""
+    value = stat(np.arange(n))
+    if value is None or not n_boot:
+        return value, None, None
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(int(n_boot)):
-        idx = rng.integers(0, len(y), len(y))
-        a = _auc(y[idx], p[idx])
-        if a is not None:
-            draws.append(a)
+    draws = [d for d in (stat(rng.integers(0, n, n)) for _ in range(int(n_boot)))
+             if d is not None]
     if not draws:
-        return auc, None, None
+        return value, None, None
     lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return auc, float(lo), float(hi)
+    return value, float(lo), float(hi)
 
 
 def _ci_text(lo, hi) -> str:
@@ -340,22 +337,12 @@ def paired_auc_difference(y, p_ref, p, n_boot: int = 1000, seed: int = 0,
     two share, the videos' difficulty, cancels): ``(difference, low, high)``, None where
     undefined (one class)."""
     y, a, b = np.asarray(y, int), np.asarray(p_ref, float), np.asarray(p, float)
-    ra, rb = _auc(y, a), _auc(y, b)
-    if ra is None or rb is None:
-        return None, None, None
-    if not n_boot:
-        return rb - ra, None, None
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(int(n_boot)):
-        idx = rng.integers(0, len(y), len(y))
-        da, db = _auc(y[idx], a[idx]), _auc(y[idx], b[idx])
-        if da is not None and db is not None:
-            draws.append(db - da)
-    if not draws:
-        return rb - ra, None, None
-    lo, hi = np.percentile(draws, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return rb - ra, float(lo), float(hi)
+
+    def difference(i):
+        ra, rb = _auc(y[i], a[i]), _auc(y[i], b[i])
+        return None if ra is None or rb is None else rb - ra
+
+    return _bootstrap(difference, len(y), n_boot, seed, level)
 
 
 def paired_table(tests: dict, reference: str, bootstrap: int = 1000, seed: int = 0,
@@ -373,9 +360,9 @@ def paired_table(tests: dict, reference: str, bootstrap: int = 1000, seed: int =
             continue
         used, _ = prepare(t, missing)
         keep = ["video_id", "label", "p_fake"]
-        src = [c for c in ("source",) if c in ref.columns or c in used.columns]
-        left = ref[keep + [c for c in src if c in ref.columns]]
-        right = used[keep + [c for c in src if c in used.columns and c not in left.columns]]
+        source_of = ref if "source" in ref.columns else used  # one side says the source
+        left = ref[keep + (["source"] if source_of is ref else [])]
+        right = used[keep + (["source"] if source_of is used and "source" in used else [])]
         both = left.merge(right, on="video_id", suffixes=("_ref", ""))
         if "source" in both.columns:
             both = both.assign(source=both["source"].fillna("").astype(str))
@@ -406,7 +393,7 @@ def generalisation_summary(per_source: pd.DataFrame) -> pd.DataFrame:
             v = sub.loc[sub["kind"] == kind, "roc_auc"].dropna()
             row[f"mean_{kind.replace('-', '_')}_roc_auc"] = float(v.mean()) if len(v) else None
             row[f"{kind.replace('-', '_')}_sources"] = "+".join(
-                _bare(s) for s in sub.loc[sub["kind"] == kind, "source"])
+                schema.bare_source(s) for s in sub.loc[sub["kind"] == kind, "source"])
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "mean_in_source_roc_auc", "in_source_sources",
                                        "mean_cross_source_roc_auc", "cross_source_sources"])

@@ -37,7 +37,7 @@ def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int 
                        split: str | None = None, only_source: str | None = None):
     """Every record as ``k`` clips (unknown labels kept): ``clip_dataset``-style elements plus
     ``clip`` (its number within the record). ``split`` keeps only that manifest split,
-    ``only_source`` only that source (see :func:`dfd.readers.from_source`)."""
+    ``only_source`` only the source(s) named as stored (see :func:`dfd.readers.from_source`)."""
     import tensorflow as tf
 
     if clip_len < 1 or max_clips < 1:
@@ -92,6 +92,8 @@ def predict_shards(model, source, clip_len: int | None = None, max_clips: int = 
     naming it (see :func:`dfd.inference.frames.predict`).
     """
     with readers.damaged_shards_named(source):
+        if isinstance(only_source, str):
+            only_source = readers.resolve_source(source, only_source)
         return _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
                                model_name, split, face_size, only_source)
 

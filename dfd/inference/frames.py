@@ -86,8 +86,8 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
     Returns ``(frame table, {video_id: label})``. Faces that fail to decode are skipped with
     a warning (TensorFlow logs each); unknown-label records are kept (label -1).
     ``split`` scores only the records of that manifest split (e.g. ``"test"``), and
-    ``only_source`` only those of that source (``ffpp_faces``: see
-    :func:`dfd.readers.from_source`).
+    ``only_source`` only those of the source(s) named as stored (``csv:ffpp_faces``;
+    :func:`predict` also takes a short name).
     """
     import tensorflow as tf
 
@@ -179,6 +179,8 @@ def predict(model, source, aggregation: str = "mean", batch_size: int = 64,
 
 
 def _predict(model, source, aggregation, batch_size, model_name, **kwargs):
+    if isinstance(kwargs.get("only_source"), str) and not hasattr(source, "element_spec"):
+        kwargs["only_source"] = readers.resolve_source(source, kwargs["only_source"])
     frames, labels = score_dataset(model, source, batch_size, model_name, **kwargs)
     name = model_name or (str(frames["model"].iloc[0]) if len(frames) else None)
     videos = video_scores(frames, how=aggregation, labels=labels, model=name)

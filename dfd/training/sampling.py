@@ -85,9 +85,7 @@ def resolve_mix(mix: dict[str, float], available) -> dict[str, float]:
     available = sorted({str(s) for s in available})
     out: dict[str, float] = {}
     for key, share in mix.items():
-        bare = {s: s.split(":", 1)[-1] for s in available}
-        hits = [s for s in available if key == s] or [s for s in available if key == bare[s]] \
-            or [s for s in available if bare[s].startswith(key) or s.startswith(key)]
+        hits = schema.match_sources(key, available)
         if len(hits) != 1:
             what = "matches no source" if not hits else f"matches several sources {hits}"
             raise ValueError(f"mix source {key!r} {what}; the training shards hold {available}")

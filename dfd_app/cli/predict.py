@@ -13,7 +13,6 @@ import numpy as np
 from dfd.inference.clips import predict_shards
 from dfd.inference.frames import predict
 from dfd.inference.loading import load_any
-from dfd.readers import source_names
 from dfd.scores import AGGREGATIONS, write_table
 from dfd_app.cli.common import add_no_progress, add_out, add_weights_dir
 
@@ -36,8 +35,8 @@ def add_arguments(parser) -> None:
                         help="temporal models: at most this many clips per video (default 4)")
     parser.add_argument("--split", help="score only records of this manifest split (e.g. test)")
     parser.add_argument("--source",
-                        help="score only records of this source (e.g. ffpp_faces, as `dfd "
-                             "compare` names it): a whole source a model never trained on")
+                        help="score only records of this source (csv:ffpp_faces, ffpp_faces "
+                             "or ffpp, as --mix names it): a whole source a model never saw")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per batch (default 64)")
     parser.add_argument("--model-name", help="name written in the tables' model column")
     add_weights_dir(parser)
@@ -79,10 +78,6 @@ def run(args) -> int:
                                  batch_size=args.batch_size, model_name=args.model_name,
                                  weights_dir=args.weights_dir, split=args.split,
                                  only_source=args.source)
-    if not len(videos) and args.source:
-        raise SystemExit(f"no record of source {args.source!r} in {' '.join(args.shards)}"
-                         f"{f' (split {args.split!r})' if args.split else ''}; the shards hold "
-                         f"{', '.join(source_names(source)) or 'no source names'}")
     write_table(videos, args.out)
     if args.frames_out:
         write_table(frames, args.frames_out)
