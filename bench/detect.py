@@ -120,6 +120,7 @@ def main() -> int:
     import dataclasses
 
     from data_prep.extract import extract_faces, to_face_records
+    from dfd import onednn_enabled
     from dfd_app.detect import pipeline
 
     videos = args.video or sorted(DFDC.glob("*.mp4"))[: args.videos]
@@ -172,7 +173,8 @@ def main() -> int:
           f"{meta.get('height')}, {meta.get('frame_count')} frames; model {ctx.model_name}; "
           f"{args.frames} frames sampled ({cfg.sampler}); x{args.repeats}")
     print(f"machine    {os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, "
-          f"{load1[0]:.1f} at end (a machine at rest: < 0.5)")
+          f"{load1[0]:.1f} at end (a machine at rest: < 0.5); TensorFlow oneDNN kernels "
+          f"{onednn_enabled()}")
     print(f"load       {load_s:.2f} s (model + face detector, once per process)")
     fw, fc = mean["floor"]
     for key, label in (("floor", "decode floor"), ("full", "full path"),

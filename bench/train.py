@@ -200,7 +200,9 @@ def sbi_rate(batch: int, steps: int, size: int = 256) -> float:
 def print_arch_rates(items, batch: int, steps: int) -> None:
     print(f"training images/s, model compute only (batch {batch}, {steps} steps after 2 "
           f"warm-up; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
-    from dfd import presets
+    from dfd import onednn_enabled, presets
+
+    print(f"TensorFlow oneDNN kernels: {onednn_enabled()} (TF_ENABLE_ONEDNN_OPTS=0 turns them off)")
 
     print(f"{'architecture':<18}{'input':>7}{'params':>11}{'images/s':>10}")
     for item in items:
