@@ -303,6 +303,10 @@ def test_fit_run_writes_every_artefact(tmp_path, shards):
     assert isinstance(res, RunResult) and res.loop == "fit" and res.epochs_run == 2
     run = Path(cfg.run_dir)
     assert load_config(TrainConfig, run / "config.json") == cfg
+    runtime = json.loads((run / "config.json").read_text())["runtime"]
+    assert runtime["tensorflow"] == __import__("tensorflow").__version__
+    assert runtime["onednn"] in (True, False) and runtime["cpus"] >= 1
+    assert any(d.endswith("CPU:0") for d in runtime["devices"])
     for name in ("history.csv", "history.json", "metrics.json", "best.keras", "last.keras"):
         assert (run / name).exists(), name
     assert any((run / "tensorboard").rglob("*tfevents*"))
