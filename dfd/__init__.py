@@ -22,7 +22,9 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 0.35 and trains 2.5x faster. Read once, when TensorFlow is first imported, so this only
 # takes effect when ``dfd`` (or a package built on it) is imported first, as every ``dfd``
 # command and model package does; ``TF_ENABLE_ONEDNN_OPTS=0`` in the environment turns it off.
-if _platform.machine().lower() in ("x86_64", "amd64"):
+#: the machines (``platform.machine()``, lower case) on which importing dfd turns oneDNN on
+ONEDNN_MACHINES = ("x86_64", "amd64")
+if _platform.machine().lower() in ONEDNN_MACHINES:
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

@@ -259,15 +259,31 @@ def _stderr_of(*argv) -> str:
     return res.stderr
 
 
-def test_quiet_hides_tensorflow_startup_lines(tmp_path):
+def test_tensorflow_startup_lines_hidden_unless_debug(tmp_path):
     argv = ["export", "--model", str(tmp_path / "missing.keras"), "-o", str(tmp_path / "e")]
-    loud = _stderr_of(*argv)
+    debug = _stderr_of("-vv", *argv)
+    default = _stderr_of(*argv)
     quiet = _stderr_of("-q", *argv)
-    assert "missing.keras" in loud and "missing.keras" in quiet  # the error line stays
+    for err in (debug, default, quiet):
+        assert "missing.keras" in err, err  # the error line stays
     startup = ("oneDNN", "absl::InitializeLog", "port.cc")
-    if not any(s in loud for s in startup):
+    if not any(s in debug for s in startup):
         pytest.skip("this TensorFlow build prints no start-up lines")
+    assert not [s for s in startup if s in default], default
     assert not [s for s in startup if s in quiet], quiet
+
+
+def test_startup_filter_keeps_lines_that_are_not_noise(capfd):
+    from dfd_app.cli.main import TF_STARTUP_NOISE, _stderr_fd_filtered
+
+    def drop(line):
+        return any(n in line for n in TF_STARTUP_NOISE)
+
+    with _stderr_fd_filtered(drop):
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\n"
+                    b"E0000 something really went wrong\n")
+    err = capfd.readouterr().err
+    assert "something really went wrong" in err and "oneDNN" not in err
 
 
 def test_progress_totals_come_from_the_shards_index(tmp_path):

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from dfd import ONEDNN_MACHINES
+
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+pytestmark = pytest.mark.skipif(platform.machine().lower() not in ONEDNN_MACHINES,
                                 reason="oneDNN is only switched on by the package on x86")
 
 PROBE = """
@@ -53,4 +55,3 @@ def test_model_package_import_turns_onednn_on():
 
 def test_users_setting_wins():
     assert onednn_after_importing("dfd", "0") is False
-

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from contextlib import contextmanager
 
 from dfd import progress
@@ -85,9 +86,16 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR if quiet else max(level, logging.WARNING))
 
 
+#: TensorFlow's import-time lines that say nothing to a user of dfd: the oneDNN notice (dfd
+#: turns oneDNN on, see dfd/__init__.py), absl's note before it is set up, the CPU-feature note
+TF_STARTUP_NOISE = ("oneDNN custom operations are on", "before absl::InitializeLog() is called",
+                    "cpu_feature_guard", "To enable the following instructions")
+
+
 @contextmanager
-def _stderr_fd_silenced():
-    """Send file descriptor 2 to /dev/null for a while (C++ libraries write there directly)."""
+def _stderr_fd_filtered(drop):
+    """Capture file descriptor 2 for a while (C++ libraries write there directly), then write
+    back the lines for which ``drop(line)`` is false."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -95,22 +103,33 @@ def _stderr_fd_silenced():
         yield
         return
     try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
+        with tempfile.TemporaryFile() as buf:
+            os.dup2(buf.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                buf.seek(0)
+                kept = [ln for ln in buf.read().splitlines(keepends=True)
+                        if not drop(ln.decode(errors="replace"))]
+                if kept:
+                    os.write(saved, b"".join(kept))
     finally:
-        os.dup2(saved, 2)
         os.close(saved)
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports ``tensorflow`` (when some command first needs it) with stderr silenced.
+    """Imports ``tensorflow`` (when some command first needs it) with its stderr filtered.
 
     TensorFlow prints its start-up lines (oneDNN, absl, CUDA probing) from C++ straight to
     file descriptor 2 while it is imported, twice (two libraries), whatever
-    ``TF_CPP_MIN_LOG_LEVEL`` says; ``dfd -q`` hides them without importing TensorFlow for
-    commands that never use it.
+    ``TF_CPP_MIN_LOG_LEVEL`` says. By default the lines of :data:`TF_STARTUP_NOISE` are
+    dropped and any other line (a real problem) is kept; ``dfd -q`` drops them all; ``-vv``
+    keeps them all. Commands that never use TensorFlow never import it.
     """
+
+    def __init__(self, drop_all: bool = False):
+        self.drop_all = drop_all
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "tensorflow":
@@ -127,8 +146,21 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader)
         return self._real.create_module(spec)
 
     def exec_module(self, module):
-        with _stderr_fd_silenced():
+        with _stderr_fd_filtered(self._drop):
             self._real.exec_module(module)
+
+    def _drop(self, line: str) -> bool:
+        return self.drop_all or any(n in line for n in TF_STARTUP_NOISE)
+
+
+def _install_tensorflow_filter(drop_all: bool) -> None:
+    if "tensorflow" in sys.modules:
+        return
+    for f in sys.meta_path:
+        if isinstance(f, _QuietTensorFlowImport):
+            f.drop_all = f.drop_all or drop_all
+            return
+    sys.meta_path.insert(0, _QuietTensorFlowImport(drop_all))
 
 
 def quiet_tensorflow() -> None:
@@ -137,9 +169,20 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    if "tensorflow" not in sys.modules and not any(
-            isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    _install_tensorflow_filter(drop_all=True)
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    """``-vv`` (or ``-v -v``, ``--verbose --verbose``) among the options before the subcommand."""
+    n = 0
+    for a in argv:
+        if a in SUBCOMMANDS:
+            break
+        if a == "--verbose":
+            n += 1
+        elif a.startswith("-") and not a.startswith("--"):
+            n += a[1:].count("v")
+    return n >= 2
 
 
 def _quiet_requested(argv: list[str]) -> bool:
@@ -162,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if _quiet_requested(argv):  # before any command module can import TensorFlow
         quiet_tensorflow()
+    elif not _debug_requested(argv):
+        _install_tensorflow_filter(drop_all=False)
     log = logging.getLogger("dfd")
     command = "?"
     try:
