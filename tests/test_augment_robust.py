@@ -41,12 +41,14 @@ def test_robustness_augmentations_are_off_by_default():
     assert not _only().active
     assert _only(rescale_prob=0.5).active and _only(blur_prob=0.5).active
     assert _only(shift=0.1).active and _only(codec_prob=0.5).codec_active
+    assert cfg.real_blur_prob == 0 and _only(real_blur_prob=0.5).active
 
 
 @pytest.mark.parametrize("bad, match", [
     ({"codec_crf": (40, 20)}, "codec_crf"), ({"codec_crf": (10, 60)}, "codec_crf"),
     ({"rescale_range": (0.0, 0.5)}, "rescale_range"), ({"blur_sigma": (0, 1)}, "blur_sigma"),
     ({"codec_prob": 1.5}, "codec_prob"), ({"shift": -0.1}, "shift"),
+    ({"real_blur_prob": 2.0}, "real_blur_prob"), ({"real_blur_sigma": (1.0, 0.5)}, "real_blur_sigma"),
 ])
 def test_augment_config_checks_the_new_fields(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -128,6 +130,36 @@ def test_blur_smooths_and_repeats():
         np.diff(x.astype(int), axis=1)).mean()
     np.testing.assert_array_equal(y, blur(x, 1.5).numpy())
     assert np.abs(blur(x, 3.0).numpy().astype(int) - x).mean() > np.abs(y.astype(int) - x).mean()
+
+
+def test_real_blur_blurs_real_faces_only():
+    x = _faces(1)[0]
+    cfg = _only(real_blur_prob=1.0, real_blur_sigma=(1.0, 1.0))
+    real = augment(x, cfg, label=0.0).numpy()
+    np.testing.assert_array_equal(real, blur(x, 1.0).numpy())
+    np.testing.assert_array_equal(augment(x, cfg, label=1.0).numpy(), x)  # FAKE = 1: untouched
+    np.testing.assert_array_equal(augment(x, cfg).numpy(), x)  # no label: the step is skipped
+    clip = _faces(3)
+    np.testing.assert_array_equal(augment(clip, cfg, label=0).numpy(), blur(clip, 1.0).numpy())
+
+
+def test_training_pipeline_blurs_only_the_real_examples(tmp_path):
+    from dfd.training.config import TrainConfig
+    from dfd.training.data import make_dataset
+    from tests.test_training import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", records=8, faces=1, size=S, max_records=64)
+
+    def first_batch(**aug):
+        cfg = TrainConfig(run_dir=str(tmp_path / "r"), train=[str(shards)], face_size=S,
+                          batch_size=8, class_balance="none", augment=_only(**aug), seed=1)
+        return next(iter(make_dataset(cfg, training=True).as_numpy_iterator()))
+
+    plain, blurred = first_batch(), first_batch(real_blur_prob=1.0)
+    np.testing.assert_array_equal(plain[1], blurred[1])  # same examples, same order
+    assert 0 < (plain[1] < 0.5).sum() < len(plain[1])
+    for a, b, y in zip(plain[0], blurred[0], plain[1]):
+        assert np.array_equal(a, b) == (y > 0.5), y
 
 
 def test_shift_moves_the_crop_framing():

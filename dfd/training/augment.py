@@ -224,8 +224,12 @@ def apply_codec(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0):
                                                 num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def augment(x, cfg: AugmentConfig, seed: int | None = None):
-    """Apply the switched-on augmentations of ``cfg`` to one face or one clip (uint8)."""
+def augment(x, cfg: AugmentConfig, seed: int | None = None, label=None):
+    """Apply the switched-on augmentations of ``cfg`` to one face or one clip (uint8).
+
+    ``label`` (FAKE = 1) is needed only by ``cfg.real_blur_prob``, which blurs REAL faces
+    alone; without a label that step is skipped.
+    """
     import tensorflow as tf
 
     x = tf.convert_to_tensor(x)
@@ -251,6 +255,10 @@ def augment(x, cfg: AugmentConfig, seed: int | None = None):
     if cfg.blur_prob:
         sigma = u(*cfg.blur_sigma)
         x = tf.cond(u() < cfg.blur_prob, lambda: blur(x, sigma), lambda: x)
+    if cfg.real_blur_prob and label is not None:
+        sigma = u(*cfg.real_blur_sigma)
+        hit = tf.logical_and(tf.cast(label, tf.float32) < 0.5, u() < cfg.real_blur_prob)
+        x = tf.cond(hit, lambda: blur(x, sigma), lambda: x)
     if cfg.brightness or cfg.contrast:
         delta = u(-cfg.brightness, cfg.brightness) if cfg.brightness else tf.constant(0.0)
         factor = u(1.0 - cfg.contrast, 1.0 + cfg.contrast) if cfg.contrast else tf.constant(1.0)
@@ -269,11 +277,11 @@ def make_augment_fn(cfg: AugmentConfig, input_kind: str):
     def fn(inputs, label, weight):
         if input_kind == "clips":
             inputs = dict(inputs)
-            faces = augment(inputs["faces"], cfg)
+            faces = augment(inputs["faces"], cfg, label=label)
             # padded frames stay zero, as the reader left them
             inputs["faces"] = faces * tf.cast(inputs["mask"], tf.uint8)[:, None, None, None]
         else:
-            inputs = augment(inputs, cfg)
+            inputs = augment(inputs, cfg, label=label)
         return inputs, label, weight
 
     return fn

@@ -43,6 +43,9 @@ class AugmentConfig:
     rescale_range: tuple[float, float] = (0.25, 0.75)  # the downscale factor's range
     blur_prob: float = 0.0  # Gaussian blur, with this probability
     blur_sigma: tuple[float, float] = (0.5, 2.0)  # its sigma's range, pixels
+    # --- against a sharpness shortcut: blur REAL faces only (docs/training.md)
+    real_blur_prob: float = 0.0  # Gaussian blur of a REAL face (label 0), this probability
+    real_blur_sigma: tuple[float, float] = (0.3, 1.0)  # its sigma's range, pixels
     codec_prob: float = 0.0  # H.264 re-encode (PyAV, one clip per batch), this probability
     codec_crf: tuple[int, int] = (18, 40)  # the constant rate factor's range (one per batch)
 
@@ -62,13 +65,14 @@ class AugmentConfig:
             raise ValueError(f"rescale_range must be (lo, hi) with 0.05 <= lo <= hi <= 1, got "
                              f"{self.rescale_range!r}")
         self.rescale_range = (lo, hi)
-        lo, hi = (float(q) for q in self.blur_sigma)
-        if not 0.0 < lo <= hi <= 10.0:
-            raise ValueError(f"blur_sigma must be (lo, hi) with 0 < lo <= hi <= 10, got "
-                             f"{self.blur_sigma!r}")
-        self.blur_sigma = (lo, hi)
+        for name in ("blur_sigma", "real_blur_sigma"):
+            lo, hi = (float(q) for q in getattr(self, name))
+            if not 0.0 < lo <= hi <= 10.0:
+                raise ValueError(f"{name} must be (lo, hi) with 0 < lo <= hi <= 10, got "
+                                 f"{getattr(self, name)!r}")
+            setattr(self, name, (lo, hi))
         for name in ("jpeg_prob", "brightness", "contrast", "zoom", "shift", "rescale_prob",
-                     "blur_prob", "codec_prob"):
+                     "blur_prob", "real_blur_prob", "codec_prob"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"augment.{name} must be in [0, 1], got {v!r}")
@@ -80,6 +84,7 @@ class AugmentConfig:
         return self.enabled and bool(
             self.flip or self.jpeg or self.brightness or self.contrast or self.rotation
             or self.zoom or self.shift or self.rescale_prob or self.blur_prob
+            or self.real_blur_prob
         )
 
     @property
