@@ -184,7 +184,7 @@ def _image_record(item: dict, data: bytes) -> schema.FaceRecord:
     )
 
 
-def _iter_images(items: pd.DataFrame):
+def iter_images(items: pd.DataFrame):
     """Yield ``(item, bytes | None, reason)`` for image rows, reading each tar once."""
     for path, rows in items.groupby("path", sort=False):
         member_rows = rows[rows["member"].fillna("") != ""]
@@ -263,7 +263,7 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
             landmarker = CropLandmarker(cfg.detector) if cfg.crop_landmarks != "none" else None
             with shard_writer.ShardWriter(out, "crops", max_records=cfg.image_shard_records) as w, \
                     _progress(len(images), "crops") as bar:
-                for unit in crop_videos.crop_units(images, _iter_images):
+                for unit in crop_videos.crop_units(images, iter_images):
                     bar.update(len(unit))
                     good = []
                     for item, data, reason in unit:

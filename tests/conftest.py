@@ -86,3 +86,24 @@ def jpeg_bytes(value: int, side: int = 32) -> bytes:
     ok, buf = cv2.imencode(".jpg", np.full((side, side, 3), value, np.uint8))
     assert ok
     return buf.tobytes()
+
+
+def write_crop_set(root: Path, crops) -> Path:
+    """A crop set like ``../shared/data/dfdc_faces``: ``root/faces-00.tar`` holding each
+    ``(name, bytes, label, original)`` of ``crops`` and ``root/metadata.csv`` listing them."""
+    import io
+    import tarfile
+
+    import pandas as pd
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tarfile.open(root / "faces-00.tar", "w") as tar:
+        for name, data, label, original in crops:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            rows.append({"file": name, "label": label, "original": original,
+                         "archive": "faces-00.tar"})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root

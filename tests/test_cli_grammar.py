@@ -50,6 +50,9 @@ MEANINGS = {
     "--faces": "folder of face crops used",
     "--explain": "folder of attribution heat-map overlays",
     "--seed": "random seed",
+    "--sample": "at most N items per group, drawn at random",
+    "--flag": "the level from which a figure is flagged",
+    "--items": "where the per-item table is written",
     "--layout": "input layout",
     "--workers": "how many things run at once",
     "--limit": "only the first N input items",
@@ -124,9 +127,9 @@ DEPRECATED = {("evaluate", "--frames"): "--frame-scores", ("compare", "--model")
 KIND_EXEMPT = {"--scores",  # one table, or NAME=PATH entries: score tables both
                "--margin"}  # detect/serve: auto or a number; prep: a number
 
-WRITES = {"prep", "split", "train", "predict", "export", "evaluate", "stack fit",
+WRITES = {"audit", "prep", "split", "train", "predict", "export", "evaluate", "stack fit",
           "stack predict", "compare", "calibrate", "detect"}
-PROGRESS = {"prep", "predict", "evaluate", "compare", "detect"}
+PROGRESS = {"audit", "prep", "predict", "evaluate", "compare", "detect"}
 WEIGHTS = {"predict", "export", "calibrate", "detect", "serve"}
 
 

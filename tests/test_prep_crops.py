@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-
 import pandas as pd
 import pytest
 
 from data_prep import prep
 from dfd import readers, schema
-from tests.conftest import jpeg_bytes, shared_path
+from tests.conftest import jpeg_bytes, shared_path, write_crop_set
 
 
 def _jpeg(value: int) -> bytes:
@@ -19,20 +16,9 @@ def _jpeg(value: int) -> bytes:
 
 @pytest.fixture
 def crop_set(tmp_path):
-    root = tmp_path / "crops"
-    root.mkdir()
-    rows = []
-    with tarfile.open(root / "faces-00.tar", "w") as tar:
-        for i in range(6):
-            name = f"img{i}.jpg"
-            data = _jpeg(30 * i) if i != 4 else b"not a jpeg at all"
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-            rows.append({"file": name, "label": "FAKE" if i % 2 else "REAL",
-                         "original": f"orig{i // 2}.mp4", "archive": "faces-00.tar"})
-    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
-    return root
+    return write_crop_set(tmp_path / "crops", [
+        (f"img{i}.jpg", _jpeg(30 * i) if i != 4 else b"not a jpeg at all",
+         "FAKE" if i % 2 else "REAL", f"orig{i // 2}.mp4") for i in range(6)])
 
 
 def test_crops_to_shards(crop_set, tmp_path):

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "prep": ("dfd_app.cli.prep", "videos / face crops -> face-tensor TFRecord shards"),
     "split": ("dfd_app.cli.split", "identity-safe train/val/test split of a manifest"),
     "check-split": ("dfd_app.cli.split", "fail when an identity group spans two splits"),
+    "audit": ("dfd_app.cli.audit", "which image properties alone tell FAKE from REAL in a crop set"),
     "train": ("dfd_app.cli.train", "train a MesoNet or temporal model from shards"),
     "predict": ("dfd_app.cli.predict", "score shards with a model -> frame and video score tables"),
     "export": ("dfd_app.cli.export", "export a trained model as a SavedModel"),
