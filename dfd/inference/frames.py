@@ -100,7 +100,7 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
         size = face_size or (_expected_size(scorer) or (None,))[0] or 256
         ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split,
                                    keep=readers.from_source(only_source))
-        ds = ds.apply(tf.data.experimental.ignore_errors(log_warning=True))
+        ds = ds.ignore_errors(log_warning=True)
         reframe = _reframing(scorer, source)
     ds = ds.batch(batch_size).prefetch(2)
 
