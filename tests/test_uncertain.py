@@ -68,6 +68,21 @@ def test_detect_context_takes_the_models_band():
     assert choose_band(plain, "auto", 0.5) is None
 
 
+def test_a_band_without_verdicts_says_so(caplog):
+    from types import SimpleNamespace
+
+    from dfd_app.detect.pipeline import choose_band
+
+    none = {"low": None, "high": None, "threshold": 0.5, "min_precision": 0.8,
+            "fitted_on": "240 videos of a source it never saw"}
+    scorer = SimpleNamespace(scorer=SimpleNamespace(preset=SimpleNamespace(uncertain=none)))
+    with caplog.at_level("WARNING", logger="dfd_app.detect.pipeline"):
+        band = choose_band(scorer, "auto", 0.5)
+    assert "every verdict is UNCERTAIN" in caplog.text and "240 videos" in caplog.text
+    assert {verdict(p, 0.5, band) for p in (0.0, 0.3, 0.5, 0.99)} == {UNCERTAIN}
+
+
+
 def test_detect_cli_band_flag():
     from dfd_app.cli.detect import parse_band
 
