@@ -73,12 +73,11 @@ def test_a_band_without_verdicts_says_so(caplog):
 
     from dfd_app.detect.pipeline import choose_band
 
-    none = {"low": None, "high": None, "threshold": 0.5, "min_precision": 0.8,
-            "fitted_on": "240 videos of a source it never saw"}
+    none = {"low": None, "high": None, "threshold": 0.5, "min_precision": 0.8, "n": 240}
     scorer = SimpleNamespace(scorer=SimpleNamespace(preset=SimpleNamespace(uncertain=none)))
     with caplog.at_level("WARNING", logger="dfd_app.detect.pipeline"):
         band = choose_band(scorer, "auto", 0.5)
-    assert "every verdict is UNCERTAIN" in caplog.text and "240 videos" in caplog.text
+    assert "every verdict is UNCERTAIN" in caplog.text and "(240 videos)" in caplog.text
     assert {verdict(p, 0.5, band) for p in (0.0, 0.3, 0.5, 0.99)} == {UNCERTAIN}
 
 

@@ -164,10 +164,10 @@ def choose_band(scorer, uncertain, threshold: float) -> dict | None:
                      "(%.3g): plain threshold verdicts", threshold, band["threshold"])
             return None
         if band.get("low") is None and band.get("high") is None:
-            log.warning("the model's uncertain band leaves no verdict: on sources it never "
-                        "trained on no score reached precision %s for REAL or FAKE (%s), so "
-                        "every verdict is UNCERTAIN; --uncertain off gives threshold verdicts",
-                        band.get("min_precision", "0.8"), band.get("fitted_on") or "its preset")
+            log.warning("on sources the model never trained on, no score range reached "
+                        "precision %s for REAL or FAKE (%s videos): every verdict is UNCERTAIN; "
+                        "--uncertain off gives threshold verdicts",
+                        band.get("min_precision", 0.8), band.get("n", "its validation"))
         return dict(band)
     try:
         low, high = (float(v) for v in uncertain)
