@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from data_prep.prep import iter_images
 from dfd import progress
@@ -119,9 +120,13 @@ def _auc(values: np.ndarray, labels: np.ndarray) -> float:
     v, y = values[ok], labels[ok]
     if len(np.unique(y)) < 2 or len(np.unique(v)) < 2:
         return float("nan")
-    from sklearn.metrics import roc_auc_score
-
     return float(roc_auc_score(y, v))
+
+
+def _median(values: np.ndarray) -> float:
+    """The median of the finite values, NaN when there are none."""
+    v = values[np.isfinite(values)]
+    return float(np.median(v)) if len(v) else float("nan")
 
 
 @dataclass
@@ -196,10 +201,7 @@ def summarise(table: pd.DataFrame, flag: float = DEFAULT_FLAG) -> pd.DataFrame:
             auc = _auc(v, y)
             out.append({"source": source, "figure": stat, "n_real": int((y == 0).sum()),
                         "n_fake": int((y == 1).sum()),
-                        "median_real": float(np.nanmedian(v[y == 0])) if (y == 0).any()
-                        and np.isfinite(v[y == 0]).any() else np.nan,
-                        "median_fake": float(np.nanmedian(v[y == 1])) if (y == 1).any()
-                        and np.isfinite(v[y == 1]).any() else np.nan,
+                        "median_real": _median(v[y == 0]), "median_fake": _median(v[y == 1]),
                         "roc_auc_fake": auc,
                         "separates": bool(np.isfinite(auc) and abs(auc - 0.5) >= flag)})
     return pd.DataFrame(out, columns=["source", "figure", "n_real", "n_fake", "median_real",

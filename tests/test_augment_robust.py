@@ -34,6 +34,23 @@ def _only(**kw):
     return AugmentConfig(**off)
 
 
+def _first_batch_of(tmp_path):
+    """``first_batch(**augment)``: the first training batch of tiny shards, with only the
+    given augmentations on (same seed, so the same examples in the same order each call)."""
+    from dfd.training.config import TrainConfig
+    from dfd.training.data import make_dataset
+    from tests.test_training import write_tiny_shards
+
+    shards = write_tiny_shards(tmp_path / "s", records=8, faces=1, size=S, max_records=64)
+
+    def first_batch(**aug):
+        cfg = TrainConfig(run_dir=str(tmp_path / "r"), train=[str(shards)], face_size=S,
+                          batch_size=8, class_balance="none", augment=_only(**aug), seed=1)
+        return next(iter(make_dataset(cfg, training=True).as_numpy_iterator()))
+
+    return first_batch
+
+
 def test_robustness_augmentations_are_off_by_default():
     cfg = AugmentConfig()
     assert cfg.shift == 0 and cfg.rescale_prob == 0 and cfg.blur_prob == 0
@@ -144,17 +161,7 @@ def test_real_blur_blurs_real_faces_only():
 
 
 def test_training_pipeline_blurs_only_the_real_examples(tmp_path):
-    from dfd.training.config import TrainConfig
-    from dfd.training.data import make_dataset
-    from tests.test_training import write_tiny_shards
-
-    shards = write_tiny_shards(tmp_path / "s", records=8, faces=1, size=S, max_records=64)
-
-    def first_batch(**aug):
-        cfg = TrainConfig(run_dir=str(tmp_path / "r"), train=[str(shards)], face_size=S,
-                          batch_size=8, class_balance="none", augment=_only(**aug), seed=1)
-        return next(iter(make_dataset(cfg, training=True).as_numpy_iterator()))
-
+    first_batch = _first_batch_of(tmp_path)
     plain, blurred = first_batch(), first_batch(real_blur_prob=1.0)
     np.testing.assert_array_equal(plain[1], blurred[1])  # same examples, same order
     assert 0 < (plain[1] < 0.5).sum() < len(plain[1])
@@ -189,17 +196,7 @@ def test_augment_applies_the_switched_on_robustness_steps():
 
 
 def test_training_pipeline_re_encodes_when_asked(tmp_path):
-    from dfd.training.config import TrainConfig
-    from dfd.training.data import make_dataset
-    from tests.test_training import write_tiny_shards
-
-    shards = write_tiny_shards(tmp_path / "s", records=8, faces=1, size=S, max_records=64)
-
-    def first_batch(**aug):
-        cfg = TrainConfig(run_dir=str(tmp_path / "r"), train=[str(shards)], face_size=S,
-                          batch_size=8, class_balance="none", augment=_only(**aug), seed=1)
-        return next(iter(make_dataset(cfg, training=True).as_numpy_iterator()))
-
+    first_batch = _first_batch_of(tmp_path)
     plain, coded = first_batch(), first_batch(codec_prob=1.0)
     np.testing.assert_array_equal(plain[1], coded[1])  # same examples, same order
     assert coded[0].shape == plain[0].shape and coded[0].dtype == np.uint8
