@@ -14,7 +14,10 @@ left intact.
 * robustness to what the internet does to video (off by default): down-then-up scaling
   (``rescale_prob``), Gaussian blur (``blur_prob``) and an H.264 re-encode at a random CRF
   through PyAV (``codec_prob``; :func:`h264` / :func:`apply_codec`, run on whole batches:
-  a batch of faces is encoded as one short clip, a batch of clips clip by clip).
+  a batch of faces is encoded as one short clip, a batch of clips clip by clip);
+* against a sharpness shortcut (off by default): blur REAL faces only (``real_blur_prob``),
+  or move the REAL faces' sharpness onto the FAKE faces' distribution, batch by batch
+  (``sharpness_match``; :func:`match_sharpness` / :func:`apply_sharpness_match`).
 """
 
 from __future__ import annotations
@@ -130,6 +133,226 @@ def blur(x, sigma, radius: int = 6):
     out = tf.cast(tf.clip_by_value(tf.round(f), 0.0, 255.0), tf.uint8)
     out = tf.ensure_shape(out, batch.shape)
     return out[0] if single else out
+
+
+#: Laplacian kernel of the sharpness measure (OpenCV's ``Laplacian`` with ``ksize=1``, as
+#: ``dfd audit`` uses it).
+_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+#: The operations sharpness matching chooses from, as ``(sigma, amount)`` of
+#: ``x + amount * (x - blur(x, sigma))``: the identity, Gaussian blurs (amount -1) of growing
+#: sigma, and unsharp masks (sigma 1) of growing amount.
+_MATCH_OPS = (((1.0, 0.0),)
+              + tuple((s, -1.0) for s in (0.4, 0.47, 0.55, 0.62, 0.7, 0.8, 0.9, 1.0, 1.2, 1.45, 1.75,
+                                            2.1, 2.5, 3.0))
+              + tuple((1.0, a) for a in (0.1, 0.2, 0.3, 0.45, 0.7, 1.0, 1.5, 2.2, 3.0)))
+_RADIUS = 6  # Gaussian kernels are cut at 6 px, as in :func:`blur`
+
+
+def _gaussian(sigma, radius: int = _RADIUS):
+    """Normalised 1-D Gaussian taps ``[..., 2 * radius + 1]`` for a tensor of sigmas."""
+    import tensorflow as tf
+
+    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)[..., tf.newaxis]
+    g = tf.exp(-0.5 * tf.square(taps / sigma))
+    return g / tf.reduce_sum(g, axis=-1, keepdims=True)
+
+
+def _grey(x):
+    """``[N, H, W, 1]`` grey levels (ITU-R 601 weights, rounded to integers, as OpenCV's) of
+    uint8 RGB faces, as float32."""
+    import tensorflow as tf
+
+    return tf.round(tf.image.rgb_to_grayscale(tf.cast(x, tf.float32)))
+
+
+#: Variance the Laplacian adds from rounding a grey image to integers (uniform error, 1/12 per
+#: pixel; the kernel's squared taps sum to 20).
+_ROUNDING_VAR = 20.0 / 12.0
+
+
+def _laplacian(x):
+    """The Laplacian of the last two axes of ``x`` (VALID: each side loses a pixel)."""
+    return (x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:]
+            - 4.0 * x[..., 1:-1, 1:-1])
+
+
+def _laplacian_var(grey):
+    """Variance of the Laplacian over all of ``grey`` ``[N, h + 2, w + 2, 1]`` (VALID): ``[N]``."""
+    import tensorflow as tf
+
+    k = tf.reshape(tf.constant(_LAPLACIAN, tf.float32), [3, 3, 1, 1])
+    lap = tf.nn.conv2d(grey, k, [1, 1, 1, 1], "VALID")
+    return tf.math.reduce_variance(lap, axis=[1, 2, 3])
+
+
+def _middle(h: int) -> tuple[int, int]:
+    """First row and size of the middle half of a side of ``h`` pixels (``dfd audit``'s)."""
+    return h // 4, h - 2 * (h // 4)
+
+
+def sharpness(x):
+    """Per face: variance of the Laplacian over the middle half of the grey face, the
+    ``sharpness`` figure of ``dfd audit`` at the faces' own size. ``x``: uint8 faces
+    ``[N, H, W, 3]`` (H, W >= 8); returns float32 ``[N]``."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    (r0, rh), (c0, cw) = _middle(h), _middle(w)
+    g = tf.pad(_grey(x), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+    return _laplacian_var(g[:, r0:r0 + rh + 2, c0:c0 + cw + 2])
+
+
+def _candidate_sharpness(x):
+    """Sharpness of every face of ``x`` after each operation of :data:`_MATCH_OPS`:
+    ``[len(_MATCH_OPS), N]``. Computed on the grey middle of the face only (the operations
+    are linear, so grey-then-operate equals operate-then-grey up to rounding)."""
+    import tensorflow as tf
+
+    h, w = int(x.shape[1]), int(x.shape[2])
+    (r0, rh), (c0, cw) = _middle(h), _middle(w)
+    m = _RADIUS + 1
+    grey = tf.pad(_grey(x), [[0, 0], [m, m], [m, m], [0, 0]], mode="REFLECT")
+    region = grey[:, r0:r0 + rh + 2 * m, c0:c0 + cw + 2 * m, 0]  # the middle, margin m
+    centre = region[:, _RADIUS:-_RADIUS, _RADIUS:-_RADIUS]  # the middle, margin 1
+    sigmas = sorted({s for s, _ in _MATCH_OPS})
+    g = _gaussian(tf.constant(sigmas))  # [sigmas, taps]
+    n, hh, ww = tf.shape(region)[0], int(region.shape[1]), int(region.shape[2])
+    k = len(sigmas)
+    # the separable blur as two matrix products with banded matrices (much faster than
+    # convolutions here); the result comes out transposed, [sigmas, N, w, h], which changes
+    # no variance: the centre's Laplacian is transposed to match
+    b0, b1 = _band(g, ww), _band(g, hh)  # [sigmas, W, w], [sigmas, H, h]
+    b = tf.matmul(tf.reshape(region, [-1, ww]),
+                  tf.reshape(tf.transpose(b0, [1, 0, 2]), [ww, -1]))  # [N*H, sigmas*w]
+    b = tf.transpose(tf.reshape(b, [n, hh, k, -1]), [2, 0, 3, 1])  # [sigmas, N, w, H]
+    b = tf.reshape(tf.matmul(tf.reshape(b, [k, -1, hh]), b1), [k, n, ww - 2 * _RADIUS, -1])
+    lap_c = _laplacian(tf.transpose(centre, [0, 2, 1]))  # [N, w, h]
+    lap_b = _laplacian(b)  # [sigmas, N, w, h]
+    # Var(L(c + a (c - b))) = (1 + a)^2 Var(Lc) + a^2 Var(Lb) - 2 a (1 + a) Cov(Lc, Lb)
+    dc = lap_c - tf.reduce_mean(lap_c, axis=[1, 2], keepdims=True)
+    db = lap_b - tf.reduce_mean(lap_b, axis=[2, 3], keepdims=True)
+    var_c = tf.reduce_mean(tf.square(dc), axis=[1, 2])  # [N]
+    var_b = tf.reduce_mean(tf.square(db), axis=[2, 3])  # [sigmas, N]
+    cov = tf.reduce_mean(dc[None] * db, axis=[2, 3])
+    out = []
+    for s, a in _MATCH_OPS:
+        j = sigmas.index(s)
+        v = (1 + a) ** 2 * var_c + a * a * var_b[j] - 2 * a * (1 + a) * cov[j]
+        # a changed face is rounded to uint8 again: the Laplacian of that rounding noise
+        out.append(v if a == 0 else v + _ROUNDING_VAR)
+    return tf.stack(out)
+
+
+def _band(g, n: int):
+    """``[sigmas, n, n - taps + 1]`` banded matrices: ``x @ band[s]`` is the VALID
+    convolution of the rows of ``x`` (length ``n``) with the taps ``g[s]``."""
+    import tensorflow as tf
+
+    taps = int(g.shape[1])
+    d = tf.range(n)[:, None] - tf.range(n - taps + 1)[None, :]  # input - output position
+    inside = tf.logical_and(d >= 0, d < taps)
+    vals = tf.gather(g, tf.clip_by_value(d, 0, taps - 1), axis=1)
+    return tf.where(inside[None], vals, 0.0)
+
+
+def _apply_ops(x, sigma, amount):
+    """``x + amount * (x - blur(x, sigma))`` with one ``(sigma, amount)`` per face of the uint8
+    faces ``x`` ``[N, H, W, 3]``, all in one depthwise convolution (faces x channels)."""
+    import tensorflow as tf
+
+    n, h, w = tf.shape(x)[0], int(x.shape[1]), int(x.shape[2])
+    f = tf.cast(x, tf.float32)
+    chans = tf.reshape(tf.transpose(f, [1, 2, 0, 3]), [1, h, w, -1])  # [1, H, W, N*3]
+    g = tf.transpose(tf.repeat(_gaussian(sigma), 3, axis=0))  # [taps, N*3]
+    taps = 2 * _RADIUS + 1
+    b = tf.pad(chans, [[0, 0], [_RADIUS, _RADIUS], [_RADIUS, _RADIUS], [0, 0]], mode="REFLECT")
+    b = tf.nn.depthwise_conv2d(b, tf.reshape(g, [1, taps, -1, 1]), [1, 1, 1, 1], "VALID")
+    b = tf.nn.depthwise_conv2d(b, tf.reshape(g, [taps, 1, -1, 1]), [1, 1, 1, 1], "VALID")
+    blurred = tf.transpose(tf.reshape(b, [h, w, n, 3]), [2, 0, 1, 3])
+    a = tf.reshape(tf.cast(amount, tf.float32), [-1, 1, 1, 1])
+    out = f + a * (f - blurred)
+    return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8),
+                           x.shape)
+
+
+def match_sharpness(faces, label, share: float = 1.0, mask=None, seed=None):
+    """Move the sharpness of REAL faces onto the FAKE faces' distribution, within one batch.
+
+    ``faces``: uint8 ``[B, H, W, 3]``, or clips ``[B, T, H, W, 3]`` with ``mask`` ``[B, T]``
+    (a clip's sharpness is the mean over its real frames; one operation per clip);
+    ``label``: ``[B]``, FAKE = 1. A ``share`` of the REAL items (drawn per item) is matched:
+    the matched REAL item of rank ``i`` (by sharpness, among the m matched) is given the
+    sharpness of the batch's FAKE item at quantile ``(i + 0.5) / m``, by the operation of
+    :data:`_MATCH_OPS` (identity, a blur, an unsharp mask) whose result comes closest in log
+    sharpness. After it, sharpness alone tells nothing about the label within the batch:
+    the sharpest faces are no longer all REAL (``real_blur_prob`` leaves them so). FAKE items
+    are never changed. A batch without both labels is returned as it is.
+    """
+    import tensorflow as tf
+
+    faces = tf.convert_to_tensor(faces)
+    clips = faces.shape.rank == 5
+    if faces.shape.rank not in (4, 5) or faces.dtype != tf.uint8:
+        raise ValueError(f"match_sharpness expects uint8 faces [B,H,W,3] or clips [B,T,H,W,3], "
+                         f"got {faces.dtype.name} of rank {faces.shape.rank}")
+    if min(int(faces.shape[-3]), int(faces.shape[-2])) < 8:
+        raise ValueError(f"match_sharpness needs faces of at least 8 x 8 pixels, got "
+                         f"{faces.shape[-3]} x {faces.shape[-2]}")
+    b = tf.shape(faces)[0]
+    frames = tf.reshape(faces, [-1, *faces.shape[-3:]]) if clips else faces
+    cand = _candidate_sharpness(frames)  # [K, frames]
+    if clips:
+        t = int(faces.shape[1])
+        valid = tf.ones([b, t]) if mask is None else tf.cast(mask, tf.float32)
+        per = tf.reshape(cand, [len(_MATCH_OPS), b, t])
+        cand = tf.reduce_sum(per * valid, -1) / tf.maximum(tf.reduce_sum(valid, -1), 1.0)
+    now = cand[0]  # the identity: sharpness as it is
+    y = tf.reshape(tf.cast(label, tf.float32), [-1])
+    draw = tf.random.stateless_uniform([b], seed) if seed is not None else tf.random.uniform([b])
+    chosen = tf.logical_and(y < 0.5, draw < share)
+    fake_s = tf.sort(tf.boolean_mask(now, y >= 0.5))
+    idx = tf.cast(tf.where(chosen)[:, 0], tf.int32)
+    n_f, n_r = tf.size(fake_s), tf.size(idx)
+
+    def matched():
+        rank = tf.argsort(tf.argsort(tf.gather(now, idx)))
+        q = (tf.cast(rank, tf.float32) + 0.5) / tf.cast(n_r, tf.float32) * tf.cast(n_f, tf.float32)
+        target = tf.gather(fake_s, tf.minimum(tf.cast(q, tf.int32), n_f - 1))
+        err = tf.abs(tf.math.log1p(tf.gather(cand, idx, axis=1)) - tf.math.log1p(target))
+        pick = tf.scatter_nd(idx[:, None], tf.argmin(err, axis=0, output_type=tf.int32), [b])
+        ops = tf.constant(_MATCH_OPS, tf.float32)
+        sigma, amount = tf.gather(ops[:, 0], pick), tf.gather(ops[:, 1], pick)
+        if clips:
+            t = int(faces.shape[1])
+            sigma, amount = tf.repeat(sigma, t), tf.repeat(amount, t)
+        out = _apply_ops(frames, sigma, amount)
+        return tf.reshape(out, tf.shape(faces))
+
+    out = tf.cond(tf.logical_and(n_f > 0, n_r > 0), matched, lambda: faces)
+    if clips and mask is not None:  # padded frames stay zero, as the reader left them
+        out = out * tf.cast(mask, tf.uint8)[..., None, None, None]
+    return tf.ensure_shape(out, faces.shape)
+
+
+def apply_sharpness_match(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0):
+    """:func:`match_sharpness` on every batch of a BATCHED ``(inputs, label, weight)``
+    dataset, with ``cfg.sharpness_match`` as its share; seeds change each epoch."""
+    import tensorflow as tf
+
+    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+
+    def fn(batch, s):
+        inputs, label, weight = batch
+        if input_kind == "clips":
+            inputs = dict(inputs)
+            inputs["faces"] = match_sharpness(inputs["faces"], label, cfg.sharpness_match,
+                                              inputs["mask"], s)
+            return inputs, label, weight
+        return match_sharpness(inputs, label, cfg.sharpness_match, seed=s), label, weight
+
+    return tf.data.Dataset.zip((ds, seeds)).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def h264(frames: np.ndarray, crf: int, intra_only: bool = False,

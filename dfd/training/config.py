@@ -46,6 +46,9 @@ class AugmentConfig:
     # --- against a sharpness shortcut: blur REAL faces only (docs/training.md)
     real_blur_prob: float = 0.0  # Gaussian blur of a REAL face (label 0), this probability
     real_blur_sigma: tuple[float, float] = (0.3, 1.0)  # its sigma's range, pixels
+    # share of a batch's REAL faces whose sharpness is moved to the batch's FAKE sharpness at
+    # the same rank (blur or unsharp mask; on whole batches, after the per-face maps)
+    sharpness_match: float = 0.0
     codec_prob: float = 0.0  # H.264 re-encode (PyAV, one clip per batch), this probability
     codec_crf: tuple[int, int] = (18, 40)  # the constant rate factor's range (one per batch)
 
@@ -72,7 +75,7 @@ class AugmentConfig:
                                  f"{getattr(self, name)!r}")
             setattr(self, name, (lo, hi))
         for name in ("jpeg_prob", "brightness", "contrast", "zoom", "shift", "rescale_prob",
-                     "blur_prob", "real_blur_prob", "codec_prob"):
+                     "blur_prob", "real_blur_prob", "sharpness_match", "codec_prob"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"augment.{name} must be in [0, 1], got {v!r}")
@@ -86,6 +89,11 @@ class AugmentConfig:
             or self.zoom or self.shift or self.rescale_prob or self.blur_prob
             or self.real_blur_prob
         )
+
+    @property
+    def match_active(self) -> bool:
+        """Sharpness matching runs on whole batches, apart from :attr:`active`'s per-face maps."""
+        return self.enabled and self.sharpness_match > 0
 
     @property
     def codec_active(self) -> bool:

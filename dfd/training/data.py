@@ -11,8 +11,10 @@
   augmentations: ``"sbi"`` trains on REAL faces only, each paired with its fake (balanced by
   construction: class balancing is skipped); ``"both"`` replaces a ``sbi_ratio`` share of
   the FAKE examples.
-* ``augment.codec_prob`` re-encodes faces through H.264 on whole batches
-  (:func:`dfd.training.augment.apply_codec`), after batching.
+* ``augment.sharpness_match`` (the REAL faces' sharpness moved onto the FAKE faces', per
+  batch; :func:`dfd.training.augment.apply_sharpness_match`) and ``augment.codec_prob``
+  (H.264 re-encodes, :func:`dfd.training.augment.apply_codec`) run on whole batches, after
+  batching, in that order.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import dfd.training.sampling as sampling
 from dfd import readers, schema
 from dfd.labels import FAKE, REAL
-from dfd.training.augment import apply_codec, make_augment_fn
+from dfd.training.augment import apply_codec, apply_sharpness_match, make_augment_fn
 from dfd.training.config import TrainConfig
 from dfd.training.sbi import apply_sbi
 
@@ -164,6 +166,8 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     if drop_remainder is None:
         drop_remainder = False
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if training and cfg.augment.match_active:
+        ds = apply_sharpness_match(ds, cfg.augment, cfg.input_kind, cfg.seed)
     if training and cfg.augment.codec_active:
         ds = apply_codec(ds, cfg.augment, cfg.input_kind, cfg.seed)
     return ds.prefetch(readers.AUTOTUNE)
