@@ -119,3 +119,68 @@ def test_dfd_audit_finds_the_dfdc_sharpness_shortcut():
     s = result.summary.set_index("figure")
     assert s.loc["sharpness", "roc_auc_fake"] < 0.45 and s.loc["sharpness", "separates"]
     assert s.loc["sharpness", "median_fake"] < s.loc["sharpness", "median_real"]
+
+
+def _audited(n_videos: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Audit rows of ``n_videos`` videos of two images each, both labels, varied figures."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for v in range(n_videos):
+        for f in range(2):
+            rows.append({"video_id": f"v{v}_{f}.jpg", "video": f"vid{v}", "source": "csv:x",
+                         "label": v % 2, "error": "",
+                         **{stat: float(rng.uniform(1, 100)) for stat in audit.STATS}})
+    return pd.DataFrame(rows)
+
+
+def test_model_ranks_finds_a_model_that_reads_a_figure_within_each_class():
+    items = _audited()
+    # a model whose P(fake) falls with sharpness, image by image
+    scores = pd.DataFrame({"video_id": items["video_id"], "p_fake": 1.0 / items["sharpness"],
+                           "status": "ok"})
+    ranks, unmatched = audit.model_ranks(items, scores)
+    r = ranks.set_index("figure")
+    assert unmatched == 0 and r.loc["sharpness", "n_real"] == 40
+    assert r.loc["sharpness", "rho_real"] == pytest.approx(-1.0)
+    assert r.loc["sharpness", "rho_fake"] == pytest.approx(-1.0) and r.loc["sharpness", "ranks"]
+    assert not r.drop(index="sharpness")["ranks"].any()
+    # scored by video: each video's figures are the mean of its images'
+    per_video = items.groupby("video")["brightness"].mean()
+    by_video = pd.DataFrame({"video_id": per_video.index, "p_fake": per_video.to_numpy() / 100})
+    extra = pd.DataFrame({"video_id": ["elsewhere", "failed"], "p_fake": ["0.5", ""]})
+    ranks, unmatched = audit.model_ranks(items, pd.concat([by_video, extra]))
+    r = ranks.set_index("figure")
+    assert unmatched == 1  # the failed row has no score and is not counted
+    assert r.loc["brightness", "n_real"] == 20 and r.loc["brightness", "ranks"]
+    assert r.loc["brightness", "rho_real"] == pytest.approx(1.0)
+    # only one sign counts: a figure read one way in each class
+    flip = np.where(items["label"] == 1, items["sharpness"], 1.0 / items["sharpness"])
+    ranks, _ = audit.model_ranks(items, scores.assign(p_fake=flip))
+    assert not ranks.set_index("figure").loc["sharpness", "ranks"]
+
+
+def test_model_ranks_refuses_scores_it_cannot_use():
+    items = _audited()
+    with pytest.raises(ValueError, match="p_fake"):
+        audit.model_ranks(items, pd.DataFrame({"video_id": ["v0_0.jpg"]}))
+    with pytest.raises(ValueError, match="none of the 1 scores"):
+        audit.model_ranks(items, pd.DataFrame({"video_id": ["nope"], "p_fake": [0.3]}))
+
+
+def test_dfd_audit_with_a_models_scores(blurry_fakes, tmp_path, capsys):
+    items = manifests.load_manifest(blurry_fakes).items
+    measured = audit.audit_items(items).items.dropna(subset=["sharpness"])
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame({"video_id": measured["video_id"], "label": measured["label"],
+                  "p_fake": 1.0 / measured["sharpness"], "status": "ok"}).to_csv(scores,
+                                                                                 index=False)
+    out = tmp_path / "summary.csv"
+    assert main(["audit", str(blurry_fakes), "--scores", str(scores), "--out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "RANKS" in text and "ranks by 1 figure(s)" in text and "sharpness (rho REAL -1.00" in text
+    summary = pd.read_csv(out).set_index("figure")
+    assert summary.loc["sharpness", "ranks"] and summary.loc["sharpness", "rho_fake"] == -1.0
+    assert main(["audit", str(blurry_fakes), "--scores", str(tmp_path / "none.csv")]) == 2
+    (tmp_path / "bad.csv").write_text("video_id,score\na,1\n")
+    assert main(["audit", str(blurry_fakes), "--scores", str(tmp_path / "bad.csv")]) == 2

@@ -2,12 +2,16 @@
 
     dfd audit ../shared/data/dfdc_faces ../shared/data/ffpp_faces --sample 500
     dfd audit split.csv --split train --out audit.csv --items audit-items.csv
+    dfd audit split.csv --split test --scores scores.csv
 
 Per source and property (width, JPEG quantisation, sharpness, inner/outer sharpness,
 brightness, saturation): the REAL and FAKE medians and the property's ROC-AUC as a FAKE score.
 A figure far from 0.5 separates the labels (flagged ``separates``): if it does so on one source
-and not on another, it is a shortcut a model learns there and loses elsewhere. No model is
-run. Exit status 0 whatever is found.
+and not on another, it is a shortcut a model learns there and loses elsewhere. With
+``--scores`` (a model's ``dfd predict --out`` on the same images), also whether the model
+ranks by each property within each class (Spearman rho of P(fake) with it among REAL items
+and among FAKE items; flagged ``RANKS``): the check that a model learned the shortcut. No model
+is run. Exit status 0 whatever is found.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import pandas as pd
 
 from data_prep import audit, manifests
+from dfd.evaluation import inputs
 from dfd_app.cli.common import add_no_progress, add_out
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--flag", type=float, default=audit.DEFAULT_FLAG,
                         help="flag a property whose |ROC-AUC - 0.5| reaches this "
                              "(default: %(default)s)")
+    parser.add_argument("--scores", default=None, metavar="CSV",
+                        help="a model's scores of the same images (`dfd predict --out`): also "
+                             "report the within-class rank correlation of P(fake) with each "
+                             "property")
     add_out(parser, "also write the summary to this CSV", required=False)
     parser.add_argument("--items", default=None, metavar="CSV",
                         help="also write every image's figures to this CSV")
@@ -50,10 +59,18 @@ def run(args) -> int:
         merged = manifests.merge_manifests(loaded)
         result = audit.audit_items(merged.items, split=args.split, sample=args.sample,
                                    seed=args.seed, flag=args.flag)
+        summary = result.summary
+        if args.scores:
+            scores = inputs.read_scores(args.scores)
+            ranks, unmatched = audit.model_ranks(result.items, scores)
+            if unmatched:
+                log.warning("%d of the scores name no audited image or video (another split "
+                            "or --sample?): left out", unmatched)
+            summary = summary.merge(
+                ranks.drop(columns=["n_real", "n_fake"]), on=["source", "figure"], how="left")
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    summary = result.summary
     if args.out:
         summary.to_csv(args.out, index=False)
     if args.items:
@@ -63,6 +80,10 @@ def run(args) -> int:
         shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     shown["roc_auc_fake"] = shown["roc_auc_fake"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     shown["separates"] = shown["separates"].map({True: "SEPARATES", False: ""})
+    if "ranks" in shown.columns:
+        for col in ("rho_real", "rho_fake"):
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:+.2f}")
+        shown["ranks"] = shown["ranks"].map({True: "RANKS"}).fillna("")
     print(shown.to_string(index=False))
     flagged = summary[summary["separates"]]
     print(f"{len(result.items)} images audited ({result.unreadable} unreadable, "
@@ -71,4 +92,11 @@ def run(args) -> int:
           + (": " + ", ".join(f"{s} {f} {a:.3f}" for s, f, a in
                               flagged[["source", "figure", "roc_auc_fake"]].itertuples(index=False))
              if len(flagged) else ""))
+    if "ranks" in summary.columns:
+        used = summary[summary["ranks"].eq(True)]
+        print(f"the model ranks by {len(used)} figure(s) within both classes"
+              + (": " + ", ".join(f"{s} {f} (rho REAL {r:+.2f}, FAKE {k:+.2f})" for s, f, r, k in
+                                  used[["source", "figure", "rho_real", "rho_fake"]]
+                                  .itertuples(index=False)) if len(used) else ""))
     return 0
+
