@@ -289,6 +289,9 @@ def match_sharpness(faces, label, share: float = 1.0, mask=None, seed=None):
     sharpness. After it, sharpness alone tells nothing about the label within the batch:
     the sharpest faces are no longer all REAL (``real_blur_prob`` leaves them so). FAKE items
     are never changed. A batch without both labels is returned as it is.
+
+    Measured harmful for training (docs/generalisation.md): since only REAL faces are
+    changed, models learn the operation itself as a REAL cue.
     """
     import tensorflow as tf
 

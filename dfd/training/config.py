@@ -47,7 +47,8 @@ class AugmentConfig:
     real_blur_prob: float = 0.0  # Gaussian blur of a REAL face (label 0), this probability
     real_blur_sigma: tuple[float, float] = (0.3, 1.0)  # its sigma's range, pixels
     # share of a batch's REAL faces whose sharpness is moved to the batch's FAKE sharpness at
-    # the same rank (blur or unsharp mask; on whole batches, after the per-face maps)
+    # the same rank (blur or unsharp mask; on whole batches, after the per-face maps).
+    # Measured harmful: models learn the operation as a REAL cue (docs/generalisation.md)
     sharpness_match: float = 0.0
     codec_prob: float = 0.0  # H.264 re-encode (PyAV, one clip per batch), this probability
     codec_crf: tuple[int, int] = (18, 40)  # the constant rate factor's range (one per batch)
