@@ -121,9 +121,7 @@ def blur(x, sigma, radius: int = 6):
     import tensorflow as tf
 
     batch, single = _as_batch(x)
-    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
-    g = tf.exp(-0.5 * tf.square(taps / tf.maximum(tf.cast(sigma, tf.float32), 1e-3)))
-    g = g / tf.reduce_sum(g)
+    g = _gaussian(sigma, radius)
     kx = tf.tile(tf.reshape(g, [1, -1, 1, 1]), [1, 1, 3, 1])
     ky = tf.tile(tf.reshape(g, [-1, 1, 1, 1]), [1, 1, 3, 1])
     f = tf.pad(tf.cast(batch, tf.float32), [[0, 0], [radius, radius], [radius, radius], [0, 0]],
@@ -135,9 +133,6 @@ def blur(x, sigma, radius: int = 6):
     return out[0] if single else out
 
 
-#: Laplacian kernel of the sharpness measure (OpenCV's ``Laplacian`` with ``ksize=1``, as
-#: ``dfd audit`` uses it).
-_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 #: The operations sharpness matching chooses from, as ``(sigma, amount)`` of
 #: ``x + amount * (x - blur(x, sigma))``: the identity, Gaussian blurs (amount -1) of growing
 #: sigma, and unsharp masks (sigma 1) of growing amount.
@@ -172,18 +167,10 @@ _ROUNDING_VAR = 20.0 / 12.0
 
 
 def _laplacian(x):
-    """The Laplacian of the last two axes of ``x`` (VALID: each side loses a pixel)."""
+    """The Laplacian of the last two axes of ``x`` (VALID: each side loses a pixel); the
+    kernel of OpenCV's ``Laplacian`` with ``ksize=1``, as ``dfd audit`` uses it."""
     return (x[..., :-2, 1:-1] + x[..., 2:, 1:-1] + x[..., 1:-1, :-2] + x[..., 1:-1, 2:]
             - 4.0 * x[..., 1:-1, 1:-1])
-
-
-def _laplacian_var(grey):
-    """Variance of the Laplacian over all of ``grey`` ``[N, h + 2, w + 2, 1]`` (VALID): ``[N]``."""
-    import tensorflow as tf
-
-    k = tf.reshape(tf.constant(_LAPLACIAN, tf.float32), [3, 3, 1, 1])
-    lap = tf.nn.conv2d(grey, k, [1, 1, 1, 1], "VALID")
-    return tf.math.reduce_variance(lap, axis=[1, 2, 3])
 
 
 def _middle(h: int) -> tuple[int, int]:
@@ -200,8 +187,9 @@ def sharpness(x):
     x = tf.convert_to_tensor(x)
     h, w = int(x.shape[1]), int(x.shape[2])
     (r0, rh), (c0, cw) = _middle(h), _middle(w)
-    g = tf.pad(_grey(x), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
-    return _laplacian_var(g[:, r0:r0 + rh + 2, c0:c0 + cw + 2])
+    g = tf.pad(_grey(x), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")[..., 0]
+    lap = _laplacian(g[:, r0:r0 + rh + 2, c0:c0 + cw + 2])
+    return tf.math.reduce_variance(lap, axis=[1, 2])
 
 
 def _candidate_sharpness(x):
@@ -342,9 +330,6 @@ def match_sharpness(faces, label, share: float = 1.0, mask=None, seed=None):
 def apply_sharpness_match(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0):
     """:func:`match_sharpness` on every batch of a BATCHED ``(inputs, label, weight)``
     dataset, with ``cfg.sharpness_match`` as its share; seeds change each epoch."""
-    import tensorflow as tf
-
-    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
 
     def fn(batch, s):
         inputs, label, weight = batch
@@ -355,6 +340,16 @@ def apply_sharpness_match(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0
             return inputs, label, weight
         return match_sharpness(inputs, label, cfg.sharpness_match, seed=s), label, weight
 
+    return _map_with_batch_seeds(ds, fn, seed + 1)
+
+
+def _map_with_batch_seeds(ds, fn, seed: int):
+    """``ds.map(lambda batch, s: fn(batch, s))`` in parallel, ``s`` an ``int64[2]`` seed per
+    batch drawn from ``seed`` and changing each epoch (``Dataset.random``), so runs repeat
+    given the order of batches."""
+    import tensorflow as tf
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip((ds, seeds)).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -442,12 +437,9 @@ def apply_codec(ds, cfg: AugmentConfig, input_kind: str, seed: int = 0):
     """The H.264 augmentation on a BATCHED ``(inputs, label, weight)`` dataset, batches in
     parallel. Seeds come from ``seed`` and change each epoch (``Dataset.random``), so runs
     repeat given the order of batches."""
-    import tensorflow as tf
 
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     fn = make_codec_fn(cfg, input_kind)
-    return tf.data.Dataset.zip((ds, seeds)).map(lambda b, s: fn(*b, s),
-                                                num_parallel_calls=tf.data.AUTOTUNE)
+    return _map_with_batch_seeds(ds, lambda b, s: fn(*b, s), seed)
 
 
 def augment(x, cfg: AugmentConfig, seed: int | None = None, label=None):
