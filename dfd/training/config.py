@@ -22,6 +22,7 @@ CLASS_BALANCE = ("none", "weights", "sampling")
 STRATEGIES = ("default", "mirrored", "multiworker")
 LOOPS = ("auto", "fit", "custom")
 FAKES = ("real", "sbi", "both")
+REWEIGHT = ("none", "sharpness")
 
 
 @dataclass
@@ -192,6 +193,10 @@ class TrainConfig:
     fakes: str = "real"
     sbi_ratio: float = 0.5
     sbi: SBIConfig = field(default_factory=SBIConfig)
+    # loss weights that give REAL and FAKE the same distribution of a face property
+    # ("sharpness"; "none": off), in reweight_bins quantile bins (dfd.training.reweight)
+    reweight: str = "none"
+    reweight_bins: int = 20
     shuffle_buffer: int = 2048
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multiworker (TF_CONFIG)
@@ -225,6 +230,12 @@ class TrainConfig:
         _one_of("strategy", self.strategy, STRATEGIES)
         _one_of("loop", self.loop, LOOPS)
         _one_of("fakes", self.fakes, FAKES)
+        _one_of("reweight", self.reweight, REWEIGHT)
+        if self.reweight != "none" and self.fakes == "sbi":
+            raise ValueError(f"reweight={self.reweight!r} balances the shards' REAL and FAKE "
+                             "faces, but fakes='sbi' trains on no FAKE face of the shards")
+        if int(self.reweight_bins) < 2:
+            raise ValueError(f"reweight_bins must be >= 2, got {self.reweight_bins!r}")
         if not 0.0 <= float(self.sbi_ratio) <= 1.0:
             raise ValueError(f"sbi_ratio must be in [0, 1], got {self.sbi_ratio!r}")
         if self.fakes != "real" and self.input_kind != "frames":

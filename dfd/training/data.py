@@ -11,6 +11,9 @@
   augmentations: ``"sbi"`` trains on REAL faces only, each paired with its fake (balanced by
   construction: class balancing is skipped); ``"both"`` replaces a ``sbi_ratio`` share of
   the FAKE examples.
+* ``reweight="sharpness"`` multiplies each training example's weight so that REAL and FAKE
+  have the same sharpness distribution (:mod:`dfd.training.reweight`; weights fitted by
+  :func:`measure_weights`), before self-blended fakes and augmentation (which keep it).
 * ``augment.sharpness_match`` (the REAL faces' sharpness moved onto the FAKE faces', per
   batch; :func:`dfd.training.augment.apply_sharpness_match`) and ``augment.codec_prob``
   (H.264 re-encodes, :func:`dfd.training.augment.apply_codec`) run on whole batches, after
@@ -22,6 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
+import dfd.training.reweight as reweight
 import dfd.training.sampling as sampling
 from dfd import readers, schema
 from dfd.labels import FAKE, REAL
@@ -92,12 +98,15 @@ def effective_counts(cfg: TrainConfig, counts: LabelCounts) -> LabelCounts:
     return counts
 
 
-def _examples(cfg: TrainConfig, source, training: bool, keep=None):
+def _examples(cfg: TrainConfig, source, training: bool, keep=None, split: str | None = None,
+              measure: bool = False):
     """Unbatched ``(inputs, label)`` pairs of one source (``keep``: a record filter; inputs
-    keep the landmarks when self-blended fakes will be made from them)."""
+    keep the landmarks when self-blended fakes will be made from them). ``measure``: the
+    training split's examples in order, every face / uniform clips, for
+    :func:`measure_weights`."""
     import tensorflow as tf
 
-    split = cfg.train_split if training else cfg.val_split
+    split = cfg.train_split if training or measure else cfg.val_split
     if cfg.input_kind == "frames":
         ds = readers.frame_dataset(
             source, face_size=cfg.face_size, shuffle=training, shuffle_buffer=cfg.shuffle_buffer,
@@ -111,17 +120,56 @@ def _examples(cfg: TrainConfig, source, training: bool, keep=None):
         return readers.as_xy(ds, "face")
     ds = readers.clip_dataset(
         source, clip_len=cfg.clip_len, face_size=cfg.face_size,
-        mode="random" if training else "uniform", shuffle=training,
+        mode="random" if training and not measure else "uniform", shuffle=training,
         shuffle_buffer=max(1, cfg.shuffle_buffer // 8), seed=cfg.seed, split=split, keep=keep,
     )
     return readers.as_xy(ds, "faces", with_mask=True)
 
 
+def measure_weights(cfg: TrainConfig) -> reweight.PropertyWeights:
+    """Fit ``cfg.reweight``'s weights on one pass over the training split's examples
+    (with ``mix``, each source weighted to its batch share, half per class)."""
+    import tensorflow as tf
+
+    table = sampling.shard_table(cfg.train, cfg.train_split)
+    if table.empty:
+        raise ValueError(f"no labelled training records in {cfg.train} (split {cfg.train_split!r})")
+    shares = (sampling.resolve_mix(cfg.mix, sorted(set(table[schema.SOURCE])))
+              if cfg.mix else {None: 1.0})
+    labels, values, item = [], [], []
+    for src, share in shares.items():
+        keep, files = None, cfg.train
+        if src is not None:
+            files = sorted(table.loc[table[schema.SOURCE] == src, "file"].unique())
+
+            def keep(rec, src=src):
+                return tf.equal(rec[schema.SOURCE], src)
+        ds = _examples(cfg, files, False, keep, measure=True).batch(256).map(
+            lambda x, y: (reweight.example_property(x, cfg.input_kind), y),
+            num_parallel_calls=readers.AUTOTUNE)
+        lab, val = [], []
+        for v, y in ds.as_numpy_iterator():
+            val.append(v)
+            lab.append((y > 0.5).astype(int))
+        lab = np.concatenate(lab) if lab else np.zeros(0, int)
+        labels.append(lab)
+        values.append(np.concatenate(val) if val else np.zeros(0))
+        w = np.ones(len(lab))
+        if src is not None:  # each (source, class) carries its batch share
+            for c in (REAL, FAKE):
+                w[lab == c] = share / max(1, int((lab == c).sum()))
+        item.append(w)
+    return reweight.fit_weights(np.concatenate(labels), np.concatenate(values),
+                                np.concatenate(item), cfg.reweight_bins, cfg.reweight)
+
+
 def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = None,
-                 batch_size: int | None = None, drop_remainder: bool | None = None):
+                 batch_size: int | None = None, drop_remainder: bool | None = None,
+                 reweights: reweight.PropertyWeights | None = None):
     """The batched training (``training=True``) or validation pipeline of ``cfg``.
 
-    ``counts`` (from :func:`count_labels`) is needed for ``class_balance="weights"``.
+    ``counts`` (from :func:`count_labels`) is needed for ``class_balance="weights"``,
+    ``reweights``: the fitted weights of ``reweight`` (measured here when not given).
     Training data repeats forever when ``repeat`` is implied (sampling balance, ``mix``,
     ``paired``) - callers then give ``steps_per_epoch``.
     """
@@ -158,6 +206,8 @@ def make_dataset(cfg: TrainConfig, training: bool, counts: LabelCounts | None = 
     w_real, w_fake = float(weights[REAL]), float(weights[FAKE])
     ds = ds.map(lambda x, y: (x, y, tf.where(y > 0.5, w_fake, w_real)),
                 num_parallel_calls=readers.AUTOTUNE)
+    if training and cfg.reweight != "none":
+        ds = reweight.apply_weights(ds, reweights or measure_weights(cfg), cfg.input_kind)
     if training and cfg.fakes != "real":
         ds = apply_sbi(ds, cfg.fakes, cfg.sbi_ratio, batch_size, cfg.seed, cfg.sbi)
     if training and cfg.augment.active:

@@ -11,6 +11,7 @@ Run directory (``config.run_dir``)::
     best.keras         the model of the best val AUC epoch
     last.keras         the model after the last epoch
     metrics.json       exact final val metrics of best and last model
+    reweight.json      with ``reweight``: the fitted weights, overlap and cue ROC-AUCs
     preset.json        the model's preset (dfd.presets): inputs, and the face framing of the
                        training shards (``face_margin``, from their index.json) that dfd
                        detect then crops faces at; in ``extra`` what it trained on
@@ -39,7 +40,7 @@ import dfd.training.sampling as sampling
 from dfd import export, framing, onednn_enabled, presets, schema
 from dfd.config import config_to_dict, json_safe, save_config
 from dfd.training.config import TrainConfig
-from dfd.training.data import count_labels, effective_counts, make_dataset
+from dfd.training.data import count_labels, effective_counts, make_dataset, measure_weights
 from dfd.training.evaluate import evaluate
 from dfd.training.factories import build_model, set_backbone_trainable
 from dfd.training.fit_path import BEST_MODEL, LAST_MODEL
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+REWEIGHT_FILE = "reweight.json"
 
 
 @dataclass
@@ -176,7 +178,14 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
         log.info("fakes=%s: %d REAL, %d FAKE examples, %d steps per epoch", cfg.fakes,
                  counts.real, counts.fake, steps)
     weights_counts = counts if cfg.class_balance == "weights" else None
-    train_ds = make_dataset(cfg, True, weights_counts, drop_remainder=loop == "custom")
+    reweights = None
+    if cfg.reweight != "none":  # one pass over the training faces: the weights' histograms
+        reweights = measure_weights(cfg)
+        if info.is_chief:
+            (out_dir / REWEIGHT_FILE).write_text(
+                json.dumps(json_safe(reweights.to_dict()), indent=2) + "\n")
+    train_ds = make_dataset(cfg, True, weights_counts, drop_remainder=loop == "custom",
+                            reweights=reweights)
     val_ds = make_dataset(cfg, False) if cfg.val else None
     if val_ds is None:
         log.warning("no validation shards: best model and early stopping follow train AUC")

@@ -23,6 +23,7 @@ _SIMPLE = {
     "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
     "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
     "train_split": str, "val_split": str, "mix": str, "fakes": str, "sbi_ratio": float,
+    "reweight": str, "reweight_bins": int,
 }
 
 
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         LOOPS,
         LOSSES,
         OPTIMIZERS,
+        REWEIGHT,
         STRATEGIES,
     )
 
@@ -54,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "made from REAL faces only (sbi), or both mixed (see --sbi-ratio)")
     parser.add_argument("--sbi-ratio", type=float,
                         help="with --fakes both: share of FAKE examples that are self-blended")
+    parser.add_argument("--reweight", choices=REWEIGHT,
+                        help="loss weights that give REAL and FAKE the same distribution of a "
+                        "face property (sharpness), so it cannot be learned as a cue; default none")
+    parser.add_argument("--reweight-bins", type=int,
+                        help="with --reweight: quantile bins of the property (default 20)")
     parser.add_argument("-o", "--out", "--run-dir", dest="run_dir",
                         help="run directory: where the run writes (and resumes from); "
                              "default runs/train")
