@@ -181,6 +181,13 @@ def test_dfd_audit_with_a_models_scores(blurry_fakes, tmp_path, capsys):
     assert "RANKS" in text and "ranks by 1 figure(s)" in text and "sharpness (rho REAL -1.00" in text
     summary = pd.read_csv(out).set_index("figure")
     assert summary.loc["sharpness", "ranks"] and summary.loc["sharpness", "rho_fake"] == -1.0
+    # dfd detect's table (video, p_fake, verdict) serves too: the truth is the manifest's
+    detect = tmp_path / "detect.csv"
+    pd.DataFrame({"video": measured["video_id"], "p_fake": 1.0 / measured["sharpness"],
+                  "verdict": "FAKE", "status": "ok"}).to_csv(detect, index=False)
+    assert main(["audit", str(blurry_fakes), "--scores", str(detect), "--out", str(out),
+                 "--no-progress"]) == 0
+    assert pd.read_csv(out).set_index("figure").loc["sharpness", "rho_real"] == -1.0
     assert main(["audit", str(blurry_fakes), "--scores", str(tmp_path / "none.csv")]) == 2
     (tmp_path / "bad.csv").write_text("video_id,score\na,1\n")
     assert main(["audit", str(blurry_fakes), "--scores", str(tmp_path / "bad.csv")]) == 2

@@ -61,7 +61,9 @@ def run(args) -> int:
                                    seed=args.seed, flag=args.flag)
         summary = result.summary
         if args.scores:
-            scores = inputs.read_scores(args.scores)
+            # the truth comes from the manifest, so dfd detect's table (its verdict a
+            # prediction) serves as well as dfd predict's: only p_fake is read
+            scores = inputs.read_scores(args.scores, have_truth=True)
             ranks, unmatched = audit.model_ranks(result.items, scores)
             if unmatched:
                 log.warning("%d of the scores name no audited image or video (another split "
