@@ -185,3 +185,21 @@ def test_cli_flags_set_the_reweighting(tmp_path):
     assert config_from_args(parser.parse_args(["--train", "x"])).reweight == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["--train", "x", "--reweight", "blur"])
+
+
+def test_self_blended_fakes_keep_the_weight_of_their_slot(tmp_path):
+    from dfd.training.data import make_dataset, measure_weights
+
+    shards = _graded_shards(tmp_path / "s")
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), train=[str(shards)], face_size=S,
+                      batch_size=8, class_balance="none", augment=AugmentConfig(enabled=False),
+                      fakes="both", sbi_ratio=1.0, reweight="sharpness", reweight_bins=4)
+    fitted = measure_weights(cfg)
+    x, y, w = next(iter(make_dataset(cfg, training=True).as_numpy_iterator()))
+    real = y < 0.5
+    assert 0 < real.sum() < len(y)
+    np.testing.assert_allclose(w[real], fitted.weight_of(np.zeros(real.sum(), int),
+                                                         example_property(x[real]).numpy()),
+                               rtol=1e-5)
+    gap = np.abs(w[~real][:, None] - np.array(fitted.fake)[None]).min(axis=1)
+    assert (gap < 1e-5).all()  # each fake carries a FAKE bin's weight

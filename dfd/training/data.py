@@ -128,7 +128,8 @@ def _examples(cfg: TrainConfig, source, training: bool, keep=None, split: str | 
 
 def measure_weights(cfg: TrainConfig) -> reweight.PropertyWeights:
     """Fit ``cfg.reweight``'s weights on one pass over the training split's examples
-    (with ``mix``, each source weighted to its batch share, half per class)."""
+    (with ``mix``, each source weighted to its batch share, half per class unless
+    ``class_balance="none"`` draws its classes as read)."""
     import tensorflow as tf
 
     table = sampling.shard_table(cfg.train, cfg.train_split)
@@ -155,7 +156,9 @@ def measure_weights(cfg: TrainConfig) -> reweight.PropertyWeights:
         labels.append(lab)
         values.append(np.concatenate(val) if val else np.zeros(0))
         w = np.ones(len(lab))
-        if src is not None:  # each (source, class) carries its batch share
+        if src is not None and cfg.class_balance == "none" and not cfg.paired:
+            w[:] = share / max(1, len(lab))  # the source's share, its classes as read
+        elif src is not None:  # each (source, class) carries its batch share
             for c in (REAL, FAKE):
                 w[lab == c] = share / max(1, int((lab == c).sum()))
         item.append(w)
