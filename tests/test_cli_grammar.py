@@ -104,6 +104,8 @@ MEANINGS = {
     "--engine": "where prep's work runs", "--scheduler": "a Dask scheduler",
     "--crop-landmarks": "landmarks of a crop set", "--fakes": "which FAKE examples",
     "--sbi-ratio": "share of self-blended fakes",
+    "--reweight": "loss weights that balance a face property",
+    "--reweight-bins": "its quantile bins",
     "--uncertain-scores": "score table the uncertain band is chosen on",
     "--min-precision": "precision outside the uncertain band",
     "--uncertain": "the uncertain band of verdicts",
