@@ -203,3 +203,12 @@ def test_self_blended_fakes_keep_the_weight_of_their_slot(tmp_path):
                                rtol=1e-5)
     gap = np.abs(w[~real][:, None] - np.array(fitted.fake)[None]).min(axis=1)
     assert (gap < 1e-5).all()  # each fake carries a FAKE bin's weight
+
+
+def test_no_example_sits_on_a_bin_edge():
+    """Quantile edges of few examples fall on the examples themselves; a figure that differs
+    in the last bit in the graph would then change bins. Edges lie half-way between."""
+    y, v = np.arange(24) % 2, np.arange(24, dtype=float)
+    fitted = fit_weights(y, v, bins=4)
+    assert np.abs(v[:, None] - np.array(fitted.edges)[None]).min() == pytest.approx(0.5)
+    np.testing.assert_array_equal(fitted.weight_of(y, v), fitted.weight_of(y, v + 1e-6))

@@ -100,9 +100,12 @@ def fit_weights(labels, values, item_weight=None, bins: int = 20,
                          f"no finite {prop}")
     # quantile bins of the examples as drawn (each weighted by its share in sampling)
     order = np.argsort(values)
-    mass = np.cumsum(item_weight[order])
-    edges = np.unique(np.interp(np.linspace(0, 1, int(bins) + 1)[1:-1] * mass[-1], mass,
-                                values[order]))
+    mass, ranked = np.cumsum(item_weight[order]), values[order]
+    edges = np.interp(np.linspace(0, 1, int(bins) + 1)[1:-1] * mass[-1], mass, ranked)
+    # each edge moved half-way between the examples around it, so that no example sits on an
+    # edge (the graph's figure may differ from this pass's in the last float bit)
+    above = np.clip(np.searchsorted(ranked, edges, side="right"), 1, max(1, len(ranked) - 1))
+    edges = np.unique((ranked[above - 1] + ranked[above]) / 2) if len(ranked) > 1 else edges
     b = np.searchsorted(edges, values, side="right")
     k = len(edges) + 1
     p = np.zeros((2, k))
