@@ -98,8 +98,7 @@ def effective_counts(cfg: TrainConfig, counts: LabelCounts) -> LabelCounts:
     return counts
 
 
-def _examples(cfg: TrainConfig, source, training: bool, keep=None, split: str | None = None,
-              measure: bool = False):
+def _examples(cfg: TrainConfig, source, training: bool, keep=None, measure: bool = False):
     """Unbatched ``(inputs, label)`` pairs of one source (``keep``: a record filter; inputs
     keep the landmarks when self-blended fakes will be made from them). ``measure``: the
     training split's examples in order, every face / uniform clips, for
