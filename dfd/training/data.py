@@ -129,7 +129,6 @@ def measure_weights(cfg: TrainConfig) -> reweight.PropertyWeights:
     """Fit ``cfg.reweight``'s weights on one pass over the training split's examples
     (with ``mix``, each source weighted to its batch share, half per class unless
     ``class_balance="none"`` draws its classes as read)."""
-    import tensorflow as tf
 
     table = sampling.shard_table(cfg.train, cfg.train_split)
     if table.empty:
@@ -138,12 +137,7 @@ def measure_weights(cfg: TrainConfig) -> reweight.PropertyWeights:
               if cfg.mix else {None: 1.0})
     labels, values, item = [], [], []
     for src, share in shares.items():
-        keep, files = None, cfg.train
-        if src is not None:
-            files = sorted(table.loc[table[schema.SOURCE] == src, "file"].unique())
-
-            def keep(rec, src=src):
-                return tf.equal(rec[schema.SOURCE], src)
+        files, keep = (cfg.train, None) if src is None else sampling.source_records(table, src)
         ds = _examples(cfg, files, False, keep, measure=True).batch(256).map(
             lambda x, y: (reweight.example_property(x, cfg.input_kind), y),
             num_parallel_calls=readers.AUTOTUNE)

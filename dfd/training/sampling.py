@@ -248,12 +248,23 @@ def _pair_units(cfg: TrainConfig, table: pd.DataFrame, src: str | None, seed: in
 # ------------------------------------------------------------------ the training stream
 
 
+def source_records(table: pd.DataFrame, src: str, label: int | None = None):
+    """``(files, keep)``: the shards of ``table`` that hold source ``src`` and a record filter
+    for that source (and ``label``, when given)."""
+    import tensorflow as tf
+
+    def keep(rec):
+        ok = tf.equal(rec[schema.SOURCE], src)
+        return ok if label is None else tf.logical_and(ok, tf.equal(rec[schema.LABEL], label))
+
+    return sorted(table.loc[table[schema.SOURCE] == src, "file"].unique()), keep
+
+
 def training_examples(cfg: TrainConfig, examples: Callable, batch_size: int):
     """Unbatched, endless ``(inputs, label)`` training examples of ``cfg.mix`` /
     ``cfg.paired``, aligned so that each run of ``batch_size`` examples from the start is one
     batch with the set shares (and whole pairs). ``examples(keep, files)`` gives the
     plain (shuffled, unbatched) examples of the records of ``files`` that ``keep`` accepts."""
-    import tensorflow as tf
 
     table = shard_table(cfg.train, cfg.train_split)
     if table.empty:
@@ -281,12 +292,7 @@ def training_examples(cfg: TrainConfig, examples: Callable, batch_size: int):
                 what = "records" if lab is None else f"{'FAKE' if lab == FAKE else 'REAL'} records"
                 raise ValueError(f"mix: source {src!r} has no {what} in the training shards "
                                  f"(split {cfg.train_split!r})")
-
-            def keep(rec, src=src, lab=lab):
-                ok = tf.equal(rec[schema.SOURCE], src)
-                return ok if lab is None else tf.logical_and(ok, tf.equal(rec[schema.LABEL], lab))
-
-            files = sorted(table.loc[table[schema.SOURCE] == src, "file"].unique())
+            files, keep = source_records(table, src, lab)
             streams.append(examples(keep, files).repeat())
             weights.append(share / len(labels))
     log.info("mixed batches of %d: %s", batch_size, ", ".join(
