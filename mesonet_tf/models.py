@@ -8,6 +8,10 @@ built-in Keras layers only, so a saved ``.keras`` file loads without this packag
   ``[0, 1]`` happens inside the model (``Rescaling(1/255)``, as the authors'
   ``ImageDataGenerator(rescale=1/255)``).
 * Output: **P(fake)**, ``float32[batch, 1]``, from a layer named ``"p_fake"``.
+* ``input_filter="laplacian"`` (not in the paper): the face enters the convolutions as its
+  Laplacian residual divided by the residual's own standard deviation over the face, so no
+  global sharpness, brightness or contrast level reaches the network, only where the fine
+  detail is and what it looks like (see :data:`INPUT_FILTERS`).
 
 The authors' sigmoid outputs P(real). When their weights are loaded (``weights="meso4_df"``
 etc.) the sigmoid layer is named ``"p_real"`` and a frozen built-in ``Dense(1)`` named
@@ -34,6 +38,17 @@ OUTPUT_LAYER = "p_fake"
 AUTHORS_OUTPUT_LAYER = weights_mod.AUTHORS_OUTPUT_LAYER
 FLIP_LAYER = OUTPUT_LAYER
 
+# What the face is turned into before the first convolution. "none": the authors' input
+# (pixels scaled to [0, 1]). "laplacian": the 4-neighbour Laplacian of each colour channel (a
+# frozen DepthwiseConv2D, "valid" padding so the border adds no false edge), in grey levels,
+# then standardised per face over height, width and channel (LayerNormalization, epsilon 1
+# grey level squared so a flat face is not amplified into noise). Its variance over the face
+# is the sharpness figure of `dfd audit`; dividing it out removes that cue (and brightness,
+# contrast) by construction, leaving the spatial pattern of detail, where a swap's blending
+# boundary and its smoother inner face live.
+INPUT_FILTERS = ("none", "laplacian")
+_LAPLACIAN = ((0.0, -1.0, 0.0), (-1.0, 4.0, -1.0), (0.0, -1.0, 0.0))
+
 # The authors' Inception blocks: (a, b, c, d) filters of the four branches.
 _INCEPTION_FILTERS = ((1, 4, 4, 2), (2, 4, 4, 2))
 
@@ -46,6 +61,23 @@ def _check_input_shape(input_shape, include_top: bool, weights) -> tuple[int, in
             f"{DEFAULT_INPUT_SHAPE} (the dense layer expects 8x8x16 features), got {shape}"
         )
     return shape
+
+
+def _input_filter(layers, x, kind: str):
+    """The layers of ``input_filter`` after the [0, 1] scaling (nothing for ``"none"``)."""
+    if kind == "none":
+        return x
+    import numpy as np
+
+    highpass = layers.DepthwiseConv2D((3, 3), padding="valid", use_bias=False, trainable=False,
+                                      name="highpass")
+    x = highpass(x)
+    kernel = np.asarray(_LAPLACIAN, dtype="float32") * 255.0  # residual in grey levels
+    highpass.set_weights([np.repeat(kernel[:, :, None, None], 3, axis=2)])
+    for v in highpass.weights:  # stays fixed even if a caller sets model.trainable = True
+        v.trainable = False
+    return layers.LayerNormalization(axis=(1, 2, 3), epsilon=1.0, center=False, scale=False,
+                                     name="highpass_norm")(x)
 
 
 def _conv_block(layers, x, filters: int, kernel: int, pool: int, prefix: str):
@@ -79,6 +111,7 @@ def MesoNet(
     weights_output: str = "auto",
     weights_dir=None,
     fold_flip: bool = False,
+    input_filter: str = "none",
 ):
     """Build a MesoNet variant; see :func:`Meso4` and :func:`MesoInception4`.
 
@@ -101,6 +134,10 @@ def MesoNet(
             appending a frozen flip layer: its kernel and bias are negated, since
             sigmoid(-z) = 1 - sigmoid(z). The model is then a plain P(fake) model with the
             authors' initialisation, the starting point for fine-tuning.
+        input_filter: ``"none"`` (the authors' input) or ``"laplacian"``: the face enters as
+            its Laplacian residual standardised per face (:data:`INPUT_FILTERS`; frozen
+            built-in layers ``highpass`` and ``highpass_norm``, no trainable parameters
+            added). The authors' weights expect ``"none"``.
 
     Returns:
         A ``keras.Model`` whose output is P(fake) (``include_top=True``).
@@ -111,6 +148,8 @@ def MesoNet(
     weights_mod.check_variant(variant)
     if weights_output not in ("auto", "p_real", "p_fake"):
         raise ValueError(f"weights_output must be 'auto', 'p_real' or 'p_fake', got {weights_output!r}")
+    if input_filter not in INPUT_FILTERS:
+        raise ValueError(f"input_filter must be one of {INPUT_FILTERS}, got {input_filter!r}")
     shape = _check_input_shape(input_shape, include_top, weights)
 
     resolved = None
@@ -120,12 +159,16 @@ def MesoNet(
             raise ValueError(f"weights {weights!r} are for {resolved.arch!r}, not {variant!r}")
         if weights_output == "auto":
             weights_output = resolved.outputs
+        if input_filter != "none" and weights_mod.is_legacy_h5(resolved.path):
+            raise ValueError(f"the authors' weights {weights!r} were trained on plain pixels; "
+                             f"they cannot start a model with input_filter={input_filter!r}")
     flip = include_top and weights is not None and weights_output == "p_real"
     fold = flip and fold_flip
     flip = flip and not fold
 
     inputs = keras.Input(shape=shape, name="faces")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = _input_filter(layers, x, input_filter)
     if variant == "meso4":
         x = _conv_block(layers, x, 8, 3, 2, "block1")
         x = _conv_block(layers, x, 8, 5, 2, "block2")

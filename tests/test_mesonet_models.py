@@ -97,3 +97,69 @@ def test_mixed_precision_keeps_a_float32_head():
         assert m.output.dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy(old)
+
+
+def _laplacian_valid(x):
+    """numpy reference: 4-neighbour Laplacian of each channel, valid region, grey levels."""
+    x = x.astype("float64")
+    return (4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:])
+
+
+def _filtered(model):
+    return keras.Model(model.input, model.get_layer("highpass_norm").output)
+
+
+def test_laplacian_input_filter_is_the_standardised_residual():
+    m = Meso4(input_shape=(40, 48, 3), input_filter="laplacian")
+    assert _trainable(m) == _trainable(Meso4(input_shape=(40, 48, 3)))  # nothing learnable added
+    x = np.random.default_rng(2).integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+    got = _filtered(m).predict(x, verbose=0)
+    assert got.shape == (2, 38, 46, 3)
+    for i in range(2):
+        r = _laplacian_valid(x[i])
+        want = (r - r.mean()) / np.sqrt(r.var() + 1.0)
+        np.testing.assert_allclose(got[i], want, atol=2e-3)
+
+
+def test_laplacian_input_removes_brightness_contrast_and_sharpness_levels():
+    m = Meso4(input_shape=(64, 64, 3), input_filter="laplacian")
+    rng = np.random.default_rng(3)
+    x = rng.integers(40, 200, (1, 64, 64, 3)).astype("float32")
+    darker_flatter = (x - 40) * 0.4 + 10  # another brightness and contrast, same detail
+    np.testing.assert_allclose(m.predict(darker_flatter, verbose=0), m.predict(x, verbose=0),
+                               atol=1e-4)
+    # a blurred face has far less detail, yet enters with the same unit spread as a sharp one
+    blurred = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
+    f = _filtered(m)
+    for face in (x, blurred):
+        assert float(f.predict(face, verbose=0).std()) == pytest.approx(1.0, abs=0.01)
+    assert _laplacian_valid(blurred[0]).var() < 0.5 * _laplacian_valid(x[0]).var()
+
+
+def test_laplacian_filter_stays_fixed_and_round_trips(tmp_path):
+    m = Meso4(input_filter="laplacian")  # 256 px: a weights file must fit the dense head
+    before = m.get_layer("highpass").get_weights()[0].copy()
+    m.trainable = True
+    m.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x = np.random.default_rng(4).integers(0, 256, (4, 256, 256, 3), dtype=np.uint8)
+    y = np.array([0, 1] * 2, dtype="float32")[:, None]
+    first = m.get_layer("block1_conv").get_weights()[0].copy()
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(m.get_layer("highpass").get_weights()[0], before)
+    assert not np.allclose(m.get_layer("block1_conv").get_weights()[0], first)
+    m.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras")  # built-in layers only
+    np.testing.assert_allclose(back.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+    again = Meso4(input_filter="laplacian", weights=str(tmp_path / "m.keras"))  # a run continued from its own weights
+    np.testing.assert_allclose(again.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+
+
+def test_input_filter_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="'sobel'"):
+        Meso4(input_filter="sobel")
+    h5py = pytest.importorskip("h5py")
+    legacy = tmp_path / "authors.h5"
+    with h5py.File(legacy, "w") as f:  # what marks the authors' Keras 2 files
+        f.attrs["layer_names"] = []
+    with pytest.raises(ValueError, match="plain pixels"):
+        Meso4(weights=str(legacy), input_filter="laplacian")
