@@ -11,6 +11,7 @@ from dfd.training.augment import (
     augment,
     blur,
     codec_batch,
+    cutout,
     h264,
     rescale,
     rotate_zoom,
@@ -59,6 +60,7 @@ def test_robustness_augmentations_are_off_by_default():
     assert _only(rescale_prob=0.5).active and _only(blur_prob=0.5).active
     assert _only(shift=0.1).active and _only(codec_prob=0.5).codec_active
     assert cfg.real_blur_prob == 0 and _only(real_blur_prob=0.5).active
+    assert cfg.cutout_prob == 0 and _only(cutout_prob=0.5).active
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -66,6 +68,8 @@ def test_robustness_augmentations_are_off_by_default():
     ({"rescale_range": (0.0, 0.5)}, "rescale_range"), ({"blur_sigma": (0, 1)}, "blur_sigma"),
     ({"codec_prob": 1.5}, "codec_prob"), ({"shift": -0.1}, "shift"),
     ({"real_blur_prob": 2.0}, "real_blur_prob"), ({"real_blur_sigma": (1.0, 0.5)}, "real_blur_sigma"),
+    ({"cutout_prob": 1.5}, "cutout_prob"), ({"cutout_area": (0.0, 0.2)}, "cutout_area"),
+    ({"cutout_area": (0.3, 0.2)}, "cutout_area"),
 ])
 def test_augment_config_checks_the_new_fields(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -201,3 +205,36 @@ def test_training_pipeline_re_encodes_when_asked(tmp_path):
     np.testing.assert_array_equal(plain[1], coded[1])  # same examples, same order
     assert coded[0].shape == plain[0].shape and coded[0].dtype == np.uint8
     assert all(not np.array_equal(a, b) for a, b in zip(plain[0], coded[0]))
+
+
+def test_cutout_greys_one_rectangle_of_the_given_area_and_nothing_else():
+    x = _faces(1, size=40)[0]
+    x[x == 128] = 129  # so the grey fill is recognisable
+    y = cutout(x, area=0.25, aspect=1.0, centre=(0.5, 0.25)).numpy()
+    grey = np.all(y == 128, axis=-1)
+    rows, cols = np.nonzero(grey)
+    assert grey.sum() == 20 * 20  # a quarter of the face, square
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 29, 0, 19)
+    np.testing.assert_array_equal(y[~grey], x[~grey])
+    # cut off at the border: a tall rectangle centred on the top edge keeps its lower half
+    top = np.all(cutout(x, area=0.1, aspect=4.0, centre=(0.0, 0.5)).numpy() == 128, axis=-1)
+    assert top[0].any() and not top[-1].any() and 0 < top.sum() < 0.1 * 40 * 40
+    # a clip: the same rectangle on every frame
+    clip = np.stack([x, x[::-1], x[:, ::-1]])
+    yc = cutout(clip, area=0.1, aspect=0.5, centre=(0.3, 0.6)).numpy()
+    masks = np.all(yc == 128, axis=-1)
+    assert masks[0].sum() > 0 and (masks == masks[0]).all()
+
+
+def test_augment_applies_cutout_when_asked():
+    import tensorflow as tf
+
+    x = _faces(1)[0]
+    x[x == 128] = 129
+    tf.random.set_seed(3)
+    a = augment(x, _only(cutout_prob=1.0, cutout_area=(0.1, 0.1))).numpy()
+    grey = np.all(a == 128, axis=-1)
+    # 10% of the face, less what falls outside it
+    assert 0 < grey.sum() <= 0.1 * S * S + 2 * S
+    np.testing.assert_array_equal(a[~grey], x[~grey])
+    np.testing.assert_array_equal(augment(x, _only(cutout_prob=0.0)).numpy(), x)

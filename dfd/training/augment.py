@@ -15,6 +15,9 @@ left intact.
   (``rescale_prob``), Gaussian blur (``blur_prob``) and an H.264 re-encode at a random CRF
   through PyAV (``codec_prob``; :func:`h264` / :func:`apply_codec`, run on whole batches:
   a batch of faces is encoded as one short clip, a batch of clips clip by clip);
+* against a shortcut in one region of the face (off by default): a grey rectangle of random
+  size, shape and place over the face (``cutout_prob``; random erasing, Zhong et al. 2017;
+  "Face-Cutout", Das et al. 2021), so that no single region carries the decision;
 * against a sharpness shortcut (off by default): blur REAL faces only (``real_blur_prob``),
   or move the REAL faces' sharpness onto the FAKE faces' distribution, batch by batch
   (``sharpness_match``; :func:`match_sharpness` / :func:`apply_sharpness_match`).
@@ -129,6 +132,28 @@ def blur(x, sigma, radius: int = 6):
     f = tf.nn.depthwise_conv2d(f, kx, [1, 1, 1, 1], "VALID")
     f = tf.nn.depthwise_conv2d(f, ky, [1, 1, 1, 1], "VALID")
     out = tf.cast(tf.clip_by_value(tf.round(f), 0.0, 255.0), tf.uint8)
+    out = tf.ensure_shape(out, batch.shape)
+    return out[0] if single else out
+
+
+def cutout(x, area, aspect, centre, fill: int = 128):
+    """Fill one rectangle of a face (of every frame of a clip, the same rectangle) with grey
+    ``fill``: ``area`` its fraction of the face (0-1), ``aspect`` its height / width, ``centre``
+    ``(y, x)`` as fractions of the face; the part outside the face is cut off. Same shape and
+    dtype."""
+    import tensorflow as tf
+
+    batch, single = _as_batch(x)
+    shape = tf.shape(batch)
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    area, aspect = tf.cast(area, tf.float32), tf.cast(aspect, tf.float32)
+    rh = tf.minimum(h, tf.sqrt(area * aspect) * h)
+    rw = tf.minimum(w, tf.sqrt(area / aspect) * w)
+    cy, cx = tf.cast(centre[0], tf.float32) * h, tf.cast(centre[1], tf.float32) * w
+    ys = tf.range(h)[:, None] + 0.5
+    xs = tf.range(w)[None, :] + 0.5
+    inside = ((tf.abs(ys - cy) <= rh / 2) & (tf.abs(xs - cx) <= rw / 2))[None, :, :, None]
+    out = tf.where(inside, tf.constant(fill, tf.uint8), batch)
     out = tf.ensure_shape(out, batch.shape)
     return out[0] if single else out
 
@@ -477,6 +502,11 @@ def augment(x, cfg: AugmentConfig, seed: int | None = None, label=None):
         sigma = u(*cfg.real_blur_sigma)
         hit = tf.logical_and(tf.cast(label, tf.float32) < 0.5, u() < cfg.real_blur_prob)
         x = tf.cond(hit, lambda: blur(x, sigma), lambda: x)
+    if cfg.cutout_prob:
+        area = u(*cfg.cutout_area)
+        aspect = tf.exp(u(math.log(0.3), math.log(1 / 0.3)))
+        centre = (u(), u())
+        x = tf.cond(u() < cfg.cutout_prob, lambda: cutout(x, area, aspect, centre), lambda: x)
     if cfg.brightness or cfg.contrast:
         delta = u(-cfg.brightness, cfg.brightness) if cfg.brightness else tf.constant(0.0)
         factor = u(1.0 - cfg.contrast, 1.0 + cfg.contrast) if cfg.contrast else tf.constant(1.0)

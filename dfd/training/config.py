@@ -53,6 +53,9 @@ class AugmentConfig:
     sharpness_match: float = 0.0
     codec_prob: float = 0.0  # H.264 re-encode (PyAV, one clip per batch), this probability
     codec_crf: tuple[int, int] = (18, 40)  # the constant rate factor's range (one per batch)
+    # --- against one-region shortcuts: erase a random rectangle (random erasing / cutout)
+    cutout_prob: float = 0.0  # grey rectangle over part of the face, with this probability
+    cutout_area: tuple[float, float] = (0.02, 0.25)  # its area's range, fraction of the face
 
     def __post_init__(self):
         lo, hi = (int(q) for q in self.jpeg_quality)
@@ -70,6 +73,11 @@ class AugmentConfig:
             raise ValueError(f"rescale_range must be (lo, hi) with 0.05 <= lo <= hi <= 1, got "
                              f"{self.rescale_range!r}")
         self.rescale_range = (lo, hi)
+        lo, hi = (float(q) for q in self.cutout_area)
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"cutout_area must be (lo, hi) with 0 < lo <= hi <= 1, got "
+                             f"{self.cutout_area!r}")
+        self.cutout_area = (lo, hi)
         for name in ("blur_sigma", "real_blur_sigma"):
             lo, hi = (float(q) for q in getattr(self, name))
             if not 0.0 < lo <= hi <= 10.0:
@@ -77,7 +85,8 @@ class AugmentConfig:
                                  f"{getattr(self, name)!r}")
             setattr(self, name, (lo, hi))
         for name in ("jpeg_prob", "brightness", "contrast", "zoom", "shift", "rescale_prob",
-                     "blur_prob", "real_blur_prob", "sharpness_match", "codec_prob"):
+                     "blur_prob", "real_blur_prob", "sharpness_match", "codec_prob",
+                     "cutout_prob"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"augment.{name} must be in [0, 1], got {v!r}")
@@ -89,7 +98,7 @@ class AugmentConfig:
         return self.enabled and bool(
             self.flip or self.jpeg or self.brightness or self.contrast or self.rotation
             or self.zoom or self.shift or self.rescale_prob or self.blur_prob
-            or self.real_blur_prob
+            or self.real_blur_prob or self.cutout_prob
         )
 
     @property
