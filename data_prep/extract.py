@@ -66,6 +66,7 @@ class ExtractConfig:
     all_faces: bool = False  # False: largest face per frame, one track
     face_size: int = 256
     margin: float = framing.MESONET_MARGIN
+    centre: float = 0.0  # the crop centre moved this many face scales down (dfd.framing)
     min_confidence: float = 0.9
     min_track_fraction: float = 0.2  # all_faces: drop tracks on fewer of the searched frames
     detect_every: int = 8  # full-frame detection on every k-th frame, windows between (1: all)
@@ -90,6 +91,7 @@ class ExtractConfig:
             raise ValueError(f"face_size must be >= 8, got {self.face_size}")
         if not self.margin > 0:
             raise ValueError(f"margin must be > 0, got {self.margin}")
+        self.centre = framing.check_centre(self.centre, "centre")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.max_pixels is not None and self.max_pixels < 64 * 64:
@@ -330,7 +332,8 @@ def _faces(frames: list[np.ndarray], indices: list[int], dets: list[list[Detecti
     to_source = 1.0 / info.get("scale", 1.0)
     out = []
     for ti, tr in enumerate(tracks):
-        faces = [align_face(frames[p], d, size=cfg.face_size, margin=cfg.margin)
+        faces = [align_face(frames[p], d, size=cfg.face_size, margin=cfg.margin,
+                            centre=cfg.centre)
                  for p, d in zip(tr.positions, tr.detections)]
         src = [d.scaled(to_source) if to_source != 1.0 else d for d in tr.detections]
         out.append(TrackFaces(
@@ -339,7 +342,7 @@ def _faces(frames: list[np.ndarray], indices: list[int], dets: list[list[Detecti
             boxes=[tuple(float(v) for v in d.box) for d in src],
             confidences=[float(d.confidence) for d in src],
             keypoints=[dict(d.keypoints) for d in src]))
-        in_crop = [crop_coordinates(d, cfg.margin) for d in src]
+        in_crop = [crop_coordinates(d, cfg.margin, cfg.centre) for d in src]
         out[-1].landmarks = [lm for lm, _ in in_crop]
         out[-1].crop_boxes = [box for _, box in in_crop]
     timings["align"] = time.perf_counter() - t

@@ -41,27 +41,27 @@ from dfd import framing
 log = logging.getLogger(__name__)
 
 
-def _frame_to_crop(margin: float, det: Detection) -> np.ndarray:
+def _frame_to_crop(margin: float, det: Detection, centre: float = 0.0) -> np.ndarray:
     """The 2x3 affine map from frame pixels to [0, 1] coordinates of ``det``'s aligned crop."""
     import cv2
 
-    cx, cy, side, roll = alignment_geometry(det, margin)
+    cx, cy, side, roll = alignment_geometry(det, margin, centre)
     m = cv2.getRotationMatrix2D((cx, cy), roll, 1.0 / side)
     m[0, 2] += 0.5 - cx
     m[1, 2] += 0.5 - cy
     return m
 
 
-def crop_coordinates(det: Detection, margin: float = framing.MESONET_MARGIN
-                     ) -> tuple[np.ndarray | None, np.ndarray]:
+def crop_coordinates(det: Detection, margin: float = framing.MESONET_MARGIN,
+                     centre: float = 0.0) -> tuple[np.ndarray | None, np.ndarray]:
     """``(landmarks, crop_box)`` of ``det`` in its aligned crop (:func:`align_face` with the
-    same ``margin``), in [0, 1] crop coordinates.
+    same ``margin`` and ``centre``), in [0, 1] crop coordinates.
 
     ``landmarks`` is ``float32[5, 2]`` in :data:`~data_prep.faces.detectors.KEYPOINTS` order,
     or None when the detection has no keypoints; ``crop_box`` is the axis-aligned bounds of
     the detector's box as the (rotated) crop shows it, ``float32[4]``.
     """
-    m = _frame_to_crop(margin, det)
+    m = _frame_to_crop(margin, det, centre)
     x0, y0, x1, y1 = det.box
     corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
     c = corners @ m[:, :2].T + m[:, 2]

@@ -154,10 +154,11 @@ def _base_preset(source, base) -> presets.ModelPreset | None:
 def model_preset(model, specs, source=None, face_margin: float | None = None,
                  calibration: dict | None = None, uncertain: dict | None = None,
                  base: presets.ModelPreset | None = None, face_size: int | None = None,
-                 **extra) -> presets.ModelPreset:
+                 face_centre: float | None = None, **extra) -> presets.ModelPreset:
     """The preset of ``model`` as exported with serving inputs ``specs``: its input contract
     from the specs and the model, what ``base`` (else the ``source`` preset: a registered
-    name, or a model file with its ``preset.json``) records, and ``extra``."""
+    name, or a model file with its ``preset.json``) records, and ``extra``. ``face_margin``
+    and ``face_centre`` (the framing) default to ``base``'s."""
     import keras
     import tensorflow as tf
 
@@ -169,6 +170,8 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
         base.face_size if base else None)
     if face_margin is None and base is not None:
         face_margin = base.face_margin
+    if face_centre is None:
+        face_centre = base.face_centre if base is not None else 0.0
     if calibration is None and base is not None:
         calibration = base.calibration
         uncertain = base.uncertain if uncertain is None else uncertain
@@ -177,8 +180,8 @@ def model_preset(model, specs, source=None, face_margin: float | None = None,
         kind="model", outputs="p_fake", input_kind="clips" if clips else "frames",
         face_size=int(side) if side else presets.ModelPreset.face_size,
         clip_len=int(faces[1]) if clips and faces[1] else None,
-        face_margin=face_margin, calibration=calibration, uncertain=uncertain,
-        description=base.description if base else "",
+        face_margin=face_margin, face_centre=face_centre, calibration=calibration,
+        uncertain=uncertain, description=base.description if base else "",
         extra={"format_version": INFO_VERSION, "model_name": model.name, "signature": SIGNATURE,
                "metadata_signature": METADATA_SIGNATURE, "inputs": inputs, "output": OUTPUT_KEY,
                "output_shape": [None], "source_weights": None if source is None else str(source),

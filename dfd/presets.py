@@ -64,6 +64,9 @@ class ModelPreset:
     face_size: int = 256
     clip_len: int | None = None
     face_margin: float | None = None  # framing of the faces it was trained on (None: unknown)
+    #: where those faces were centred: the alignment centre moved this many face scales
+    #: towards the chin (dfd.framing; 0: the alignment centre, as every preset before it)
+    face_centre: float = 0.0
     resize_method: str = RESIZE_METHOD
     calibration: dict | None = None  # Platt scaling folded into the head (dfd calibrate)
     #: the uncertain band around the threshold, chosen on cross-source validation scores
@@ -84,6 +87,8 @@ class ModelPreset:
         if self.face_margin is not None:
             object.__setattr__(self, "face_margin", framing.check_margin(
                 self.face_margin, f"face_margin of {self.name!r}"))
+        object.__setattr__(self, "face_centre", framing.check_centre(
+            self.face_centre, f"face_centre of {self.name!r}"))
 
     def replace(self, **changes) -> ModelPreset:
         return dataclasses.replace(self, **changes)

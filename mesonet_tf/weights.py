@@ -57,7 +57,7 @@ class ResolvedWeights:
 def _authors(name, arch, stem, sha, what) -> ModelPreset:
     return ModelPreset(name=name, architecture=arch, file=f"{stem}.h5", sha256=sha,
                        url=f"{BASE_URL}{stem}.h5", outputs="p_real",
-                       face_margin=framing.MESONET_MARGIN,
+                       face_margin=framing.MESONET_MARGIN, face_centre=framing.MESONET_CENTRE,
                        description=f"authors' {what} (Afchar et al. 2018), Keras 2.1.5 HDF5")
 
 

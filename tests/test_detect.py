@@ -311,7 +311,7 @@ def test_load_stacker_round_trip(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ face framing (margin)
 
-def _recording_scorer(name, margin):
+def _recording_scorer(name, margin, centre=0.0):
     """A ModelScorer over a Scorer that remembers the faces it was given."""
     from dfd.inference.loading import Scorer
     from dfd.inference.scorers import ModelScorer
@@ -322,58 +322,92 @@ def _recording_scorer(name, margin):
         seen.append(np.array(faces))
         return np.full(len(faces), 0.25, np.float32)
 
-    return ModelScorer(Scorer(fn, name, "fake", face_margin=margin), name), seen
+    inner = Scorer(fn, name, "fake", face_margin=margin)
+    inner.face_centre = centre
+    return ModelScorer(inner, name), seen
+
+
+def _two_model_stacker(names, rng):
+    """A stacker fitted on random frame tables of the two models ``names``."""
+    pd = pytest.importorskip("pandas")
+    from dfd.evaluation.stacker import Stacker, build_features
+
+    frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(10)], 2),
+                               "track": 0, "frame_index": np.tile([0, 1], 10),
+                               "p_fake": rng.random(20)}) for n in names}
+    return Stacker.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(10)}))
 
 
 def test_each_model_gets_faces_framed_as_it_was_trained():
-    pd = pytest.importorskip("pandas")
-    from dfd.evaluation.stacker import Stacker, build_features
     from dfd.framing import recrop_margin
-    from dfd.inference.scorers import StackScorer, choose_margin
+    from dfd.inference.scorers import StackScorer, choose_framing
 
     tight, tight_seen = _recording_scorer("tight", 1.05)
     wide, wide_seen = _recording_scorer("wide", 1.3)
     rng = np.random.default_rng(0)
-    frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(10)], 2),
-                               "track": 0, "frame_index": np.tile([0, 1], 10),
-                               "p_fake": rng.random(20)}) for n in ("tight", "wide")}
-    stacker = Stacker.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(10)}))
-    ss = StackScorer(stacker, {"tight": tight, "wide": wide})
-    assert choose_margin(ss) == 1.3  # extract at the widest, crop for the tighter model
+    ss = StackScorer(_two_model_stacker(("tight", "wide"), rng), {"tight": tight, "wide": wide})
+    assert choose_framing(ss) == (1.3, 0.0)  # extract at the widest, crop for the tighter model
     faces = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     ss.score_models(faces)
     np.testing.assert_array_equal(wide_seen[-1], faces)
     np.testing.assert_array_equal(tight_seen[-1], recrop_margin(faces, 1.3, 1.05))
     assert not np.array_equal(tight_seen[-1], faces)
     # a number given by the user: every model gets those faces as they are
-    assert choose_margin(ss, "1.2") == 1.2
+    assert choose_framing(ss, "1.2") == (1.2, 0.0)
     ss.score_models(faces)
     np.testing.assert_array_equal(tight_seen[-1], faces)
-    # one model alone: extracted at its own margin, nothing cropped
-    alone, alone_seen = _recording_scorer("alone", 1.05)
-    assert choose_margin(alone) == 1.05
+    # one model alone: extracted at its own framing, nothing cropped
+    alone, alone_seen = _recording_scorer("alone", 1.05, centre=-0.033)
+    assert choose_framing(alone) == (1.05, -0.033)
     alone(faces)
     np.testing.assert_array_equal(alone_seen[-1], faces)
     # a model recording nothing gets MesoNet's framing
     unknown, _ = _recording_scorer("unknown", None)
-    assert choose_margin(unknown, "auto") == 1.3 and unknown.face_margin == 1.3
+    assert choose_framing(unknown, "auto") == (1.3, 0.0) and unknown.face_margin == 1.3
     for bad, msg in (("wide", "must be a number, got 'wide'"), (9, r"\[0.5, 3\], got 9")):
         with pytest.raises(ValueError, match=msg):
-            choose_margin(unknown, bad)
+            choose_framing(unknown, bad)
 
 
-def test_build_context_extracts_at_the_models_margin(monkeypatch):
+def test_models_centred_differently_get_their_own_squares_of_one_extraction():
+    from dfd.framing import recrop_margin
+    from dfd.inference.scorers import StackScorer, choose_framing
+
+    low, low_seen = _recording_scorer("low", 1.3)
+    high, high_seen = _recording_scorer("high", 1.3, centre=-0.1)
+    ss = StackScorer(_two_model_stacker(("low", "high"), np.random.default_rng(1)),
+                     {"low": low, "high": high})
+    m, c = choose_framing(ss)
+    # centred midway, wide enough that both 1.3 squares fit: 1.3 + 2 * 0.05
+    assert c == pytest.approx(-0.05) and m == pytest.approx(1.4)
+    yy = np.repeat(np.arange(140, dtype=np.uint8)[:, None], 140, 1)
+    faces = np.repeat(np.stack([yy, yy, yy], -1)[None], 2, 0)  # row number as the grey level
+    ss.score_models(faces)
+    assert low_seen[-1].shape == high_seen[-1].shape == faces.shape
+    np.testing.assert_array_equal(low_seen[-1], recrop_margin(faces, 1.4, 1.3, shift=0.05))
+    np.testing.assert_array_equal(high_seen[-1], recrop_margin(faces, 1.4, 1.3, shift=-0.05))
+    # the model centred higher sees the upper rows: 5 of the 140 rows above the middle square
+    assert high_seen[-1][0, 0, 0, 0] == 0 and low_seen[-1][0, 0, 0, 0] == 10
+
+
+def test_build_context_extracts_at_the_models_framing(monkeypatch):
     from dfd.inference import scorers as models
 
     scorer, _ = _recording_scorer("tight", 1.05)
     monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: scorer)
     ctx = pipeline.build_context(model="x", detector="fake")
-    assert ctx.extract_cfg.margin == 1.05
+    assert ctx.extract_cfg.margin == 1.05 and ctx.extract_cfg.centre == 0.0
     assert ctx.extract_cfg.all_faces is False  # largest face per frame by default
     ctx = pipeline.build_context(model="x", detector="fake", margin=1.3, all_faces=True)
     assert ctx.extract_cfg.margin == 1.3 and ctx.extract_cfg.all_faces is True
     ctx.extract = lambda path, det, cfg: fake_video_faces({0: [0.5, 0.5]})
-    assert pipeline.detect_video("x.mp4", ctx)["meta"]["face_margin"] == 1.3
+    meta = pipeline.detect_video("x.mp4", ctx)["meta"]
+    assert meta["face_margin"] == 1.3 and meta["face_centre"] == 0.0
+    # the authors' weights: cut around MesoNet's centre
+    authors, _ = _recording_scorer("authors", 1.3, centre=-0.033)
+    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: authors)
+    ctx = pipeline.build_context(model="x", detector="fake")
+    assert (ctx.extract_cfg.margin, ctx.extract_cfg.centre) == (1.3, -0.033)
     # given crops are never re-framed, whatever the models' margins
     wide, _ = _recording_scorer("wide", 1.3)
     monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: wide)

@@ -14,6 +14,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from dfd import export, presets  # noqa: E402
+from dfd.framing import MESONET_CENTRE  # noqa: E402
 from dfd.inference import loading  # noqa: E402
 from dfd_app.cli import main as cli  # noqa: E402
 from mesonet_tf.models import Meso4  # noqa: E402
@@ -228,6 +229,9 @@ def test_face_margin_travels_with_the_export(tmp_path, exported, faces):
     authors = export.export_savedmodel(model, tmp_path / "authors", source="meso4_df",
                                        save_keras=False)
     assert export.read_model_info(authors)["face_margin"] == 1.3
+    assert export.read_model_info(authors)["face_centre"] == MESONET_CENTRE
+    assert loading.load_any(authors).face_centre == MESONET_CENTRE
+    assert loading.load_any(tight).face_centre == 0.0
 
 
 #: run with ``python -I``: the package (and its editable-install finder) cannot be imported

@@ -18,7 +18,13 @@ from data_prep.faces import (
     centred_face,
     get_detector,
 )
-from dfd.framing import DFDC_CROP_MARGIN, MESONET_MARGIN, recrop_margin
+from dfd.framing import (
+    DFDC_CROP_MARGIN,
+    MESONET_CENTRE,
+    MESONET_MARGIN,
+    recrop_margin,
+    reframer,
+)
 from tests.conftest import shared_path
 
 
@@ -85,9 +91,48 @@ def test_recrop_to_a_smaller_margin_equals_aligning_at_it():
     assert recrop_margin(wide[None], 1.3, 1.05, size=64).shape == (1, 64, 64, 3)
 
 
+@pytest.mark.parametrize("roll", [0.0, 30.0])
+def test_the_crop_centre_moves_along_the_face_and_recrop_follows_it(roll):
+    import cv2
+
+    det = _face(250, 200, 90, roll=roll)
+    cx, cy, side, r = alignment_geometry(det, 1.3)
+    ux, uy, _, _ = alignment_geometry(det, 1.3, centre=MESONET_CENTRE)
+    # up the face by 0.033 face scales (side / margin), perpendicular to the eye line
+    step = -MESONET_CENTRE * side / 1.3
+    a = math.radians(roll)
+    assert (ux - cx, uy - cy) == pytest.approx((step * math.sin(a), -step * math.cos(a)), abs=1e-9)
+    assert alignment_geometry(det, 1.3, centre=0.2)[2:] == (side, r)  # same side and roll
+    # without keypoints: the box side is the scale
+    assert alignment_geometry(Detection((20, 30, 60, 90), 0.9), 1.5, 0.1)[:2] == (40, 66)
+    # a recrop that moves the centre equals aligning there
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (400, 500, 3), dtype=np.uint8), (0, 0), 6)
+    frame = cv2.normalize(frame, None, 0, 255, cv2.NORM_MINMAX)
+    wide = align_face(frame, det, size=256, margin=1.6)
+    want = align_face(frame, det, size=256, margin=1.3, centre=-0.1)
+    got = recrop_margin(wide[None], 1.6, 1.3, shift=-0.1)[0]
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 2.0
+    # the centred square is far off: the check above can fail
+    assert np.abs(recrop_margin(wide[None], 1.6, 1.3)[0].astype(int) - want.astype(int)).mean() > 4
+
+
+def test_recrop_and_reframer_refuse_a_square_the_faces_do_not_hold(caplog):
+    faces = np.zeros((1, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"margin 1.3 \(centre moved \+0.010\).*margin 1.3"):
+        recrop_margin(faces, 1.3, 1.3, shift=0.01)
+    assert recrop_margin(faces, 1.5, 1.3, shift=0.1).shape == faces.shape  # just fits
+    with caplog.at_level("WARNING"):
+        assert reframer(1.3, 1.3, "m", model_centre=MESONET_CENTRE) is None
+    assert "do not hold; scored as they are" in caplog.text
+    assert reframer(1.3, 1.3, "m") is None  # same framing: nothing to do
+    move = reframer(1.3, 1.4, "m", model_centre=MESONET_CENTRE)
+    np.testing.assert_array_equal(move(faces), recrop_margin(faces, 1.4, 1.3, shift=-0.033))
+
+
 def test_recrop_cannot_widen_and_checks_its_input():
     faces = np.zeros((2, 32, 32, 3), np.uint8)
-    with pytest.raises(ValueError, match="cannot make margin 1.3 from faces cropped at margin 1.05"):
+    with pytest.raises(ValueError, match=r"cannot make margin 1.3 \(.*\) from faces cropped at margin 1.05"):
         recrop_margin(faces, 1.05, 1.3)
     with pytest.raises(ValueError, match=r"\[N, S, S, 3\].*\(2, 32, 16, 3\)"):
         recrop_margin(np.zeros((2, 32, 16, 3), np.uint8), 1.3, 1.05)

@@ -160,12 +160,14 @@ def test_registered_local_model_loads_without_flip(tmp_path, monkeypatch):
 
 
 def test_each_model_records_the_face_framing_it_was_trained_on(tmp_path, monkeypatch):
-    from dfd.framing import DFDC_CROP_MARGIN, MESONET_MARGIN
+    from dfd.framing import DFDC_CROP_MARGIN, MESONET_CENTRE, MESONET_MARGIN
 
     for name in ("meso4_df", "mesonet_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f"):
         assert presets.face_margin_of(name) == MESONET_MARGIN
+        assert presets.get(name).face_centre == MESONET_CENTRE  # MesoNet's nose middle
     for stem in ("dfd_default", "dfdc_mesoinception4"):  # the shipped assets' sidecars
         assert presets.face_margin_of(stem) == DFDC_CROP_MARGIN
+        assert presets.get(stem).face_centre == 0.0  # DFDC's crops: the alignment centre
         assert presets.face_margin_of(weights.ASSETS_DIR / f"{stem}.keras") == DFDC_CROP_MARGIN
     assert presets.face_margin_of(tmp_path / "unknown.keras") is None
     monkeypatch.setattr(presets, "REGISTRY", dict(presets.REGISTRY))
@@ -177,3 +179,9 @@ def test_each_model_records_the_face_framing_it_was_trained_on(tmp_path, monkeyp
         presets.register_local("x", tmp_path / "m.keras", face_margin=13)
     with pytest.raises(ValueError, match="must be a number, got 'wide'"):
         presets.register_local("x", tmp_path / "m.keras", face_margin="wide")
+    with pytest.raises(ValueError, match=r"face_centre of 'x' must be within \[-0.5, 0.5\], got 0.7"):
+        presets.register_local("x", tmp_path / "m.keras", face_centre=0.7)
+    # a preset file written before the centre was recorded reads as the alignment centre
+    old = presets.ModelPreset.from_dict({"name": "old", "face_margin": 1.3})
+    assert old.face_centre == 0.0
+    assert presets.ModelPreset.from_dict(old.replace(face_centre=-0.05).to_dict()).face_centre == -0.05

@@ -330,14 +330,14 @@ def test_fit_run_writes_every_artefact(tmp_path, shards):
 
 def test_model_records_the_face_framing_of_its_training_shards(tmp_path):
     from dfd import schema
-    from dfd.framing import shards_face_margin
+    from dfd.framing import shards_face_centre, shards_face_margin
 
     a = write_tiny_shards(tmp_path / "a", records=2, seed=0, prefix="a")
     b = write_tiny_shards(tmp_path / "b", records=2, seed=1, prefix="b")
 
-    def set_margin(d, m):
+    def set_margin(d, m, key="face_margin"):
         index = schema.read_index(d)
-        index["face_margin"] = m
+        index[key] = m
         (Path(d) / schema.INDEX_FILE).write_text(json.dumps(index))
 
     cfg = TrainConfig(train=[str(a), str(b)])
@@ -349,6 +349,12 @@ def test_model_records_the_face_framing_of_its_training_shards(tmp_path):
     set_margin(b, 1.05)
     assert shards_face_margin(cfg.train) == 1.05
     assert shards_face_margin([str(a)]) == 1.05
+    # the centre: absent means the alignment centre every shard was cut at
+    assert shards_face_centre(cfg.train) == 0.0
+    set_margin(a, -0.033, "face_centre")
+    assert shards_face_centre(cfg.train) is None  # they disagree
+    set_margin(b, -0.033, "face_centre")
+    assert shards_face_centre(cfg.train) == -0.033
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])

@@ -11,7 +11,11 @@ As in MesoNet's ``pipeline.py`` (``find_coordinates`` / ``get_aligned_face``):
 
 Without keypoints the crop falls back to the box centre and ``max(box w, h) * margin``.
 
-The margin (``margin``) is part of a model's input contract: see :mod:`dfd.framing`, the one
+``centre`` moves the crop's centre ``centre * l`` along the face's vertical axis (towards the
+chin when positive): MesoNet's own centre, the middle of the nose, lies 0.033 ``l`` above
+``C`` (``dfd.framing.MESONET_CENTRE``, measured against the authors' pipeline).
+
+The framing (``margin``, ``centre``) is part of a model's input contract: see :mod:`dfd.framing`, the one
 home of the framing constants and of re-framing.
 """
 
@@ -27,15 +31,17 @@ from dfd import framing
 K_FACE = 2.2
 
 
-def alignment_geometry(det: Detection, margin: float = framing.MESONET_MARGIN) -> tuple[float, float, float, float]:
-    """``(cx, cy, side, roll_degrees)`` of the aligned crop of ``det`` in frame pixels."""
+def alignment_geometry(det: Detection, margin: float = framing.MESONET_MARGIN,
+                       centre: float = 0.0) -> tuple[float, float, float, float]:
+    """``(cx, cy, side, roll_degrees)`` of the aligned crop of ``det`` in frame pixels, its
+    centre moved ``centre`` face scales along the face's vertical axis."""
     kp = det.keypoints
     if all(k in kp for k in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")):
         le, re_ = np.asarray(kp["left_eye"], float), np.asarray(kp["right_eye"], float)
         nose = np.asarray(kp["nose"], float)
         mouth = (np.asarray(kp["mouth_left"], float) + np.asarray(kp["mouth_right"], float)) / 2
         eyes = (le + re_) / 2
-        centre = 0.5 * nose + 0.25 * eyes + 0.25 * mouth
+        mid = 0.5 * nose + 0.25 * eyes + 0.25 * mouth
         scale = K_FACE * max(np.linalg.norm(re_ - le), np.linalg.norm(mouth - eyes))
         roll = math.degrees(math.atan2(re_[1] - le[1], re_[0] - le[0]))
         # a detector that swapped the eyes would give |roll| > 90: keep the crop upright
@@ -45,22 +51,26 @@ def alignment_geometry(det: Detection, margin: float = framing.MESONET_MARGIN) -
             roll += 180
         side = scale * margin
         if side >= 4:
-            return float(centre[0]), float(centre[1]), float(side), float(roll)
+            r = math.radians(roll)
+            move = centre * scale  # down the face: the eye line turned by +90 degrees
+            return (float(mid[0] - move * math.sin(r)), float(mid[1] + move * math.cos(r)),
+                    float(side), float(roll))
     x0, y0, x1, y1 = det.box
-    side = max(x1 - x0, y1 - y0) * margin
+    scale = max(x1 - x0, y1 - y0)
+    side = scale * margin
     if not side > 0:
         raise ValueError(f"cannot align a face with an empty box {det.box}")
-    return (x0 + x1) / 2, (y0 + y1) / 2, float(side), 0.0
+    return (x0 + x1) / 2, (y0 + y1) / 2 + centre * scale, float(side), 0.0
 
 
 def align_face(frame: np.ndarray, detection: Detection, size: int = 256,
-               margin: float = framing.MESONET_MARGIN) -> np.ndarray:
+               margin: float = framing.MESONET_MARGIN, centre: float = 0.0) -> np.ndarray:
     """The aligned ``size`` x ``size`` x 3 uint8 RGB crop of ``detection`` in ``frame``."""
     import cv2
 
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be HxWx3, got shape {frame.shape}")
-    cx, cy, side, roll = alignment_geometry(detection, margin)
+    cx, cy, side, roll = alignment_geometry(detection, margin, centre)
     s = size / side
     if s < 0.5:
         # big downscale: area-average a region around the face to twice the final

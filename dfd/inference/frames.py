@@ -152,7 +152,9 @@ def _reframing(scorer, source):
     """A function re-cropping shard faces to the framing the model was trained on, when the
     shards record a wider one (``dfd detect`` does the same); None when nothing is to do."""
     return framing.reframer(getattr(scorer, "face_margin", None),
-                            framing.shards_face_margin(source), scorer.name)
+                            framing.shards_face_margin(source), scorer.name,
+                            getattr(scorer, "face_centre", 0.0),
+                            framing.shards_face_centre(source))
 
 
 def predict_frames(model, source, batch_size: int = 64, model_name: str | None = None,

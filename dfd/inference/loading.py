@@ -62,6 +62,8 @@ class Scorer:
         #: the face framing the model was trained on (dfd.framing); None: unknown
         self.face_margin = face_margin if face_margin is not None else (
             preset.face_margin if preset is not None else None)
+        #: where those faces were centred (dfd.framing; 0: the alignment centre)
+        self.face_centre = preset.face_centre if preset is not None else 0.0
 
     def __repr__(self):
         return f"Scorer(name={self.name!r}, kind={self.kind!r})"

@@ -7,8 +7,8 @@ a ``uint8 [N, 256, 256, 3]`` array; the pipeline needs nothing else, so tests in
 * :func:`load_scorer` loads ``PATH`` (``.keras``, SavedModel dir) or a registered weights name.
 * :class:`StackScorer` scores faces with several named models and combines the per-video
   features with a fitted :class:`dfd.evaluation.stacker.Stacker` (``dfd stack`` writes its JSON).
-* :func:`choose_margin` picks the face framing to extract: each model's own (recorded with
-  it, see :mod:`dfd.framing`) unless the user names one.
+* :func:`choose_framing` picks the face framing to extract (margin and centre): each model's
+  own (recorded with it, see :mod:`dfd.framing`) unless the user names a margin.
 """
 
 from __future__ import annotations
@@ -72,19 +72,27 @@ class ModelScorer:
         self.scorer, self.name = scorer, name
         #: the face framing the model was trained on (None: unknown)
         self.face_margin = getattr(scorer, "face_margin", None)
-        #: the framing of the faces it is given (set by the pipeline); when larger than
-        #: ``face_margin`` the faces are centre-cropped to ``face_margin`` before scoring
+        #: and their centre (dfd.framing; 0: the alignment centre)
+        self.face_centre = float(getattr(scorer, "face_centre", 0.0) or 0.0)
+        #: the framing of the faces it is given (set by the pipeline); when it differs from
+        #: the model's, the faces are re-cropped to the model's before scoring
         self.input_margin: float | None = None
+        self.input_centre = 0.0
         #: the model's fixed face side (None: any); faces of another side are resized to it
         self.face_side = _frame_side(scorer)
         self._lock = threading.Lock()
 
     def reframe(self, faces: np.ndarray, size: int | None = None) -> np.ndarray:
-        """Faces given at ``input_margin`` centre-cropped to the model's ``face_margin`` (and
-        to ``size``), when that is tighter; otherwise unchanged."""
-        if (self.input_margin is not None and self.face_margin is not None
-                and self.face_margin < self.input_margin - 1e-6 and len(faces)):
-            return framing.recrop_margin(faces, self.input_margin, self.face_margin, size=size)
+        """Faces given at ``input_margin`` / ``input_centre`` re-cropped to the model's
+        ``face_margin`` / ``face_centre`` (and to ``size``) when the faces hold that square and
+        it differs; otherwise unchanged."""
+        if self.input_margin is None or self.face_margin is None or not len(faces):
+            return faces
+        shift = self.face_centre - self.input_centre
+        if ((self.face_margin < self.input_margin - 1e-6 or abs(shift) > 1e-6)
+                and framing.recrop_fits(self.input_margin, self.face_margin, shift)):
+            return framing.recrop_margin(faces, self.input_margin, self.face_margin, size=size,
+                                         shift=shift)
         return faces
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
@@ -303,24 +311,29 @@ def face_size_of(scorer) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def choose_margin(scorer, margin: float | str | None = "auto") -> float:
-    """The margin to extract faces at for ``scorer``, and set each model to get its own.
+def choose_framing(scorer, margin: float | str | None = "auto") -> tuple[float, float]:
+    """The framing ``(margin, centre)`` to extract faces at for ``scorer``, and set each model
+    to get its own.
 
     ``margin="auto"`` (or None): the models' recorded margins (1.3, MesoNet's alignment, for a
-    model that records none); with several models the largest is extracted and each model
-    gets a centre crop at its own. A number: faces at that margin for every model.
+    model that records none); a number: that margin for every model. Each model keeps its
+    recorded centre. One model: its framing is extracted. Several: the faces are centred
+    midway between their centres, at the smallest margin that holds every model's square, and
+    each model gets its own square cut from them.
     """
     inner = model_scorers(scorer)
     if margin not in (None, "auto"):
         m = framing.check_margin(margin, "margin ('auto' or a number)")
         for s in inner:
-            s.face_margin = s.input_margin = m
-        return m
+            s.face_margin = m
     for s in inner:
         if s.face_margin is None:
             log.info("model %r records no face margin; using MesoNet's %.2f", s.name, framing.MESONET_MARGIN)
             s.face_margin = framing.MESONET_MARGIN
-    m = max((s.face_margin for s in inner), default=framing.MESONET_MARGIN)
+    centres = [s.face_centre for s in inner] or [0.0]
+    c = round((min(centres) + max(centres)) / 2, 6)
+    m = max((s.face_margin + 2 * abs(s.face_centre - c) for s in inner),
+            default=framing.MESONET_MARGIN)
     for s in inner:
-        s.input_margin = m
-    return m
+        s.input_margin, s.input_centre = m, c
+    return m, c

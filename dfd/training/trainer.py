@@ -263,6 +263,7 @@ def _write_preset(cfg: TrainConfig, model, out_dir: Path) -> None:
         record = {}
     preset = export.model_preset(model, specs, source=f"dfd train ({cfg.model})",
                                  face_margin=framing.shards_face_margin(cfg.train),
+                                 face_centre=framing.shards_face_centre(cfg.train),
                                  trained_as=cfg.model, **record)
     if ":" not in cfg.model:
         preset = preset.replace(architecture=cfg.model)

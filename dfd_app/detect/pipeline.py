@@ -8,7 +8,7 @@ Result dict (also the ``--format jsonl`` object and the service's JSON)::
     video, p_fake, verdict, threshold, n_frames, n_faces, status, error, model,   <- CSV columns
     frames_with_face, face_px, sharpness, bpp, quality_warnings,                 <- CSV columns
     label (= verdict, kept in JSON for older clients), aggregation,
-    meta{fps, frame_count, width, height, sampler, face_margin},
+    meta{fps, frame_count, width, height, sampler, face_margin, face_centre},
     tracks[{track, p_fake, n_faces}], frames[{track, frame_index, p_fake, box, confidence}],
     timings{decode, detect, align, model, total}
 
@@ -114,7 +114,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
 
     ``model``: path or weights name (None: :func:`dfd.inference.scorers.default_model`).
     ``stacker``: stacker JSON; then ``stack_models`` lists ``NAME=PATH`` entries.
-    ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_margin`)
+    ``margin``: face framing, ``"auto"`` (each model's own: :func:`dfd.inference.scorers.choose_framing`)
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
     ``max_decoded_pixels``: refuse videos with more pixels in all (the service's cap).
@@ -132,15 +132,17 @@ def build_context(model: str | None = None, stacker: str | None = None,
               else models.load_scorer(model))
 
     options["uncertain"] = choose_band(scorer, options.get("uncertain", "auto"), t)
-    face_margin = models.choose_margin(scorer, margin)
+    face_margin, face_centre = models.choose_framing(scorer, margin)
     if options.get("crops"):  # given crops are scored as they are, never re-framed
         for s in models.model_scorers(scorer):
             s.input_margin = None
     else:
-        log.info("faces framed at margin %.2f for %s", face_margin, scorer.name)
+        log.info("faces framed at margin %.2f, centre %+.3f for %s", face_margin, face_centre,
+                 scorer.name)
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,
+                                                         centre=face_centre,
                                                          all_faces=bool(all_faces),
                                                          max_decoded_pixels=max_decoded_pixels,
                                                          face_size=models.face_size_of(scorer)
@@ -210,6 +212,7 @@ def _meta(vf, ctx: DetectContext) -> dict:
     meta = {k: getattr(vf, k, None) for k in ("fps", "frame_count", "width", "height", "sampler")}
     meta.update(getattr(vf, "meta", None) or {})  # + rotation, frames_claimed, frames_decoded
     meta["face_margin"] = getattr(ctx.extract_cfg, "margin", None)
+    meta["face_centre"] = getattr(ctx.extract_cfg, "centre", None)
     return meta
 
 
