@@ -1,6 +1,6 @@
-"""How DFDC's given face crops are framed, in the units of our alignment (the face margin).
+"""How a crop set's given face crops are framed, in the units of our alignment (the face margin).
 
-Each ``dfdc_faces`` crop (a tight detector box upscaled to 224) is pasted in the middle of a
+Each crop of ``dfdc_faces`` (default) or of another crop set (``--set ffpp_faces``) (a tight detector box upscaled to 224) is pasted in the middle of a
 black canvas three times its size; RetinaFace finds the face and its five keypoints; the
 MesoNet alignment scale ``l`` of those keypoints (``data_prep.faces.align``) gives
 
@@ -12,7 +12,7 @@ MesoNet alignment scale ``l`` of those keypoints (``data_prep.faces.align``) giv
 Prints median and 10th / 90th percentiles. Reads ``../shared/data/dfdc_faces`` (research
 data, never copied into the repository).
 
-    .venv/bin/python bench/crop_margin.py [--n 300]
+    .venv/bin/python bench/crop_margin.py [--n 300] [--set ffpp_faces] [--every 1]
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ SHARED = Path(os.environ.get("DFD_SHARED", Path(__file__).resolve().parents[2] /
 FACES = SHARED / "data" / "dfdc_faces"
 
 
-def crops(n: int):
-    """The first ``n`` crops of the first archive, as RGB arrays."""
+def crops(n: int, faces: Path = FACES, every: int = 1):
+    """``n`` crops of the first archive of ``faces`` (every ``every``-th), as RGB arrays."""
     import numpy as np
     from PIL import Image
 
-    with tarfile.open(sorted(FACES.glob("faces-*.tar"))[0]) as tar:
-        for i, member in enumerate(m for m in tar if m.isfile() and m.name.endswith(".jpg")):
+    with tarfile.open(sorted(faces.glob("faces-*.tar"))[0]) as tar:
+        jpgs = (m for m in tar if m.isfile() and m.name.endswith(".jpg"))
+        for i, member in enumerate(m for k, m in enumerate(jpgs) if k % every == 0):
             if i >= n:
                 return
             data = tar.extractfile(member).read()
@@ -53,12 +54,17 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="crops to measure (default: %(default)s)")
+    ap.add_argument("--set", default="dfdc_faces", help="crop set under ../shared/data "
+                    "(default: %(default)s)")
+    ap.add_argument("--every", type=int, default=1,
+                    help="take every k-th crop (several frames of one video follow each other)")
     args = ap.parse_args(argv)
-    if not FACES.exists():
-        sys.exit(f"research data not found at {FACES} (set DFD_SHARED)")
+    faces = SHARED / "data" / args.set
+    if not faces.exists():
+        sys.exit(f"research data not found at {faces} (set DFD_SHARED)")
     det = get_detector("retinaface", detect_side=None, min_face=20)
     rows, total = [], 0
-    for crop in crops(args.n):
+    for crop in crops(args.n, faces, max(1, args.every)):
         total += 1
         h, w = crop.shape[:2]
         canvas = np.zeros((3 * h, 3 * w, 3), np.uint8)

@@ -31,13 +31,16 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from bench.framing import auc, labelled_clips
-from data_prep.faces import align_face, alignment_geometry, get_detector
-from data_prep.sampling import sample_frames
-from dfd.framing import MESONET_MARGIN
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.framing import auc, labelled_clips  # noqa: E402
+from data_prep.faces import align_face, alignment_geometry, get_detector  # noqa: E402
+from data_prep.sampling import sample_frames  # noqa: E402
+from dfd.framing import MESONET_MARGIN  # noqa: E402
 
 K_FACE = 2.2  # MesoNet's K in find_coordinates
 # face_recognition's grouping of dlib's 68 points (face_recognition.api.face_landmarks)
