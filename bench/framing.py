@@ -73,9 +73,10 @@ def geometry(det, variant: str) -> tuple[float, float, float, float]:
     return cx, cy, side, roll
 
 
-def crop(frame: np.ndarray, g, size: int = 256, smooth: bool = False) -> np.ndarray:
-    """One bilinear warp (sharp), or with ``smooth`` the square cut at full resolution and
-    area-resized (antialiased)."""
+def crop(frame: np.ndarray, g, size: int = 256, smooth: bool = False,
+         cubic: bool = False) -> np.ndarray:
+    """One bilinear (``cubic``: bicubic) warp (sharp), or with ``smooth`` the square cut at
+    full resolution and area-resized (antialiased)."""
     import cv2
 
     cx, cy, side, roll = g
@@ -90,7 +91,8 @@ def crop(frame: np.ndarray, g, size: int = 256, smooth: bool = False) -> np.ndar
     m = cv2.getRotationMatrix2D((cx, cy), roll, size / side)
     m[0, 2] += size / 2 - cx
     m[1, 2] += size / 2 - cy
-    return cv2.warpAffine(np.ascontiguousarray(frame), m, (size, size), flags=cv2.INTER_LINEAR,
+    return cv2.warpAffine(np.ascontiguousarray(frame), m, (size, size),
+                          flags=cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT)
 
 

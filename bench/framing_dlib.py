@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.framing import auc, labelled_clips  # noqa: E402
+from bench.framing import auc, crop, labelled_clips  # noqa: E402
 from data_prep.faces import align_face, alignment_geometry, get_detector  # noqa: E402
 from data_prep.sampling import sample_frames  # noqa: E402
 from dfd.framing import MESONET_MARGIN  # noqa: E402
@@ -137,20 +137,6 @@ def authors_crop(frame: np.ndarray, geom, size: int = 256) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def warp_crop(frame: np.ndarray, geom, size: int = 256, cubic: bool = False) -> np.ndarray:
-    """One warp of ``geom`` = ``(cx, cy, side, roll)`` (our sign of the roll), bilinear or
-    bicubic, black border (``align_face`` without its area pre-shrink)."""
-    import cv2
-
-    cx, cy, side, roll = geom
-    m = cv2.getRotationMatrix2D((cx, cy), roll, size / side)
-    m[0, 2] += size / 2 - cx
-    m[1, 2] += size / 2 - cy
-    return cv2.warpAffine(np.ascontiguousarray(frame), m, (size, size),
-                          flags=cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT)
-
-
 def laplacian_std(crops: np.ndarray) -> float:
     """Mean over crops of the standard deviation of the grey 4-neighbour Laplacian."""
     grey = crops.astype(np.float32).mean(axis=-1)
@@ -218,17 +204,17 @@ def main() -> None:
 
     variants = {  # name: (frame, det, points) -> crop
         "theirs (dlib, exact)": lambda f, d, p: authors_crop(f, theirs(d, p)),
-        "their geometry, our warp": lambda f, d, p: warp_crop(f, flip(theirs(d, p))),
+        "their geometry, our warp": lambda f, d, p: crop(f, flip(theirs(d, p))),
         "our geometry, their resampling": lambda f, d, p: authors_crop(f, ours(d, p)),
         f"ours at {MESONET_MARGIN} (dfd detect)": lambda f, d, p: align_face(f, d, size=256),
         f"ours at {matched} (their median side)":
             lambda f, d, p: align_face(f, d, size=256, margin=matched),
-        "ours, one bicubic warp": lambda f, d, p: warp_crop(f, flip(ours(d, p)), cubic=True),
+        "ours, one bicubic warp": lambda f, d, p: crop(f, flip(ours(d, p)), cubic=True),
         "their centre, our side and roll":
-            lambda f, d, p: warp_crop(f, theirs(d, p)[:2] + flip(ours(d, p))[2:]),
+            lambda f, d, p: crop(f, theirs(d, p)[:2] + flip(ours(d, p))[2:]),
         "our centre, their side and roll":
-            lambda f, d, p: warp_crop(f, ours(d, p)[:2] + flip(theirs(d, p))[2:]),
-        f"ours, centre moved {shift:+.3f} l": lambda f, d, p: warp_crop(f, shifted(d, shift)),
+            lambda f, d, p: crop(f, ours(d, p)[:2] + flip(theirs(d, p))[2:]),
+        f"ours, centre moved {shift:+.3f} l": lambda f, d, p: crop(f, shifted(d, shift)),
     }
     scores = {v: [] for v in variants}
     sharp = {v: [] for v in variants}
