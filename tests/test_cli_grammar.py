@@ -103,7 +103,7 @@ MEANINGS = {
     "--dry-run": "print the config only",
     "--engine": "where prep's work runs", "--scheduler": "a Dask scheduler",
     "--crop-landmarks": "landmarks of a crop set", "--fakes": "which FAKE examples",
-    "--sbi-ratio": "share of self-blended fakes",
+    "--sbi-ratio": "share of self-blended fakes", "--sbi": "self-blended fake fields",
     "--reweight": "loss weights that balance a face property",
     "--reweight-bins": "its quantile bins",
     "--uncertain-scores": "score table the uncertain band is chosen on",

@@ -25,6 +25,17 @@ def test_sharpness_drops_when_the_face_is_blurred():
     assert quality.sharpness(np.zeros((0, 8, 8, 3), np.uint8)) is None
 
 
+def test_sharpness_reads_the_same_at_any_model_input_size():
+    # the same blurred faces cut at 256 px (MesoNet) and at 128 px (EfficientNet-Lite0):
+    # measured on the model-size crops as they are, the smaller reads several times sharper
+    # and a blurred face would escape its warning
+    big = np.stack([cv2.GaussianBlur(_face(i), (0, 0), 3) for i in range(3)])
+    small = np.stack([cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in big])
+    a, b = quality.sharpness(big), quality.sharpness(small)
+    assert a < quality.MIN_SHARPNESS and b < quality.MIN_SHARPNESS
+    assert 0.5 < b / a < 1.5, (a, b)
+
+
 def test_facts_and_warnings(tmp_path):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x" * 1000)

@@ -72,6 +72,49 @@ def test_fake_differs_from_the_real_face_only_inside_the_mask():
         assert (diff[m > 0.2] > 0).mean() > 0.5  # and it does differ inside
 
 
+def test_downscaled_sources_lose_resolution_inside_the_mask_only():
+    from dfd.training.sbi import downscaled, source_copy
+
+    faces = _faces(6)
+    x = faces.astype(np.float32) / 255
+    d = downscaled(x, (2, 4), (5, 1)).numpy()
+    # each image is one of the two: blocks of 2 or 4 pixels enlarged back, far smoother
+    hf = lambda a: np.abs(np.diff(a, axis=1)).mean()  # noqa: E731
+    assert all(hf(d[i]) < 0.5 * hf(x[i]) for i in range(6))
+    for i in range(6):
+        err = [np.abs(d[i] - _down_up(x[i], f)).max() for f in (2, 4)]
+        assert min(err) < 1e-5, err
+    # every source is downscaled with probability 1, none with 0
+    lm, box = _lm(6)
+    plain = SBIConfig(sharpness=(0.0, 0.0), rgb_shift=0, hue=0, saturation=0, value=0,
+                      brightness=0, contrast=0, shift=0, scale=0)
+    always = SBIConfig(**{**plain.__dict__, "downscale_prob": 1.0, "downscale_factors": (4,)})
+    src = source_copy(faces, (9, 9), always).numpy()
+    assert np.abs(src - np.stack([_down_up(f, 4) for f in x])).max() < 0.02
+    np.testing.assert_allclose(source_copy(faces, (9, 9), plain).numpy(), x, atol=0.02)
+    fakes, w = self_blend(faces, lm, box, (2, 2), always)
+    fakes, w = fakes.numpy(), w.numpy()
+    for f, r, m in zip(fakes, faces, w):
+        np.testing.assert_array_equal(f[m == 0], r[m == 0])
+        core = m >= 0.8 * m.max()
+        core = core[:, 1:] & core[:, :-1]  # both pixels of a horizontal step inside
+        assert _step(f, core) < 0.9 * _step(r, core)  # the inner face is the blurrier
+
+
+def _step(img, where):
+    """Mean absolute horizontal step of ``img`` over the pixel pairs ``where``."""
+    return np.abs(np.diff(img.astype(float), axis=1)).mean(-1)[where].mean()
+
+
+def _down_up(img, f):
+    """What ``downscaled`` should give for one image and factor ``f``, written plainly."""
+    import tensorflow as tf
+
+    s = img.shape[0]
+    small = img[f // 2::f, f // 2::f]  # nearest neighbour: the pixel at each block's centre
+    return tf.image.resize(small[None], [s, s], method="bilinear").numpy()[0]
+
+
 def test_same_seed_same_fakes_other_seed_other_fakes():
     faces = _faces(3)
     lm, box = _lm(3)
@@ -200,6 +243,10 @@ def test_fakes_both_replaces_a_share_of_the_fakes(tmp_path):
     ({"fakes": "sbi", "input_kind": "clips"}, "needs input_kind 'frames'"),
     ({"sbi": {"feather": (0.3, 0.1)}}, "sbi.feather"),
     ({"sbi": {"blend_ratios": (0.0,)}}, "blend_ratios"),
+    ({"sbi": {"downscale_prob": 1.5}}, "downscale_prob"),
+    ({"sbi": {"downscale_factors": (1,)}}, "downscale_factors"),
+    ({"sbi": {"mask": 1}}, r"sbi: unknown field\(s\) \['mask'\]"),
+    ({"augment": {"jpg": 1}}, r"augment: unknown field\(s\) \['jpg'\]"),
 ])
 def test_config_checks_the_sbi_options(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -219,6 +266,10 @@ def test_cli_flags_set_the_fakes(tmp_path):
     assert cfg.fakes == "both" and cfg.sbi_ratio == 0.3 and cfg.sbi == SBIConfig()
     assert load_config(TrainConfig, save_config(cfg, tmp_path / "c.json")) == cfg
     assert config_from_args(parser.parse_args(["--train", "x"])).fakes == "real"
+    cfg = config_from_args(parser.parse_args(
+        ["--train", "x", "--fakes", "sbi", "--sbi", '{"downscale_prob": 0.5, "sharpness": [0, 1]}']))
+    assert cfg.sbi.downscale_prob == 0.5 and cfg.sbi.sharpness == (0.0, 1.0)
+    assert load_config(TrainConfig, save_config(cfg, tmp_path / "d.json")) == cfg
 
 
 def test_training_with_sbi_on_real_faces_only(tmp_path, caplog):

@@ -51,6 +51,30 @@ def test_band_of_a_model_at_chance_decides_nothing():
         choose_uncertain_band([], [])
 
 
+def test_band_holds_within_every_source_not_only_pooled():
+    # a large source the model separates well and a small one it does not: pooled, the large
+    # one carries the small one's wrong FAKE verdicts; per source, the band must widen
+    rng = np.random.default_rng(3)
+    y_big = np.repeat([0, 1], 400)
+    p_big = np.clip(0.5 + 0.35 * (y_big - 0.5) + rng.normal(0, 0.15, 800), 0, 1)
+    y_small = np.repeat([0, 1], 40)
+    p_small = np.clip(0.7 + rng.normal(0, 0.15, 80), 0, 1)  # everything reads FAKE
+    y, p = np.concatenate([y_big, y_small]), np.concatenate([p_big, p_small])
+    src = np.array(["big"] * 800 + ["small"] * 80)
+    pooled = choose_uncertain_band(y, p, 0.5, 0.8)
+    per = choose_uncertain_band(y, p, 0.5, 0.8, groups=src)
+    above = (p >= pooled["high"]) & (src == "small")
+    assert above.any() and y[above].mean() < 0.8  # pooled: FF++-like source fails
+    assert per["high"] is None or per["high"] > pooled["high"]
+    for name, got in per["group_precision"].items():
+        for side in ("real", "fake"):
+            assert got[side] is None or got[side][1] >= 0.8, (name, side, got)
+    assert per["group_precision"]["small"]["n"] == 80
+    assert per["fake_precision"] is None or per["fake_precision"] >= 0.8
+    with pytest.raises(ValueError, match="one group per video"):
+        choose_uncertain_band(y, p, 0.5, 0.8, groups=src[:10])
+
+
 def test_detect_context_takes_the_models_band():
     from types import SimpleNamespace
 

@@ -146,7 +146,7 @@ def load_for_calibration(spec, weights_dir=None):
 
 
 def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0.8,
-                          min_support: int = 5, fitted_on: str = "") -> dict:
+                          min_support: int = 5, fitted_on: str = "", groups=None) -> dict:
     """The uncertain band around ``threshold`` outside of which verdicts can be trusted.
 
     ``y``/``p``: labels and P(fake) of videos from sources the model **never trained on**
@@ -155,38 +155,61 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     are FAKE with precision >= ``min_precision`` (over at least ``min_support`` videos);
     ``low`` the highest score <= ``threshold`` such that those below it are REAL with the same
     precision. Either is None when no such score exists: that verdict is then never given
-    (see :func:`dfd.labels.verdict`). Returns the band with its measured precisions and the
-    share of videos it leaves decided (``coverage``).
+    (see :func:`dfd.labels.verdict`). ``groups`` (one per video, e.g. its source): the
+    precision must then hold **within every group** that has a video on that side, not only
+    over the pooled videos (where a large source could carry a small one it fails on).
+    Returns the band with its measured precisions (the worst group's, and
+    ``group_precision`` per group) and the share of videos it leaves decided (``coverage``).
     """
     y = np.asarray(y, dtype=int).reshape(-1)
     p = np.asarray(p, dtype=np.float64).reshape(-1)
+    g = (np.zeros(len(y), int) if groups is None
+         else np.unique(np.asarray(groups, dtype=str).reshape(-1), return_inverse=True)[1])
+    if len(g) != len(y):
+        raise ValueError(f"groups must give one group per video: {len(g)} for {len(y)} videos")
     ok = np.isfinite(p) & np.isin(y, (0, 1))
-    y, p = y[ok], p[ok]
+    y, p, g = y[ok], p[ok], g[ok]
+    names = (None if groups is None
+             else np.unique(np.asarray(groups, dtype=str).reshape(-1)))
     if not 0.5 <= min_precision <= 1.0:
         raise ValueError(f"min_precision must be within [0.5, 1], got {min_precision!r}")
     if len(y) == 0:
         raise ValueError("no labelled, scored videos to choose an uncertain band from")
+
+    def worst(sel, target):  # the lowest per-group share of ``target`` among selected videos
+        return min(float((y[sel & (g == k)] == target).mean()) for k in np.unique(g[sel]))
+
     high = fake_prec = None
     for h in np.unique(p[p >= threshold]):  # ascending: the first that holds is the widest FAKE
         sel = p >= h
-        if sel.sum() >= min_support and y[sel].mean() >= min_precision:
-            high, fake_prec = float(h), float(y[sel].mean())
+        if sel.sum() >= min_support and worst(sel, 1) >= min_precision:
+            high, fake_prec = float(h), worst(sel, 1)
             break
     low = real_prec = None
     for lo in np.unique(p[p <= threshold])[::-1]:  # descending: widest REAL first
         sel = p < lo
-        if sel.sum() >= min_support and (1 - y[sel]).mean() >= min_precision:
-            low, real_prec = float(lo), float((1 - y[sel]).mean())
+        if sel.sum() >= min_support and worst(sel, 0) >= min_precision:
+            low, real_prec = float(lo), worst(sel, 0)
             break
     decided = np.zeros(len(p), bool)
     if high is not None:
         decided |= p >= high
     if low is not None:
         decided |= p < low
-    return {"low": low, "high": high, "threshold": float(threshold),
+    band = {"low": low, "high": high, "threshold": float(threshold),
             "min_precision": float(min_precision), "fake_precision": fake_prec,
             "real_precision": real_prec, "coverage": float(decided.mean()), "n": int(len(y)),
             "n_fake": int(y.sum()), "fitted_on": fitted_on}
+    if names is not None:
+        band["group_precision"] = {
+            str(names[k]): {
+                "n": int((g == k).sum()),
+                "real": (None if low is None or not (sel := (p < low) & (g == k)).any()
+                         else [int(sel.sum()), float((y[sel] == 0).mean())]),
+                "fake": (None if high is None or not (sel := (p >= high) & (g == k)).any()
+                         else [int(sel.sum()), float((y[sel] == 1).mean())]),
+            } for k in np.unique(g)}
+    return band
 
 
 def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
@@ -214,10 +237,12 @@ def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
             raise ValueError(f"{uncertain_scores} has no label column")
         if "status" in cross.columns:
             cross = cross[cross["status"].fillna(STATUS_OK) == STATUS_OK]
+        by_source = "source" in cross.columns and cross["source"].nunique() > 1
         extra["uncertain"] = choose_uncertain_band(
             [parse_label(v) for v in cross["label"]],
             scaling.apply(cross["p_fake"].to_numpy(float)), threshold, min_precision,
-            fitted_on=str(uncertain_scores))
+            fitted_on=str(uncertain_scores),
+            groups=cross["source"].fillna("").astype(str) if by_source else None)
         log.info("uncertain band %s", extra["uncertain"])
     model = load_for_calibration(model_spec, weights_dir)
     source = preset_of(model_spec)

@@ -13,7 +13,9 @@ How one fake is built from a face, its five landmarks and its face box (:mod:`df
 * **target** = the face itself, unchanged: outside the mask the fake equals the real face;
 * **source** = a copy of it with other colour (per-channel RGB shift, hue / saturation /
   value as one 3x3 colour matrix, brightness / contrast), other sharpness (unsharp mask with a random amount; a
-  negative amount blurs) and a small shift and scale (``shift``, ``scale``);
+  negative amount blurs) or, with probability ``downscale_prob``, lower resolution (shrunk
+  by a factor of ``downscale_factors`` and enlarged back), and a small shift and scale
+  (``shift``, ``scale``);
 * **mask**: a convex face outline derived from the five keypoints — a ten-sided polygon in
   the face's own frame (eye-line axis, eye distance and eye-to-mouth distance) reaching the
   brows above and the jaw and chin below (:data:`FACE_OUTLINE`) — scaled by ``mask_scale``,
@@ -189,6 +191,20 @@ def colour_matrix(theta, sat, val):
     return val[:, None, None] * tf.matmul(satm, hue)
 
 
+def downscaled(x, factors, seed):
+    """Float images ``[B, S, S, C]`` with resolution lost: each shrunk by one of ``factors``
+    (drawn per image; nearest neighbour) and enlarged back to ``S`` (bilinear)."""
+    import tensorflow as tf
+
+    size = x.shape[1]
+    versions = tf.stack([
+        tf.image.resize(tf.image.resize(x, [max(1, size // f)] * 2, method="nearest"),
+                        [size, size], method="bilinear") for f in factors])  # [F, B, S, S, C]
+    b = tf.shape(x)[0]
+    pick = tf.random.stateless_uniform([b], seed, 0, len(factors), dtype=tf.int32)
+    return tf.gather_nd(versions, tf.stack([pick, tf.range(b)], axis=1))
+
+
 def source_copy(faces, seed, cfg: SBIConfig | None = None):
     """The altered source copy of ``faces`` (float32 [B, S, S, 3] in [0, 1])."""
     import tensorflow as tf
@@ -209,9 +225,13 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     c = _uniform(ss[4], [b, 1, 1, 1], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
     d = _uniform(ss[5], [b, 1, 1, 1], -cfg.brightness, cfg.brightness)
     x = tf.clip_by_value((x - mean) * c + mean + d, 0.0, 1.0)
-    # sharpness: unsharp mask with a random amount (-1: the blurred image)
+    # sharpness: unsharp mask with a random amount (-1: the blurred image), or (with
+    # probability downscale_prob) a loss of resolution instead
     amount = _uniform(ss[6], [b, 1, 1, 1], *cfg.sharpness)
-    x = tf.clip_by_value(x + amount * (x - _gaussian_blur(x)), 0.0, 1.0)
+    sharpened = tf.clip_by_value(x + amount * (x - _gaussian_blur(x)), 0.0, 1.0)
+    x = sharpened if cfg.downscale_prob <= 0 else tf.where(
+        _uniform(_sub_seeds(ss[6], 2)[0], [b, 1, 1, 1], 0.0, 1.0) < cfg.downscale_prob,
+        downscaled(x, cfg.downscale_factors, _sub_seeds(ss[6], 2)[1]), sharpened)
     # a small shift and scale about the centre: crop_and_resize of a reflect-padded copy
     # (3x faster here than a projective transform). Output pixel i reads the input at
     # cen + (i - cen - t) / scale.

@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--uncertain-scores", metavar="TABLE",
                         help="video score table (with labels) of sources the model never trained "
                              "on: the uncertain band of its verdicts is chosen on it (after the "
-                             "calibration) and recorded in the export's preset")
+                             "calibration) and recorded in the export's preset; with several "
+                             "sources in its 'source' column the precision must hold in each")
     parser.add_argument("--min-precision", type=float, default=0.8,
                         help="precision the verdicts outside the uncertain band must reach on "
                              "--uncertain-scores (default: %(default)s)")

@@ -102,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train every epoch (same as patience None)")
     parser.add_argument("--no-augment", action="store_true", help="switch all augmentations off")
     parser.add_argument("--augment", help='JSON object of AugmentConfig fields, e.g. \'{"jpeg": false}\'')
+    parser.add_argument("--sbi", help="JSON object of SBIConfig fields (how self-blended fakes are "
+                        'made), e.g. \'{"downscale_prob": 0.5}\'')
     parser.add_argument("--phases", help='JSON list, e.g. \'[{"epochs": 3, "learning_rate": 1e-3, '
                         '"trainable_backbone": false}, {"epochs": 5, "learning_rate": 1e-4}]\'')
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
@@ -143,6 +145,8 @@ def config_from_args(args):
         augment["enabled"] = False
     if augment:
         data["augment"] = augment
+    if args.sbi:
+        data["sbi"] = {**(data.get("sbi") or {}), **_json_arg(args.sbi, "--sbi")}
     if args.no_early_stopping:
         data["patience"] = None
     for name in ("mixed_precision", "jit_compile", "tensorboard", "paired"):

@@ -1,0 +1,116 @@
+"""tools/ship_default.py: the default is chosen on cross-source validation scores only, and the
+shipped file and its preset round-trip."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from dfd import presets
+from dfd.evaluation.compare import trained_on
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "ship_default.py"
+DFDC, FFPP = "csv:dfdc_faces", "csv:ffpp_faces"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("ship_default", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _videos(source, n, separation, seed, prefix):
+    """A video score table: ``n`` REAL and ``n`` FAKE videos, FAKE shifted by ``separation``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n)
+    p = 1 / (1 + np.exp(-(rng.normal(size=2 * n) + separation * y)))
+    return pd.DataFrame({"video_id": [f"{prefix}{i}" for i in range(2 * n)], "label": y,
+                         "p_fake": p, "status": "ok", "source": source})
+
+
+def _cache(out, name, dfdc_sep, ffpp_sep, seed):
+    """Write the score files the tool would compute (so no model is run): val = DFDC val and
+    FF++ val videos, ffpp-train = FF++ train videos."""
+    (out / "scores").mkdir(parents=True, exist_ok=True)
+    val = pd.concat([_videos(DFDC, 60, dfdc_sep, seed, "d"),
+                     _videos(FFPP, 8, ffpp_sep, seed + 1, "fv")])
+    val.to_csv(out / "scores" / f"{name}-val.csv", index=False)
+    _videos(FFPP, 30, ffpp_sep, seed + 2, "ft").to_csv(
+        out / "scores" / f"{name}-ffpp-train.csv", index=False)
+    both = pd.concat([val, pd.read_csv(out / "scores" / f"{name}-ffpp-train.csv")])
+    return {s: roc_auc_score(t["label"], t["p_fake"]) for s, t in both.groupby("source")}
+
+
+def test_the_default_is_chosen_on_sources_the_model_never_saw(tool, tmp_path):
+    # "dfdc" is excellent on DFDC, whose fakes it trained on: that must not count
+    truth = {"sbi": _cache(tmp_path, "sbi", 0.9, 0.9, 0),
+             "dfdc": _cache(tmp_path, "dfdc", 4.0, 0.5, 10),
+             "both": _cache(tmp_path, "both", 4.0, 4.0, 20)}
+    trained = {"sbi": trained_on("none"), "dfdc": trained_on("dfdc"),
+               "both": trained_on("dfdc+ffpp")}
+    # the shards do not exist: the cached validation scores are all the tool may read
+    name, table = tool.choose({n: f"{n}.keras" for n in truth}, trained,
+                              str(tmp_path / "no-shards"), tmp_path)
+    assert name == "sbi"
+    assert list(table["model"]) == ["sbi", "dfdc"]  # "both" has no cross-source figure
+    row = table.set_index("model")
+    assert row.loc["sbi", DFDC] == pytest.approx(truth["sbi"][DFDC])
+    assert row.loc["sbi", FFPP] == pytest.approx(truth["sbi"][FFPP])
+    assert row.loc["sbi", "mean"] == pytest.approx((truth["sbi"][DFDC] + truth["sbi"][FFPP]) / 2)
+    assert np.isnan(row.loc["dfdc", DFDC]) and row.loc["dfdc", "mean"] == pytest.approx(
+        truth["dfdc"][FFPP])
+    assert row.loc["sbi", f"n {FFPP}"] == 76  # FF++'s val and train groups together
+
+
+def test_nothing_to_choose_from_is_an_error(tool, tmp_path):
+    _cache(tmp_path, "both", 1.0, 1.0, 0)
+    with pytest.raises(SystemExit, match="never trained on"):
+        tool.choose({"both": "m.keras"}, {"both": trained_on("dfdc+ffpp")}, "x", tmp_path)
+
+
+def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
+    import keras
+
+    from mesonet_tf import Meso4
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    monkeypatch.setattr(tool, "ASSETS_DIR", assets)
+    model_path = tmp_path / "run" / "last.keras"
+    model_path.parent.mkdir()
+    Meso4(input_shape=(32, 32, 3)).save(model_path)
+    run_preset = presets.ModelPreset(
+        name="meso4", architecture="meso4", kind="model", face_size=32,
+        extra={"train_sources": [DFDC], "fake_sources": [], "fakes": "sbi", "junk": 1})
+    cross = pd.concat([_videos(DFDC, 40, 1.5, 0, "d"), _videos(FFPP, 20, 1.5, 1, "f")],
+                      ignore_index=True)
+    preset = tool.ship(str(model_path), "tiny", cross, run_preset, tmp_path / "work")
+
+    saved = json.loads((assets / "dfd_default.json").read_text())
+    again = presets.ModelPreset.from_dict(saved)
+    assert again == preset and again.name == "dfd_default" and again.file == "dfd_default.keras"
+    assert again.sha256 == presets.sha256_file(assets / "dfd_default.keras")
+    assert again.face_margin == 1.06 and again.face_size == 32 and again.outputs == "p_fake"
+    assert again.extra == {"train_sources": [DFDC], "fake_sources": [], "fakes": "sbi",
+                           "trained_as": "tiny"}
+    assert again.calibration["n"] == 120 and "DFDC 80, FaceForensics++ 40" in \
+        again.calibration["fitted_on"]
+    band = again.uncertain
+    assert band["n"] == 120 and band["n_fake"] == 60 and band["min_precision"] == 0.8
+    assert "never saw" in band["fitted_on"]
+    # the shipped file loads without our code and carries the calibration in its head
+    model = keras.models.load_model(assets / "dfd_default.keras", compile=False)
+    faces = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    p = model.predict(faces, verbose=0).ravel()
+    raw = keras.models.load_model(model_path, compile=False).predict(faces, verbose=0).ravel()
+    logit = np.log(raw / (1 - raw))
+    a, b = again.calibration["a"], again.calibration["b"]
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logit + b))), rtol=1e-4, atol=1e-6)

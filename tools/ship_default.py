@@ -1,0 +1,322 @@
+"""Choose the shipped default by generalisation (issue 10) and ship it with its model card.
+
+    .venv/bin/python tools/ship_default.py --shards ../runs/shards_lm \\
+        --split-csv ../runs/split.csv --out ../runs/ship \\
+        --candidate lite0sbi=../runs/runs/lite0sbi/last.keras --trained-on lite0sbi=none \\
+        --candidate lite0=../runs/runs/lite0/last.keras --trained-on lite0=dfdc \\
+        --reference dfdc_meso4 --trained-on dfdc_meso4=dfdc \\
+        --clips ../runs/clips.txt --clip-labels ../shared/data --card-append MORE.md
+
+Every candidate is judged on the sources whose fakes it never saw (``--trained-on NAME=
+dfdc|ffpp|dfdc+ffpp|none``, or a run folder whose preset records it): its **cross-source
+validation ROC-AUC** is the mean over those sources of its ROC-AUC on their validation videos
+(DFDC: the ``val`` split; FF++: the ``train`` and ``val`` identity groups, since no candidate
+trained on FF++ is judged on it, and 44 validation videos alone are too few). Nothing on a
+``test`` split chooses anything. The best candidate is then
+
+1. calibrated (Platt scaling fitted on those cross-source validation scores, folded into its
+   output layer) and given its **uncertain band** chosen on the same scores
+   (``dfd.evaluation.calibration.choose_uncertain_band``: precision >= 0.8 outside it);
+2. written to ``mesonet_tf/assets/dfd_default.keras`` with its preset ``dfd_default.json``
+   (framed like the DFDC crops it trained on, ``face_margin`` 1.06);
+3. scored on the **test** splits (DFDC's held-out groups, FF++'s 40 test videos, all 280 FF++
+   videos where it never saw FF++) and, through ``dfd detect``, on the labelled clips, each
+   with a 95% bootstrap interval, beside ``--reference`` (a registered model, e.g. the former
+   default) with paired differences; all of it goes into ``MODEL_CARD.md``.
+
+Scores are cached under ``--out/scores`` (delete a file to recompute it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfd import presets
+from dfd.evaluation.calibration import calibrate_model, describe
+from dfd.evaluation.compare import (
+    auc_ci,
+    clip_labels,
+    clip_table,
+    generalisation,
+    source_matches,
+    trained_on,
+)
+from dfd.framing import DFDC_CROP_MARGIN
+from dfd.inference.frames import predict
+from dfd.scores import write_table
+from dfd_app.detect import pipeline
+from mesonet_tf.weights import ASSETS_DIR
+
+log = logging.getLogger("ship_default")
+
+SOURCES = {"csv:dfdc_faces": "DFDC", "csv:ffpp_faces": "FaceForensics++"}
+DEFAULT_STEM = "dfd_default"
+
+
+def scores(model: str, name: str, shards: str, out: Path, tag: str, **kwargs) -> pd.DataFrame:
+    """``dfd predict``'s video table of ``model`` on ``shards`` (``split`` / ``only_source``
+    in ``kwargs``), cached as ``out/scores/<name>-<tag>.csv``."""
+    path = out / "scores" / f"{name}-{tag}.csv"
+    if not path.exists():
+        _, videos = predict(model, shards, model_name=name, **kwargs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_table(videos, path)
+    t = pd.read_csv(path)
+    return t[t["status"].fillna("ok") == "ok"]
+
+
+def selection_scores(model: str, name: str, shards: str, out: Path) -> pd.DataFrame:
+    """Validation videos of every source: DFDC's ``val`` split and FF++'s ``train`` + ``val``
+    identity groups (see the module docstring)."""
+    val = scores(model, name, shards, out, "val", split="val")
+    ff_train = scores(model, name, shards, out, "ffpp-train", split="train",
+                      only_source="csv:ffpp_faces")
+    return pd.concat([val, ff_train], ignore_index=True)
+
+
+def cross_source(table: pd.DataFrame, seen: list[str]) -> dict[str, pd.DataFrame]:
+    """The rows of each source whose fakes the model never saw, by source."""
+    return {s: sub for s, sub in table.groupby("source") if not source_matches(s, seen)}
+
+
+def choose(candidates: dict, trained: dict, shards: str, out: Path) -> tuple[str, pd.DataFrame]:
+    """The candidate with the best mean cross-source validation ROC-AUC, and the table of all."""
+    rows = []
+    for name, model in candidates.items():
+        cross = cross_source(selection_scores(model, name, shards, out),
+                             trained[name]["fake_sources"])
+        if not cross:
+            log.warning("%s saw the fakes of every source: it has no cross-source figure and "
+                        "cannot be chosen", name)
+            continue
+        row = {"model": name, "trained_on": "+".join(trained[name]["fake_sources"]) or "none"}
+        for s, sub in cross.items():
+            row[s] = auc_ci(sub["label"], sub["p_fake"], 0)[0]
+            row[f"n {s}"] = len(sub)
+        row["mean"] = float(np.mean([row[s] for s in cross]))
+        rows.append(row)
+    if not rows:
+        raise SystemExit("no candidate has a source it never trained on")
+    table = pd.DataFrame(rows).sort_values("mean", ascending=False, ignore_index=True)
+    return str(table["model"].iloc[0]), table
+
+
+def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> presets.ModelPreset:
+    """Calibrate ``model`` and choose its band on ``cross`` (its cross-source validation
+    videos), then write it and its preset into the package's assets as the default."""
+    cross_path = out / "scores" / f"{name}-selection-cross.csv"
+    write_table(cross, cross_path)
+    folder, scaling = calibrate_model(model, cross_path, out / "export", overwrite=True,
+                                      uncertain_scores=cross_path)
+    exported = presets.read_preset(folder)
+    dest = ASSETS_DIR / f"{DEFAULT_STEM}.keras"
+    shutil.copyfile(Path(folder) / "model.keras", dest)
+    n = len(cross)
+    where = ", ".join(f"{SOURCES.get(s, s)} {len(sub)}" for s, sub in cross.groupby("source"))
+    fitted = (f"cross-source validation videos of the sources whose fakes {name} never saw "
+              f"({where}; tools/ship_default.py)")
+    band = dict(exported.uncertain, fitted_on=fitted)
+    cal = dict(scaling.to_dict(), fitted_on=fitted)
+    extra = {k: v for k, v in (run_preset.extra if run_preset else {}).items()
+             if k in ("train_sources", "fake_sources", "fakes", "sbi_ratio", "train_split",
+                      "keras_version", "tensorflow_version")}
+    extra["trained_as"] = name
+    preset = exported.replace(
+        name=DEFAULT_STEM, file=dest.name, sha256=presets.sha256_file(dest), path=None, url=None,
+        face_margin=exported.face_margin or DFDC_CROP_MARGIN, calibration=cal, uncertain=band,
+        description=(f"{exported.architecture} ({name}), chosen by mean cross-source validation "
+                     f"ROC-AUC over {n} videos; see MODEL_CARD.md"),
+        extra=extra)
+    presets.write_preset(preset, ASSETS_DIR / f"{DEFAULT_STEM}.json")
+    log.info("shipped %s as %s: %s; band %s", name, dest, describe(scaling), band)
+    return preset
+
+
+def detect_clips(model: str, name: str, clip_list: Path, out: Path) -> Path:
+    """``dfd detect`` (32 frames, the model's own framing) on every clip of ``clip_list``."""
+    path = out / "clips" / f"{name}.csv"
+    if not path.exists():
+        ctx = pipeline.build_context(model=model, n_frames=32, uncertain="off")
+        clips = [line.strip() for line in clip_list.read_text().splitlines() if line.strip()]
+        rows = [pipeline.detect_video(c, ctx) for c in clips]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _f(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: str,
+         run_config: dict | None, append: str) -> str:
+    """MODEL_CARD.md: the default, how it was chosen, its figures, its band, then ``append``."""
+    cfg = run_config or {}
+    band, cal = preset.uncertain or {}, preset.calibration or {}
+    per, paired = figures["per_source"], figures.get("paired")
+    lines = [
+        "# Model card: the shipped models", "",
+        "Generated by `tools/ship_default.py`. The default is the candidate with the best "
+        "**mean cross-source validation ROC-AUC**: scored on the sources whose fakes it never "
+        "saw. No test split chose anything; the test figures below are reported once.", "",
+        f"## `{DEFAULT_STEM}.keras`: {preset.architecture} ({name})", "",
+        f"* Input: uint8 faces {preset.face_size}x{preset.face_size}, framed like DFDC's crops "
+        f"(`face_margin` {preset.face_margin}); output P(fake), FAKE = 1.",
+        f"* Trained on: REAL faces of {', '.join(SOURCES.get(s, s) for s in preset.extra.get('train_sources', [])) or '?'}"
+        + (" only, each paired with a **self-blended fake** made from it (`--fakes sbi`): "
+           "no real deepfake was seen in training" if preset.extra.get("fakes") == "sbi" else
+           f"; fakes of {', '.join(SOURCES.get(s, s) for s in preset.extra.get('fake_sources', [])) or 'none'}") + ".",
+    ]
+    if cfg:
+        init = (cfg.get("model_kwargs") or {}).get("weights") or "random initialisation"
+        lines.append(f"* Training: `dfd train --model {cfg.get('model')}`, initialised from "
+                     f"{init} weights, {cfg.get('epochs')} epochs x {cfg.get('steps_per_epoch')} "
+                     f"steps of {cfg.get('batch_size')}, {cfg.get('optimizer')} lr "
+                     f"{cfg.get('learning_rate')}, loss {cfg.get('loss')}, seed {cfg.get('seed')}.")
+    lines += [
+        f"* Calibration: Platt scaling a={cal.get('a', float('nan')):.3f}, "
+        f"b={cal.get('b', float('nan')):+.3f}, fitted on {cal.get('n')} {cal.get('fitted_on')}.",
+        "", "### How it was chosen", "",
+        "Mean cross-source ROC-AUC on validation videos (DFDC: `val` split; FF++: the `train` "
+        "and `val` identity groups; a source counts only for models that never saw its fakes):",
+        "", "| candidate | fakes trained on | "
+        + " | ".join(SOURCES.get(s, s) for s in SOURCES) + " | mean |",
+        "|---|---|" + "---|" * len(SOURCES) + "---|"]
+    for _, r in selection.iterrows():
+        cells = [f"{_f(r.get(s))} ({int(r[f'n {s}'])})" if pd.notna(r.get(s)) else "(seen)"
+                 for s in SOURCES]
+        lines.append(f"| {'**' + r['model'] + '**' if r['model'] == name else r['model']} | "
+                     f"{r['trained_on']} | " + " | ".join(cells) + f" | {_f(r['mean'])} |")
+    seen = preset.extra.get("fake_sources") or []
+    lines += ["", "### Test figures (95% bootstrap intervals over videos)", "",
+              ("In-source figures: none. It trained on no source's fakes, so every figure "
+               "below is cross-source: on fakes of a kind it never saw." if not seen else
+               f"In-source: the test split of {', '.join(SOURCES.get(s, s) for s in seen)} "
+               "(fakes of a kind it trained on, identity groups it never saw); cross-source: "
+               "the other sources."), "",
+              "| model | test set | kind | videos (FAKE) | ROC-AUC | 95% CI |",
+              "|---|---|---|---|---|---|"]
+    for _, r in per.iterrows():
+        lines.append(f"| {r['model']} | {SOURCES.get(r['source'], r['source'])} "
+                     f"{'all 280' if r['model'].endswith('(all FF++)') else 'test split'} | "
+                     f"{r['kind']} | {r['n']} ({r['n_fake']}) | {_f(r['roc_auc'])} | "
+                     f"{r['roc_auc_95ci']} |")
+    clips = figures.get("clips")
+    if clips is not None:
+        for _, r in clips.iterrows():
+            lines.append(f"| {r['model']} | the labelled clips (dfd detect, 32 frames) | video | "
+                         f"{r['n']} ({r['n_fake']}) | {_f(r['roc_auc'])} | {r['roc_auc_95ci']} |")
+    if paired is not None and len(paired):
+        lines += ["", f"Paired against `{reference}` on the same videos (an interval that "
+                  "excludes 0 is a measured difference):", "",
+                  "| model | test set | ROC-AUC | reference | difference | 95% CI |",
+                  "|---|---|---|---|---|---|"]
+        for _, r in paired.iterrows():
+            lines.append(f"| {r['model']} | {SOURCES.get(r['source'], r['source'])} | "
+                         f"{_f(r['roc_auc'])} | {_f(r['reference_roc_auc'])} | "
+                         f"{r['difference']:+.3f} | {r['difference_95ci']} |")
+    lo, hi = band.get("low"), band.get("high")
+    lines += [
+        "", "### Verdicts: FAKE / REAL / UNCERTAIN", "",
+        f"The uncertain band (preset `uncertain`) was chosen on the {band.get('n')} "
+        f"cross-source validation videos ({band.get('n_fake')} FAKE) after calibration, for "
+        f"precision >= {band.get('min_precision')} outside it: "
+        + (f"REAL below {_f(lo)} (precision {_f(band.get('real_precision'))})" if lo is not None
+           else "**no score range reached it for REAL**") + "; "
+        + (f"FAKE at or above {_f(hi)} (precision {_f(band.get('fake_precision'))})"
+           if hi is not None else "**no score range reached it for FAKE**")
+        + f"; {band.get('coverage', 0):.0%} of those videos get a verdict, the rest UNCERTAIN. "
+        "The precision must hold within each source, not only pooled. Per source (verdicts "
+        "given, their precision):", ""]
+    for src, got in (band.get("group_precision") or {}).items():
+        said = [f"{side} {v[0]} ({v[1]:.2f})" for side, v in
+                (("REAL", got.get("real")), ("FAKE", got.get("fake"))) if v]
+        lines.append(f"* {SOURCES.get(src, src)} ({got['n']} videos): "
+                     + (", ".join(said) or "no verdict"))
+    lines += [
+        "", "`--uncertain off` gives plain threshold verdicts at 0.5.",
+        "", append.strip(), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", required=True, help="shards holding both sources' crops")
+    ap.add_argument("--out", required=True, help="working folder (scores, export)")
+    ap.add_argument("--candidate", action="append", required=True, help="NAME=MODEL_FILE")
+    ap.add_argument("--trained-on", action="append", default=[],
+                    help="NAME=SOURCES whose fakes the model saw (dfdc+ffpp, none) or its run folder")
+    ap.add_argument("--reference", help="a registered model to compare the default with")
+    ap.add_argument("--clips", type=Path, help="a list of labelled clips for dfd detect")
+    ap.add_argument("--clip-labels", help="the shared data folder with the clips' labels")
+    ap.add_argument("--card-append", type=Path, help="markdown added to the card's end")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    candidates = dict(c.split("=", 1) for c in args.candidate)
+    trained = {n: trained_on(s) for n, s in (t.split("=", 1) for t in args.trained_on)}
+    missing = sorted(set(candidates) - set(trained))
+    if missing:
+        raise SystemExit(f"--trained-on missing for {missing}")
+
+    name, selection = choose(candidates, trained, args.shards, out)
+    log.info("cross-source validation ROC-AUC:\n%s", selection.to_string())
+    model = candidates[name]
+    run_dir = Path(model).parent
+    cross = pd.concat(cross_source(selection_scores(model, name, args.shards, out),
+                                   trained[name]["fake_sources"]).values(), ignore_index=True)
+    preset = ship(model, name, cross, presets.read_preset(run_dir), out)
+    presets.register_folder(ASSETS_DIR)  # the new default under its stem
+
+    shipped = str(ASSETS_DIR / f"{DEFAULT_STEM}.keras")
+    models, seen = {DEFAULT_STEM: shipped}, {DEFAULT_STEM: trained[name]}
+    if args.reference:
+        models[args.reference] = args.reference
+        seen[args.reference] = trained[args.reference]
+    # cache names: the shipped file's scores are those of the candidate it was made from
+    cached = {m: (f"{DEFAULT_STEM}.{name}" if m == DEFAULT_STEM else m) for m in models}
+    split_tests = {m: scores(spec, cached[m], args.shards, out, "test", split="test")
+                   for m, spec in models.items()}
+    figures = generalisation(split_tests, seen, bootstrap=args.bootstrap,
+                             reference=args.reference)
+    # all FF++ videos, for the models that never saw its fakes (paired likewise)
+    all_ff = {f"{m} (all FF++)": scores(spec, cached[m], args.shards, out, "ffpp-all",
+                                        only_source="csv:ffpp_faces")
+              for m, spec in models.items()
+              if not source_matches("csv:ffpp_faces", seen[m]["fake_sources"])}
+    if all_ff:
+        ref = f"{args.reference} (all FF++)" if f"{args.reference} (all FF++)" in all_ff else None
+        more = generalisation(all_ff, {k: seen[k.rsplit(" (", 1)[0]] for k in all_ff},
+                              bootstrap=args.bootstrap, reference=ref)
+        for key in ("per_source", "paired"):
+            if key in more:
+                figures[key] = pd.concat([figures.get(key), more[key]], ignore_index=True)
+    if args.clips:
+        tables = {m: pd.read_csv(detect_clips(spec, cached[m], args.clips, out))
+                  for m, spec in models.items()}
+        figures["clips"] = clip_table(tables, clip_labels(args.clip_labels), 0.5, args.bootstrap)
+    log.info("test figures:\n%s", figures["per_source"].to_string())
+    run_config = None
+    if (run_dir / "config.json").is_file():
+        run_config = json.loads((run_dir / "config.json").read_text()).get("config")
+    append = args.card_append.read_text() if args.card_append else ""
+    text = card(name, preset, selection, figures, args.reference or "", run_config, append)
+    (ASSETS_DIR / "MODEL_CARD.md").write_text(text)
+    (out / "MODEL_CARD.md").write_text(text)
+    (out / "figures.json").write_text(json.dumps(
+        {k: v.to_dict(orient="records") for k, v in figures.items()
+         if isinstance(v, pd.DataFrame)}, indent=2, default=str))
+    log.info("card written: %s", ASSETS_DIR / "MODEL_CARD.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
