@@ -165,7 +165,7 @@ def test_each_model_records_the_face_framing_it_was_trained_on(tmp_path, monkeyp
     for name in ("meso4_df", "mesonet_df", "meso4_f2f", "mesoinception_df", "mesoinception_f2f"):
         assert presets.face_margin_of(name) == MESONET_MARGIN
         assert presets.get(name).face_centre == MESONET_CENTRE  # MesoNet's nose middle
-    for stem in ("dfd_default", "dfdc_mesoinception4"):  # the shipped assets' sidecars
+    for stem in ("dfd_default", "dfdc_meso4", "dfdc_mesoinception4"):  # the shipped assets' sidecars
         assert presets.face_margin_of(stem) == DFDC_CROP_MARGIN
         assert presets.get(stem).face_centre == 0.0  # DFDC's crops: the alignment centre
         assert presets.face_margin_of(weights.ASSETS_DIR / f"{stem}.keras") == DFDC_CROP_MARGIN

@@ -25,6 +25,20 @@ def test_default_is_the_shipped_file_and_has_a_card():
     for stem in (p.stem for p in SHIPPED):
         assert f"`{stem}.keras`" in card
     assert "ROC-AUC" in card and "split **by `original`**" in card
+    # the default was chosen on sources it never saw, and says so with its figures
+    assert "mean cross-source validation ROC-AUC" in card and "95% CI" in card
+    for kind in ("in-source", "cross-source", "the labelled clips", "Trained on:"):
+        assert kind.lower() in card.lower(), kind
+
+
+def test_default_preset_carries_calibration_and_a_cross_source_band():
+    info = presets.get("dfd_default")
+    assert info.calibration and "never saw" in info.calibration["fitted_on"]
+    band = info.uncertain
+    assert band["n"] >= 200 and band["min_precision"] == 0.8 and "never saw" in band["fitted_on"]
+    for side, prec in (("low", "real_precision"), ("high", "fake_precision")):
+        assert band[side] is None or band[prec] >= band["min_precision"]
+    assert info.extra["trained_as"] and "fake_sources" in info.extra
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -32,12 +46,13 @@ def test_shipped_model_loads_without_package_code(path):
     import keras
 
     info = json.loads(path.with_suffix(".json").read_text())  # its preset
-    assert info["outputs"] == "p_fake" and info["architecture"] in ("meso4", "mesoinception4")
+    assert info["outputs"] == "p_fake" and info["architecture"] in presets.builder_names()
     assert info["sha256"] == presets.sha256_file(path) and info["face_margin"] == 1.06
     model = keras.models.load_model(path, compile=False)  # built-in layers only
-    assert model.input_shape == (None, 256, 256, 3)
+    size = info["face_size"]
+    assert model.input_shape == (None, size, size, 3)
     assert model.layers[-1].name == "p_fake"
-    faces = np.random.default_rng(0).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+    faces = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     p = model.predict(faces, verbose=0).ravel()
     assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
     # registered under its stem, so `--model <stem>` works too

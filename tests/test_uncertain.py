@@ -140,3 +140,18 @@ def test_calibrate_records_the_band_in_the_export(tmp_path):
     band = preset.uncertain
     assert band and band["low"] <= 0.5 <= band["high"] and band["n"] == 200
     assert band["fitted_on"].endswith("cross.csv") and preset.calibration
+
+
+def test_a_band_with_one_verdict_says_which_is_never_given(caplog):
+    from types import SimpleNamespace
+
+    from dfd_app.detect.pipeline import choose_band
+
+    only_fake = {"low": None, "high": 0.69, "threshold": 0.5, "min_precision": 0.8, "n": 2040}
+    scorer = SimpleNamespace(scorer=SimpleNamespace(preset=SimpleNamespace(uncertain=only_fake)))
+    with caplog.at_level("WARNING", logger="dfd_app.detect.pipeline"):
+        band = choose_band(scorer, "auto", 0.5)
+    assert band["high"] == 0.69
+    assert "never says REAL" in caplog.text and "(2040 videos)" in caplog.text
+    assert "never says FAKE" not in caplog.text
+

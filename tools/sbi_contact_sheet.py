@@ -8,6 +8,7 @@ the difference (x3) â€” what a model trained with ``--fakes sbi`` has to find â€
 faces / seeds side by side.
 
     .venv/bin/python tools/sbi_contact_sheet.py [--out docs/img/sbi_pairs.png] [--seed 0]
+        [--sbi '{"downscale_prob": 1.0}']   # SBIConfig fields, as `dfd train --sbi`
 """
 
 from __future__ import annotations
@@ -83,18 +84,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "sbi_pairs.png")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, default=3)
+    ap.add_argument("--sbi", default="{}", help="JSON object of SBIConfig fields")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import json
 
     import cv2
     import numpy as np
 
+    from dfd.training.config import SBIConfig
     from dfd.training.sbi import self_blend
+
+    try:
+        cfg = SBIConfig(**json.loads(args.sbi))
+    except (ValueError, TypeError) as err:
+        ap.error(f"--sbi {args.sbi!r}: {err}")
 
     faces, lms, boxes = public_faces()
     n = 2 * args.rows
     idx = np.arange(n) % len(faces)
-    fakes, _ = self_blend(faces[idx], lms[idx], boxes[idx], [args.seed, 0])
+    fakes, _ = self_blend(faces[idx], lms[idx], boxes[idx], [args.seed, 0], cfg)
     img = sheet(faces[idx], fakes.numpy())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),

@@ -163,14 +163,14 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     """
     y = np.asarray(y, dtype=int).reshape(-1)
     p = np.asarray(p, dtype=np.float64).reshape(-1)
-    g = (np.zeros(len(y), int) if groups is None
-         else np.unique(np.asarray(groups, dtype=str).reshape(-1), return_inverse=True)[1])
-    if len(g) != len(y):
-        raise ValueError(f"groups must give one group per video: {len(g)} for {len(y)} videos")
+    names, g = None, np.zeros(len(y), int)
+    if groups is not None:
+        names, g = np.unique(np.asarray(groups, dtype=str).reshape(-1), return_inverse=True)
+        if len(g) != len(y):
+            raise ValueError(f"groups must give one group per video: {len(g)} for {len(y)} "
+                             "videos")
     ok = np.isfinite(p) & np.isin(y, (0, 1))
     y, p, g = y[ok], p[ok], g[ok]
-    names = (None if groups is None
-             else np.unique(np.asarray(groups, dtype=str).reshape(-1)))
     if not 0.5 <= min_precision <= 1.0:
         raise ValueError(f"min_precision must be within [0.5, 1], got {min_precision!r}")
     if len(y) == 0:
@@ -200,15 +200,17 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
             "min_precision": float(min_precision), "fake_precision": fake_prec,
             "real_precision": real_prec, "coverage": float(decided.mean()), "n": int(len(y)),
             "n_fake": int(y.sum()), "fitted_on": fitted_on}
-    if names is not None:
+    if names is not None:  # per group: [verdicts given, their precision], None if none
+
+        def given(chosen, target):
+            return [int(chosen.sum()), float((y[chosen] == target).mean())] if chosen.any() \
+                else None
+
         band["group_precision"] = {
-            str(names[k]): {
-                "n": int((g == k).sum()),
-                "real": (None if low is None or not (sel := (p < low) & (g == k)).any()
-                         else [int(sel.sum()), float((y[sel] == 0).mean())]),
-                "fake": (None if high is None or not (sel := (p >= high) & (g == k)).any()
-                         else [int(sel.sum()), float((y[sel] == 1).mean())]),
-            } for k in np.unique(g)}
+            str(names[k]): {"n": int((g == k).sum()),
+                            "real": None if low is None else given((p < low) & (g == k), 0),
+                            "fake": None if high is None else given((p >= high) & (g == k), 1)}
+            for k in np.unique(g)}
     return band
 
 

@@ -229,9 +229,11 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     # probability downscale_prob) a loss of resolution instead
     amount = _uniform(ss[6], [b, 1, 1, 1], *cfg.sharpness)
     sharpened = tf.clip_by_value(x + amount * (x - _gaussian_blur(x)), 0.0, 1.0)
-    x = sharpened if cfg.downscale_prob <= 0 else tf.where(
-        _uniform(_sub_seeds(ss[6], 2)[0], [b, 1, 1, 1], 0.0, 1.0) < cfg.downscale_prob,
-        downscaled(x, cfg.downscale_factors, _sub_seeds(ss[6], 2)[1]), sharpened)
+    if cfg.downscale_prob > 0:
+        s_use, s_factor = _sub_seeds(ss[6], 2)
+        use = _uniform(s_use, [b, 1, 1, 1], 0.0, 1.0) < cfg.downscale_prob
+        sharpened = tf.where(use, downscaled(x, cfg.downscale_factors, s_factor), sharpened)
+    x = sharpened
     # a small shift and scale about the centre: crop_and_resize of a reflect-padded copy
     # (3x faster here than a projective transform). Output pixel i reads the input at
     # cen + (i - cen - t) / scale.

@@ -170,6 +170,13 @@ def choose_band(scorer, uncertain, threshold: float) -> dict | None:
                         "precision %s for REAL or FAKE (%s videos): every verdict is UNCERTAIN; "
                         "--uncertain off gives threshold verdicts",
                         band.get("min_precision", 0.8), band.get("n", "its validation"))
+        else:
+            for side, verdict_ in (("low", "REAL"), ("high", "FAKE")):
+                if band.get(side) is None:
+                    log.warning("this model never says %s: on sources it never trained on, no "
+                                "score range reached precision %s for it (%s videos); those "
+                                "videos are UNCERTAIN", verdict_, band.get("min_precision", 0.8),
+                                band.get("n", "its validation"))
         return dict(band)
     try:
         low, high = (float(v) for v in uncertain)

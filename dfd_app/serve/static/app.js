@@ -132,7 +132,8 @@ function showResult(res) {
     ? "No score: the video could not be checked (see the message above)."
     : res.label === "UNCERTAIN"
       ? `The model's P(fake) ${fmt(res.p_fake)} lies in its uncertain band: on videos from `
-        + "sources it never saw, scores there are no better than a guess. No verdict."
+        + "sources it never trained on, verdicts in this range were right too seldom (below "
+        + "the precision its band was chosen for, see its model card). No verdict."
       : `The model's P(fake) ${fmt(res.p_fake)} is ${res.p_fake >= res.threshold ? "at or above" : "below"}`
         + ` the threshold ${res.threshold}. This is a model estimate, not proof.`;
   $("verdict-note").textContent = note;
