@@ -9,7 +9,13 @@ pytest.importorskip("tensorflow")
 
 from data_prep import shard_writer  # noqa: E402
 from dfd import framing, readers, schema  # noqa: E402
-from dfd.inference.frames import predict, predict_frames, predict_videos, score_faces  # noqa: E402
+from dfd.inference.frames import (  # noqa: E402
+    predict,
+    predict_cached,
+    predict_frames,
+    predict_videos,
+    score_faces,
+)
 from dfd.scores import FRAME_COLUMNS, SOURCE_COLUMN, VIDEO_COLUMNS, read_table  # noqa: E402
 from dfd_app.cli import main as cli
 from mesonet_tf.models import Meso4  # noqa: E402
@@ -78,6 +84,19 @@ def test_predict_videos_aggregates_with_labels(model, shards):
     assert set(np.round(voted["p_fake"] * 6)) <= set(range(7))
     with pytest.raises(ValueError, match="'median'"):
         predict_videos(model, shards, aggregation="median")
+
+
+def test_predict_cached_writes_once_then_reuses(model, shards, tmp_path):
+    path = tmp_path / "scores" / "m-all.csv"
+    assert predict_cached(model, shards, path, model_name="m") == path
+    first = read_table(path)
+    assert set(first["video_id"]) == {"a", "b", "u"} and set(first["model"]) == {"m"}
+    path.write_text(path.read_text().replace(",m,", ",kept,"))  # a stale table is not redone
+    predict_cached(model, shards, path, model_name="m")
+    assert set(read_table(path)["model"]) == {"kept"}
+    other = predict_cached(model, shards, tmp_path / "m-test.parquet", model_name="m",
+                           split="test")
+    assert other.suffix == ".parquet" and len(read_table(other)) <= len(first)
 
 
 def test_predict_accepts_a_frame_dataset(model, shards):

@@ -49,7 +49,7 @@ from dfd.evaluation.compare import (
     trained_on,
 )
 from dfd.framing import DFDC_CROP_MARGIN
-from dfd.inference.frames import predict
+from dfd.inference.frames import predict_cached
 from dfd.scores import write_table
 from dfd_app.detect import pipeline
 from mesonet_tf.weights import ASSETS_DIR
@@ -63,12 +63,8 @@ DEFAULT_STEM = "dfd_default"
 def scores(model: str, name: str, shards: str, out: Path, tag: str, **kwargs) -> pd.DataFrame:
     """``dfd predict``'s video table of ``model`` on ``shards`` (``split`` / ``only_source``
     in ``kwargs``), cached as ``out/scores/<name>-<tag>.csv``."""
-    path = out / "scores" / f"{name}-{tag}.csv"
-    if not path.exists():
-        _, videos = predict(model, shards, model_name=name, **kwargs)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_table(videos, path)
-    t = pd.read_csv(path)
+    t = pd.read_csv(predict_cached(model, shards, out / "scores" / f"{name}-{tag}.csv",
+                                   model_name=name, **kwargs))
     return t[t["status"].fillna("ok") == "ok"]
 
 

@@ -28,8 +28,7 @@ import pandas as pd
 
 from dfd.evaluation.compare import compare, fit_stacker
 from dfd.framing import DFDC_CROP_MARGIN
-from dfd.inference.frames import predict
-from dfd.scores import write_table
+from dfd.inference.frames import predict_cached
 
 log = logging.getLogger("ship_models")
 
@@ -50,11 +49,8 @@ ASSETS = Path(__file__).resolve().parents[1] / "mesonet_tf" / "assets"
 
 
 def _predict(model: str, name: str, shards: str, split: str, out: Path) -> Path:
-    path = out / "scores" / f"{name}-{split}.csv"
-    if not path.exists():
-        _, videos = predict(model, shards, model_name=name, split=split)
-        write_table(videos, path)
-    return path
+    return predict_cached(model, shards, out / "scores" / f"{name}-{split}.csv",
+                          model_name=name, split=split)
 
 
 def _calibrate(model: str, name: str, shards: str, out: Path):

@@ -30,6 +30,7 @@ from dfd.scores import (
     STATUS_OK,
     failure_row,
     video_scores,
+    write_table,
 )
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,19 @@ def predict_videos(model, source, aggregation: str = "mean", batch_size: int = 6
                    model_name: str | None = None, **kwargs) -> pd.DataFrame:
     """Video table (one row per video, labels from the shards) by the named aggregation."""
     return predict(model, source, aggregation, batch_size, model_name, **kwargs)[1]
+
+
+def predict_cached(model, source, path, model_name: str | None = None,
+                   aggregation: str = "mean", **kwargs) -> Path:
+    """The video table of :func:`predict` written to ``path`` (CSV or Parquet) unless a
+    table is there already, which is then reused as it is (a tool re-run after a crash or
+    with one more model scores only what is new). Returns ``path``."""
+    path = Path(path)
+    if path.exists():
+        log.info("%s: reusing the scores in %s", model_name or model, path)
+        return path
+    _, videos = predict(model, source, aggregation, model_name=model_name, **kwargs)
+    return write_table(videos, path)
 
 
 def load_face_images(paths, size: int = 256) -> np.ndarray:
