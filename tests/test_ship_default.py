@@ -36,16 +36,16 @@ def _videos(source, n, separation, seed, prefix):
                          "p_fake": p, "status": "ok", "source": source})
 
 
-def _cache(out, name, dfdc_sep, ffpp_sep, seed):
+def _cache(out, name, dfdc_sep, ffpp_sep, seed, condition=""):
     """Write the score files the tool would compute (so no model is run): val = DFDC val and
-    FF++ val videos, ffpp-train = FF++ train videos."""
+    FF++ val videos, ffpp-train = FF++ train videos (``condition``: e.g. ``@h26440``)."""
     (out / "scores").mkdir(parents=True, exist_ok=True)
     val = pd.concat([_videos(DFDC, 60, dfdc_sep, seed, "d"),
                      _videos(FFPP, 8, ffpp_sep, seed + 1, "fv")])
-    val.to_csv(out / "scores" / f"{name}-val.csv", index=False)
+    val.to_csv(out / "scores" / f"{name}-val{condition}.csv", index=False)
     _videos(FFPP, 30, ffpp_sep, seed + 2, "ft").to_csv(
-        out / "scores" / f"{name}-ffpp-train.csv", index=False)
-    both = pd.concat([val, pd.read_csv(out / "scores" / f"{name}-ffpp-train.csv")])
+        out / "scores" / f"{name}-ffpp-train{condition}.csv", index=False)
+    both = pd.concat([val, pd.read_csv(out / "scores" / f"{name}-ffpp-train{condition}.csv")])
     return {s: roc_auc_score(t["label"], t["p_fake"]) for s, t in both.groupby("source")}
 
 
@@ -57,8 +57,8 @@ def test_the_default_is_chosen_on_sources_the_model_never_saw(tool, tmp_path):
     trained = {"sbi": trained_on("none"), "dfdc": trained_on("dfdc"),
                "both": trained_on("dfdc+ffpp")}
     # the shards do not exist: the cached validation scores are all the tool may read
-    name, table = tool.choose({n: f"{n}.keras" for n in truth}, trained,
-                              str(tmp_path / "no-shards"), tmp_path)
+    held = tool.Held(str(tmp_path / "no-shards"), tmp_path)
+    name, table = tool.choose({n: f"{n}.keras" for n in truth}, trained, held, ("stored",))
     assert name == "sbi"
     assert list(table["model"]) == ["sbi", "dfdc"]  # "both" has no cross-source figure
     row = table.set_index("model")
@@ -73,7 +73,27 @@ def test_the_default_is_chosen_on_sources_the_model_never_saw(tool, tmp_path):
 def test_nothing_to_choose_from_is_an_error(tool, tmp_path):
     _cache(tmp_path, "both", 1.0, 1.0, 0)
     with pytest.raises(SystemExit, match="never trained on"):
-        tool.choose({"both": "m.keras"}, {"both": trained_on("dfdc+ffpp")}, "x", tmp_path)
+        tool.choose({"both": "m.keras"}, {"both": trained_on("dfdc+ffpp")},
+                    tool.Held("x", tmp_path), ("stored",))
+
+
+def test_a_model_that_fails_once_its_faces_are_recoded_is_not_chosen(tool, tmp_path):
+    # "sharp" is the better one on the faces as stored and at chance once they are re-coded
+    sharp = {"stored": _cache(tmp_path, "sharp", 1.5, 1.5, 0),
+             "h264:40": _cache(tmp_path, "sharp", 0.0, 0.0, 1, "@h26440")}
+    sturdy = {"stored": _cache(tmp_path, "sturdy", 1.0, 1.0, 2),
+              "h264:40": _cache(tmp_path, "sturdy", 0.9, 0.9, 3, "@h26440")}
+    trained = {"sharp": trained_on("none"), "sturdy": trained_on("none")}
+    models = {"sharp": "a.keras", "sturdy": "b.keras"}
+    held = tool.Held("no-shards", tmp_path)
+    assert all(sharp["stored"][s] > sturdy["stored"][s] for s in (DFDC, FFPP))
+    assert tool.choose(models, trained, held, ("stored",))[0] == "sharp"
+    name, table = tool.choose(models, trained, held, ("stored", "h264:40"))
+    assert name == "sturdy"
+    row = table.set_index("model").loc["sturdy"]
+    for s in (DFDC, FFPP):
+        assert row[f"{s} h264:40"] == pytest.approx(sturdy["h264:40"][s])
+        assert row[s] == pytest.approx((sturdy["stored"][s] + sturdy["h264:40"][s]) / 2)
 
 
 def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
@@ -114,3 +134,31 @@ def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
     logit = np.log(raw / (1 - raw))
     a, b = again.calibration["a"], again.calibration["b"]
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logit + b))), rtol=1e-4, atol=1e-6)
+
+
+def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_path):
+    for name, seed in (("a", 0), ("b", 4)):
+        _cache(tmp_path, name, 1.0, 1.0, seed)
+        _cache(tmp_path, name, 0.2, 0.2, seed + 1, "@h26440")
+    conditions = ("stored", "h264:40")
+    name, selection = tool.choose({"a": "a.keras", "b": "b.keras"},
+                                  {"a": trained_on("none"), "b": trained_on("none")},
+                                  tool.Held("no-shards", tmp_path), conditions)
+    row = selection.set_index("model").loc[name]
+    fig = {"model": "dfd_default", "source": FFPP, "kind": "cross-source", "n": 40, "n_fake": 20,
+           "roc_auc": 0.7, "roc_auc_95ci": "[0.500, 0.900]"}
+    figures = {"per_source": pd.DataFrame([fig]),
+               "conditions": pd.DataFrame([dict(fig, condition=c, roc_auc=v)
+                                           for c, v in zip(conditions, (0.7, 0.55))])}
+    preset = presets.ModelPreset(
+        name="dfd_default", architecture="efficientnet_lite0", kind="model", face_size=192,
+        face_margin=1.06, calibration={"a": 0.5, "b": 0.1, "n": 10, "fitted_on": "x"},
+        uncertain={"low": 0.3, "high": 0.7, "n": 10, "n_fake": 5, "min_precision": 0.8,
+                   "coverage": 0.2}, extra={"train_sources": [DFDC], "fakes": "sbi"})
+    text = tool.card(name, preset, selection, figures, "", None, "", conditions)
+    assert "mean over 2 conditions: `stored`, `h264:40`" in text
+    each = f"({row[f'{FFPP} stored']:.3f} / {row[f'{FFPP} h264:40']:.3f})"
+    assert f"| **{name}** | none | " in text and each in text
+    assert "| dfd_default | FaceForensics++ test split | cross-source | `h264:40` | 0.550 |" in text
+    plain = tool.card(name, preset, selection, figures, "", None, "", ("stored",))
+    assert "Under upload conditions" not in plain and "conditions:" not in plain

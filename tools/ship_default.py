@@ -11,8 +11,11 @@ Every candidate is judged on the sources whose fakes it never saw (``--trained-o
 dfdc|ffpp|dfdc+ffpp|none``, or a run folder whose preset records it): its **cross-source
 validation ROC-AUC** is the mean over those sources of its ROC-AUC on their validation videos
 (DFDC: the ``val`` split; FF++: the ``train`` and ``val`` identity groups, since no candidate
-trained on FF++ is judged on it, and 44 validation videos alone are too few). Nothing on a
-``test`` split chooses anything. The best candidate is then
+trained on FF++ is judged on it, and 44 validation videos alone are too few), each source's
+ROC-AUC the mean over ``--condition`` s: by default the faces as stored and re-coded with H.264
+at CRF 23 and 40 (FF++'s c23 and c40 levels; :mod:`dfd.evaluation.robustness`), since what a
+user uploads has been compressed again. Nothing on a ``test`` split chooses anything. The best
+candidate is then
 
 1. calibrated (Platt scaling fitted on those cross-source validation scores, folded into its
    output layer) and given its **uncertain band** chosen on the same scores
@@ -22,7 +25,8 @@ trained on FF++ is judged on it, and 44 validation videos alone are too few). No
 3. scored on the **test** splits (DFDC's held-out groups, FF++'s 40 test videos, all 280 FF++
    videos where it never saw FF++) and, through ``dfd detect``, on the labelled clips, each
    with a 95% bootstrap interval, beside ``--reference`` (a registered model, e.g. the former
-   default) with paired differences; all of it goes into ``MODEL_CARD.md``.
+   default) with paired differences, and under each condition; all of it goes into
+   ``MODEL_CARD.md``.
 
 Scores are cached under ``--out/scores`` (delete a file to recompute it).
 """
@@ -48,6 +52,7 @@ from dfd.evaluation.compare import (
     source_matches,
     trained_on,
 )
+from dfd.evaluation.robustness import UPLOAD_CONDITIONS, load_videos, parse_condition, score_videos
 from dfd.framing import DFDC_CROP_MARGIN
 from dfd.inference.frames import predict_cached
 from dfd.scores import write_table
@@ -68,13 +73,46 @@ def scores(model: str, name: str, shards: str, out: Path, tag: str, **kwargs) ->
     return t[t["status"].fillna("ok") == "ok"]
 
 
-def selection_scores(model: str, name: str, shards: str, out: Path) -> pd.DataFrame:
+#: the parts of the shards a candidate is scored on: ``val`` and ``ffpp-train`` choose,
+#: ``test`` and ``ffpp-all`` (every FF++ video, for models that never saw its fakes) report
+PARTS = {"val": {"split": "val"},
+         "ffpp-train": {"split": "train", "only_source": "csv:ffpp_faces"},
+         "test": {"split": "test"},
+         "ffpp-all": {"only_source": "csv:ffpp_faces"}}
+
+
+class Held:
+    """The shards' videos under upload conditions (:mod:`dfd.evaluation.robustness`): each
+    part loaded, and degraded, once and only when a model's cached table of it is missing."""
+
+    def __init__(self, shards: str, out: Path):
+        self.shards, self.out, self.videos = shards, out, {}
+
+    def _videos(self, part: str, condition: str):
+        if (part, "stored") not in self.videos:
+            log.info("loading the faces of %s (%s)", part, PARTS[part])
+            self.videos[(part, "stored")] = load_videos(self.shards, **PARTS[part])
+        if (part, condition) not in self.videos:
+            self.videos[(part, condition)] = self.videos[(part, "stored")].degraded(condition)
+        return self.videos[(part, condition)]
+
+    def table(self, model: str, name: str, part: str, condition: str = "stored") -> pd.DataFrame:
+        """``model``'s video table of ``part`` under ``condition`` (``stored``: ``dfd
+        predict``'s), cached as ``out/scores/<name>-<part>[@<condition>].csv``."""
+        if condition == "stored":
+            return scores(model, name, self.shards, self.out, part, **PARTS[part])
+        path = self.out / "scores" / f"{name}-{part}@{condition.replace(':', '')}.csv"
+        if not path.exists():
+            write_table(score_videos(model, self._videos(part, condition), model_name=name),
+                        path)
+        return pd.read_csv(path)
+
+
+def selection_scores(model: str, name: str, held: Held, condition: str = "stored") -> pd.DataFrame:
     """Validation videos of every source: DFDC's ``val`` split and FF++'s ``train`` + ``val``
-    identity groups (see the module docstring)."""
-    val = scores(model, name, shards, out, "val", split="val")
-    ff_train = scores(model, name, shards, out, "ffpp-train", split="train",
-                      only_source="csv:ffpp_faces")
-    return pd.concat([val, ff_train], ignore_index=True)
+    identity groups (see the module docstring), under ``condition``."""
+    return pd.concat([held.table(model, name, part, condition) for part in ("val", "ffpp-train")],
+                     ignore_index=True)
 
 
 def cross_source(table: pd.DataFrame, seen: list[str]) -> dict[str, pd.DataFrame]:
@@ -82,19 +120,31 @@ def cross_source(table: pd.DataFrame, seen: list[str]) -> dict[str, pd.DataFrame
     return {s: sub for s, sub in table.groupby("source") if not source_matches(s, seen)}
 
 
-def choose(candidates: dict, trained: dict, shards: str, out: Path) -> tuple[str, pd.DataFrame]:
-    """The candidate with the best mean cross-source validation ROC-AUC, and the table of all."""
+def choose(candidates: dict, trained: dict, held: Held,
+           conditions=UPLOAD_CONDITIONS) -> tuple[str, pd.DataFrame]:
+    """The candidate with the best mean cross-source validation ROC-AUC, and the table of all.
+
+    A source's figure is the mean of its ROC-AUC under each of ``conditions`` (the videos as
+    stored and re-coded as uploads are: :data:`UPLOAD_CONDITIONS`); the mean is over sources.
+    """
     rows = []
     for name, model in candidates.items():
-        cross = cross_source(selection_scores(model, name, shards, out),
-                             trained[name]["fake_sources"])
+        seen = trained[name]["fake_sources"]
+        by_condition = {c: cross_source(selection_scores(model, name, held, c), seen)
+                        for c in conditions}
+        cross = by_condition[conditions[0]]
         if not cross:
             log.warning("%s saw the fakes of every source: it has no cross-source figure and "
                         "cannot be chosen", name)
             continue
-        row = {"model": name, "trained_on": "+".join(trained[name]["fake_sources"]) or "none"}
+        row = {"model": name, "trained_on": "+".join(seen) or "none"}
         for s, sub in cross.items():
-            row[s] = auc_ci(sub["label"], sub["p_fake"], 0)[0]
+            aucs = []
+            for c in conditions:
+                got = by_condition[c][s]
+                aucs.append(auc_ci(got["label"], got["p_fake"], 0)[0])
+                row[f"{s} {c}"] = aucs[-1]
+            row[s] = float(np.mean(aucs))
             row[f"n {s}"] = len(sub)
         row["mean"] = float(np.mean([row[s] for s in cross]))
         rows.append(row)
@@ -135,6 +185,22 @@ def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> p
     return preset
 
 
+def under_conditions(models: dict, cached: dict, seen: dict, held: Held, conditions,
+                     bootstrap: int) -> pd.DataFrame:
+    """Per model, test set and condition: the ROC-AUC of the test split's sources and of all
+    FF++ videos (for models that never saw its fakes), with intervals."""
+    parts = []
+    for c in conditions:
+        tests = {m: held.table(spec, cached[m], "test", c) for m, spec in models.items()}
+        tests.update({f"{m} (all FF++)": held.table(spec, cached[m], "ffpp-all", c)
+                      for m, spec in models.items()
+                      if not source_matches("csv:ffpp_faces", seen[m]["fake_sources"])})
+        got = generalisation(tests, {k: seen[k.rsplit(" (", 1)[0]] for k in tests},
+                             bootstrap=bootstrap)["per_source"]
+        parts.append(got.assign(condition=c))
+    return pd.concat(parts, ignore_index=True)
+
+
 def detect_clips(model: str, name: str, clip_list: Path, out: Path) -> Path:
     """``dfd detect`` (32 frames, the model's own framing) on every clip of ``clip_list``."""
     path = out / "clips" / f"{name}.csv"
@@ -152,7 +218,7 @@ def _f(x) -> str:
 
 
 def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: str,
-         run_config: dict | None, append: str) -> str:
+         run_config: dict | None, append: str, conditions=("stored",)) -> str:
     """MODEL_CARD.md: the default, how it was chosen, its figures, its band, then ``append``."""
     cfg = run_config or {}
     band, cal = preset.uncertain or {}, preset.calibration or {}
@@ -181,13 +247,26 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
         f"b={cal.get('b', float('nan')):+.3f}, fitted on {cal.get('n')} {cal.get('fitted_on')}.",
         "", "### How it was chosen", "",
         "Mean cross-source ROC-AUC on validation videos (DFDC: `val` split; FF++: the `train` "
-        "and `val` identity groups; a source counts only for models that never saw its fakes):",
+        "and `val` identity groups; a source counts only for models that never saw its fakes)"
+        + (":" if len(conditions) < 2 else
+           f", each source's figure the mean over {len(conditions)} conditions: "
+           + ", ".join(f"`{c}`" for c in conditions) + " (in brackets, in that order; "
+           "`h264:CRF`: each video's faces re-coded with H.264 at that CRF, FaceForensics++'s "
+           "c23 and c40 levels being CRF 23 and 40; `dfd.evaluation.robustness`). Uploads are "
+           "compressed again on their way to a user; a detector that only works on the "
+           "faces as stored is not what a user gets:"),
         "", "| candidate | fakes trained on | "
         + " | ".join(SOURCES.get(s, s) for s in SOURCES) + " | mean |",
         "|---|---|" + "---|" * len(SOURCES) + "---|"]
     for _, r in selection.iterrows():
-        cells = [f"{_f(r.get(s))} ({int(r[f'n {s}'])})" if pd.notna(r.get(s)) else "(seen)"
-                 for s in SOURCES]
+        def cell(s, r=r):
+            if pd.isna(r.get(s)):
+                return "(seen)"
+            each = (" (" + " / ".join(_f(r.get(f"{s} {c}")) for c in conditions) + ")"
+                    if len(conditions) > 1 else "")
+            return f"{_f(r.get(s))}{each}, {int(r[f'n {s}'])} videos"
+
+        cells = [cell(s) for s in SOURCES]
         lines.append(f"| {'**' + r['model'] + '**' if r['model'] == name else r['model']} | "
                      f"{r['trained_on']} | " + " | ".join(cells) + f" | {_f(r['mean'])} |")
     seen = preset.extra.get("fake_sources") or []
@@ -218,6 +297,17 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
             lines.append(f"| {r['model']} | {SOURCES.get(r['source'], r['source'])} | "
                          f"{_f(r['roc_auc'])} | {_f(r['reference_roc_auc'])} | "
                          f"{r['difference']:+.3f} | {r['difference_95ci']} |")
+    under = figures.get("conditions")
+    if under is not None and len(under) and len(conditions) > 1:
+        lines += ["", "Under upload conditions (the same test videos, each video's faces degraded "
+                  "before scoring; `dfd.evaluation.robustness`, `bench/robustness.py`):", "",
+                  "| model | test set | kind | condition | ROC-AUC | 95% CI |",
+                  "|---|---|---|---|---|---|"]
+        for _, r in under.iterrows():
+            lines.append(f"| {r['model']} | {SOURCES.get(r['source'], r['source'])} "
+                         f"{'all 280' if r['model'].endswith('(all FF++)') else 'test split'} | "
+                         f"{r['kind']} | `{r['condition']}` | {_f(r['roc_auc'])} | "
+                         f"{r['roc_auc_95ci']} |")
     lo, hi = band.get("low"), band.get("high")
     lines += [
         "", "### Verdicts: FAKE / REAL / UNCERTAIN", "",
@@ -254,7 +344,18 @@ def main() -> int:
     ap.add_argument("--clip-labels", help="the shared data folder with the clips' labels")
     ap.add_argument("--card-append", type=Path, help="markdown added to the card's end")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--condition", action="append", dest="conditions", metavar="KIND[:VALUE]",
+                    help="the conditions a candidate is judged under, each counting equally "
+                         f"(default: {' '.join(UPLOAD_CONDITIONS)}: the faces as stored and "
+                         "re-coded at FaceForensics++'s c23 and c40 levels); see "
+                         "dfd.evaluation.robustness")
     args = ap.parse_args()
+    conditions = tuple(args.conditions or UPLOAD_CONDITIONS)
+    try:
+        for c in conditions:
+            parse_condition(c)
+    except ValueError as err:
+        raise SystemExit(f"--condition: {err}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     candidates = dict(c.split("=", 1) for c in args.candidate)
@@ -263,11 +364,12 @@ def main() -> int:
     if missing:
         raise SystemExit(f"--trained-on missing for {missing}")
 
-    name, selection = choose(candidates, trained, args.shards, out)
+    held = Held(args.shards, out)
+    name, selection = choose(candidates, trained, held, conditions)
     log.info("cross-source validation ROC-AUC:\n%s", selection.to_string())
     model = candidates[name]
     run_dir = Path(model).parent
-    cross = pd.concat(cross_source(selection_scores(model, name, args.shards, out),
+    cross = pd.concat(cross_source(selection_scores(model, name, held),
                                    trained[name]["fake_sources"]).values(), ignore_index=True)
     preset = ship(model, name, cross, presets.read_preset(run_dir), out)
     presets.register_folder(ASSETS_DIR)  # the new default under its stem
@@ -295,6 +397,8 @@ def main() -> int:
         for key in ("per_source", "paired"):
             if key in more:
                 figures[key] = pd.concat([figures.get(key), more[key]], ignore_index=True)
+    figures["conditions"] = under_conditions(models, cached, seen, held, conditions,
+                                             args.bootstrap)
     if args.clips:
         tables = {m: pd.read_csv(detect_clips(spec, cached[m], args.clips, out))
                   for m, spec in models.items()}
@@ -304,7 +408,8 @@ def main() -> int:
     if (run_dir / "config.json").is_file():
         run_config = json.loads((run_dir / "config.json").read_text()).get("config")
     append = args.card_append.read_text() if args.card_append else ""
-    text = card(name, preset, selection, figures, args.reference or "", run_config, append)
+    text = card(name, preset, selection, figures, args.reference or "", run_config, append,
+                conditions)
     (ASSETS_DIR / "MODEL_CARD.md").write_text(text)
     (out / "MODEL_CARD.md").write_text(text)
     (out / "figures.json").write_text(json.dumps(

@@ -41,7 +41,8 @@ def as_scorer(model, batch_size: int = 64, weights_dir=None):
     return load_any(model, weights_dir=weights_dir, batch_size=batch_size)
 
 
-def _expected_size(scorer) -> tuple[int, int] | None:
+def input_size(scorer) -> tuple[int, int] | None:
+    """The ``(height, width)`` a scorer's model takes, None when any size goes."""
     if scorer.model is not None:
         shape = scorer.model.inputs[0].shape
     elif scorer.info and "faces" in scorer.info.get("inputs", {}):
@@ -66,7 +67,7 @@ def score_faces(model, faces, batch_size: int = 64) -> np.ndarray:
         raise ValueError(f"faces must be [N, H, W, 3] RGB, got shape {np.shape(faces)}")
     if len(a) == 0:
         return np.empty(0, np.float64)
-    want = _expected_size(scorer)
+    want = input_size(scorer)
     if want and tuple(a.shape[1:3]) != want:
         raise ValueError(f"faces are {a.shape[1]}x{a.shape[2]} but model {scorer.name!r} "
                          f"takes {want[0]}x{want[1]}")
@@ -98,7 +99,7 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
     if isinstance(source, tf.data.Dataset):
         ds = source
     else:
-        size = face_size or (_expected_size(scorer) or (None,))[0] or 256
+        size = face_size or (input_size(scorer) or (None,))[0] or 256
         ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split,
                                    keep=readers.from_source(only_source))
         ds = ds.ignore_errors(log_warning=True)
