@@ -107,3 +107,15 @@ def write_crop_set(root: Path, crops) -> Path:
                          "archive": "faces-00.tar"})
     pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
     return root
+
+
+def write_shards(root: Path, records, max_records: int = 2) -> Path:
+    """Shards of ``records`` (:class:`dfd.schema.FaceRecord`) in ``root``, ``max_records``
+    a file, with their ``index.json``."""
+    from data_prep import shard_writer
+
+    with shard_writer.ShardWriter(root, "part", max_records=max_records) as w:
+        for r in records:
+            w.add(r)
+    shard_writer.build_index(root)
+    return root

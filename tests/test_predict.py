@@ -19,6 +19,7 @@ from dfd.inference.frames import (  # noqa: E402
 from dfd.scores import FRAME_COLUMNS, SOURCE_COLUMN, VIDEO_COLUMNS, read_table  # noqa: E402
 from dfd_app.cli import main as cli
 from mesonet_tf.models import Meso4  # noqa: E402
+from tests.conftest import write_shards  # noqa: E402
 
 SIZE = 32
 
@@ -33,13 +34,9 @@ def _rec(vid, n, label, seed, track=0, source=""):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shards")
-    with shard_writer.ShardWriter(d, "part", max_records=2) as w:
-        for r in (_rec("a", 3, 1, 0, source="csv:ffpp_faces"), _rec("b", 2, 0, 1),
-                  _rec("b", 2, 0, 2, track=1), _rec("u", 1, -1, 3)):
-            w.add(r)
-    shard_writer.build_index(d)
-    return d
+    return write_shards(tmp_path_factory.mktemp("shards"), [
+        _rec("a", 3, 1, 0, source="csv:ffpp_faces"), _rec("b", 2, 0, 1),
+        _rec("b", 2, 0, 2, track=1), _rec("u", 1, -1, 3)])
 
 
 @pytest.fixture(scope="module")

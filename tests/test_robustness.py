@@ -7,7 +7,6 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from data_prep import shard_writer  # noqa: E402
 from dfd import schema  # noqa: E402
 from dfd.evaluation.robustness import (  # noqa: E402
     UPLOAD_CONDITIONS,
@@ -18,6 +17,7 @@ from dfd.evaluation.robustness import (  # noqa: E402
 )
 from dfd.inference.frames import predict  # noqa: E402
 from mesonet_tf.models import Meso4  # noqa: E402
+from tests.conftest import write_shards  # noqa: E402
 
 SIZE = 32
 
@@ -40,13 +40,9 @@ def _rec(vid, n, label, seed, track=0, source=""):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shards")
-    with shard_writer.ShardWriter(d, "part", max_records=2) as w:
-        for r in (_rec("a", 3, 1, 0, source="csv:ffpp_faces"), _rec("b", 2, 0, 1),
-                  _rec("b", 2, 0, 2, track=1), _rec("c", 4, 1, 4), _rec("u", 1, -1, 3)):
-            w.add(r)
-    shard_writer.build_index(d)
-    return d
+    return write_shards(tmp_path_factory.mktemp("shards"), [
+        _rec("a", 3, 1, 0, source="csv:ffpp_faces"), _rec("b", 2, 0, 1),
+        _rec("b", 2, 0, 2, track=1), _rec("c", 4, 1, 4), _rec("u", 1, -1, 3)])
 
 
 @pytest.fixture(scope="module")
