@@ -100,3 +100,10 @@ def test_one_split_or_one_source(shards):
     ff = load_videos(shards, only_source="ffpp_faces")
     assert ff.video_ids == ["a"]
     assert len(load_videos(shards, split="test")) == 0  # the records carry no split
+    held = load_videos(shards)
+    picked = held.select(only_source="ffpp")
+    assert picked.video_ids == ["a"] and list(picked.labels) == [1]
+    assert picked.faces[0] is held.faces[0] and picked.splits == [""]
+    assert len(held.select(split="")) == 3 and len(held.select(split="val")) == 0
+    with pytest.raises(ValueError, match="'celebdf'.*csv:ffpp_faces"):
+        held.select(only_source="celebdf")

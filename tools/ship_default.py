@@ -90,8 +90,10 @@ class Held:
 
     def _videos(self, part: str, condition: str):
         if (part, "stored") not in self.videos:
-            log.info("loading the faces of %s (%s)", part, PARTS[part])
-            self.videos[(part, "stored")] = load_videos(self.shards, **PARTS[part])
+            if "all" not in self.videos:  # one pass over the shards for every part
+                log.info("loading the faces of %s", self.shards)
+                self.videos["all"] = load_videos(self.shards)
+            self.videos[(part, "stored")] = self.videos["all"].select(**PARTS[part])
         if (part, condition) not in self.videos:
             self.videos[(part, condition)] = self.videos[(part, "stored")].degraded(condition)
         return self.videos[(part, condition)]

@@ -105,12 +105,30 @@ class HeldVideos:
     sources: list[str]
     faces: list[np.ndarray]
     tracks: list[np.ndarray]
+    splits: list[str]
     face_margin: float | None = None
     face_centre: float | None = 0.0
     condition: str = "stored"
 
     def __len__(self) -> int:
         return len(self.video_ids)
+
+    def select(self, split: str | None = None, only_source=None) -> HeldVideos:
+        """The videos of one ``split`` and/or source (``only_source``: a name as
+        :func:`dfd.schema.match_sources` takes it, or a list of stored names)."""
+        if isinstance(only_source, str):
+            wanted = set(schema.match_sources(only_source, sorted(set(self.sources))))
+            if not wanted:
+                raise ValueError(f"no video of source {only_source!r}; these hold "
+                                 f"{sorted(set(self.sources))}")
+        else:
+            wanted = None if only_source is None else set(only_source)
+        keep = [i for i in range(len(self))
+                if (split is None or self.splits[i] == split)
+                and (wanted is None or self.sources[i] in wanted)]
+        return replace(self, **{k: [getattr(self, k)[i] for i in keep] for k in
+                                ("video_ids", "sources", "faces", "tracks", "splits")},
+                       labels=self.labels[keep])
 
     def degraded(self, condition: str) -> HeldVideos:
         """The same videos under ``condition`` (from the stored faces only)."""
@@ -131,7 +149,7 @@ def load_videos(shards, split: str | None = None, only_source=None) -> HeldVideo
         else only_source
     faces: dict[str, list[np.ndarray]] = {}
     tracks: dict[str, list[int]] = {}
-    meta: dict[str, tuple[int, str]] = {}
+    meta: dict[str, tuple[int, str, str]] = {}
     ds = readers.records(shards, split=split, keep=readers.from_source(only))
     for rec in ds.as_numpy_iterator():
         vid = rec["video_id"].decode()
@@ -143,14 +161,14 @@ def load_videos(shards, split: str | None = None, only_source=None) -> HeldVideo
                 track.append(int(rec["track"]))
             except Exception as err:  # noqa: BLE001 - a damaged face: skipped, counted below
                 log.warning("%s: a face could not be decoded (%s)", vid, err)
-        meta[vid] = (int(rec["label"]), rec[schema.SOURCE].decode())
+        meta[vid] = (int(rec["label"]), rec[schema.SOURCE].decode(), rec[schema.SPLIT].decode())
     ids = sorted(v for v in faces if faces[v])
     if len(ids) < len(faces):
         log.warning("%d video(s) had no decodable face and are left out",
                     len(faces) - len(ids))
     return HeldVideos(ids, np.array([meta[v][0] for v in ids], int),
                       [meta[v][1] for v in ids], [np.stack(faces[v]) for v in ids],
-                      [np.array(tracks[v], int) for v in ids],
+                      [np.array(tracks[v], int) for v in ids], [meta[v][2] for v in ids],
                       framing.shards_face_margin(shards), framing.shards_face_centre(shards))
 
 
