@@ -108,6 +108,7 @@ MEANINGS = {
     "--reweight-bins": "its quantile bins",
     "--uncertain-scores": "score table the uncertain band is chosen on",
     "--min-precision": "precision outside the uncertain band",
+    "--precision-confidence": "confidence of the lower bound on the band's precision",
     "--uncertain": "the uncertain band of verdicts",
     "--version": "export version number (the OUT/<version>/ folder)",
     "--overwrite": "replace an existing export version",

@@ -136,6 +136,51 @@ def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logit + b))), rtol=1e-4, atol=1e-6)
 
 
+def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tmp_path,
+                                                                       monkeypatch):
+    from mesonet_tf import Meso4
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    monkeypatch.setattr(tool, "ASSETS_DIR", assets)
+    model_path = tmp_path / "run" / "last.keras"
+    model_path.parent.mkdir()
+    Meso4(input_shape=(32, 32, 3)).save(model_path)
+    work = tmp_path / "work"
+    _cache(work, "tiny", 2.0, 2.0, 0)
+    _cache(work, "tiny", 0.3, 0.3, 1, "@h26440")
+    held = tool.Held("no-shards", work)
+    cross = tool.upload_scores(str(model_path), "tiny", held, [], ("stored", "h264:40"))
+    assert len(cross) == 2 * (120 + 16 + 60) and set(cross["condition"]) == {"stored", "h264:40"}
+    preset = tool.ship(str(model_path), "tiny", cross, None, work)
+    band = preset.uncertain
+    assert set(band["group_precision"]) == {f"{s}@{c}" for s in (DFDC, FFPP)
+                                            for c in ("stored", "h264:40")}
+    for got in band["group_precision"].values():
+        for side in ("real", "fake"):
+            assert got[side] is None or got[side][1] >= 0.8
+    assert band["n"] == len(cross) and preset.calibration["n"] == len(cross)
+    assert "DFDC 120, FaceForensics++ 76; each under `stored`, `h264:40`" in band["fitted_on"]
+    # the check on test videos: the band's verdicts and their precision per source, condition
+    for part, sep in (("test", 2.0), ("ffpp-all", 2.0)):
+        for cond, shift in (("", sep), ("@h26440", 0.0)):
+            src = [(DFDC, "t"), (FFPP, "u")] if part == "test" else [(FFPP, "a")]
+            pd.concat([_videos(s, 20, shift, 7, pre) for s, pre in src]).to_csv(
+                work / "scores" / f"dfd_default.x-{part}{cond}.csv", index=False)
+    checks = tool.verdict_check("m.keras", "dfd_default.x", trained_on("none"), held,
+                                ("stored", "h264:40"), {"low": 0.3, "high": 0.7})
+    assert len(checks) == 6 and set(checks["test_set"]) == {"test", "ffpp-all"}
+    row = checks[(checks["test_set"] == "ffpp-all") & (checks["condition"] == "h264:40")].iloc[0]
+    table = pd.read_csv(work / "scores" / "dfd_default.x-ffpp-all@h26440.csv")
+    fake = table["p_fake"] >= 0.7
+    assert row["fake"] == [int(fake.sum()), pytest.approx(table["label"][fake].mean())]
+    decided = (fake | (table["p_fake"] < 0.3)).mean()
+    assert row["decided"] == pytest.approx(decided) and row["kind"] == "cross-source"
+    seen = tool.verdict_check("m.keras", "dfd_default.x", trained_on("ffpp"), held,
+                              ("stored",), {"low": 0.3, "high": 0.7})
+    assert set(seen["test_set"]) == {"test"}  # all of FF++ only for models that never saw it
+
+
 def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_path):
     for name, seed in (("a", 0), ("b", 4)):
         _cache(tmp_path, name, 1.0, 1.0, seed)
@@ -155,10 +200,39 @@ def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_
         face_margin=1.06, calibration={"a": 0.5, "b": 0.1, "n": 10, "fitted_on": "x"},
         uncertain={"low": 0.3, "high": 0.7, "n": 10, "n_fake": 5, "min_precision": 0.8,
                    "coverage": 0.2}, extra={"train_sources": [DFDC], "fakes": "sbi"})
+    figures["verdicts"] = pd.DataFrame([{"test_set": "ffpp-all", "source": FFPP,
+                                         "condition": "h264:40", "n": 280, "real": None,
+                                         "fake": [27, 0.704], "decided": 27 / 280}])
+    preset = preset.replace(uncertain=dict(preset.uncertain, group_precision={
+        f"{DFDC}@h264:40": {"n": 1800, "real": [4, 0.75], "fake": None}}))
     text = tool.card(name, preset, selection, figures, "", None, "", conditions)
+    assert "| FaceForensics++ all 280 | `h264:40` | 280 | none | 27 (0.70) | 10% |" in text
+    assert "* DFDC, `h264:40` (1800 videos): REAL 4 (0.75)" in text
+    assert "each video under each of 2 conditions" in text
+    assert "one-sided" not in text  # a band chosen by point estimate says nothing of a bound
+    bound = preset.replace(uncertain=dict(preset.uncertain, confidence=0.95))
+    assert "at its one-sided 95% lower confidence bound" in tool.card(
+        name, bound, selection, figures, "", None, "", conditions)
     assert "mean over 2 conditions: `stored`, `h264:40`" in text
     each = f"({row[f'{FFPP} stored']:.3f} / {row[f'{FFPP} h264:40']:.3f})"
     assert f"| **{name}** | none | " in text and each in text
     assert "| dfd_default | FaceForensics++ test split | cross-source | `h264:40` | 0.550 |" in text
     plain = tool.card(name, preset, selection, figures, "", None, "", ("stored",))
     assert "Under upload conditions" not in plain and "conditions:" not in plain
+
+
+def test_the_card_says_how_a_fine_tuned_run_trained(tool, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    base = {"model": "efficientnet_lite0", "epochs": 8, "steps_per_epoch": 200, "batch_size": 32,
+            "optimizer": "adam", "learning_rate": 3e-4, "loss": "bce", "seed": 0,
+            "model_kwargs": {"weights": "imagenet"}}
+    (first / "config.json").write_text(json.dumps({"config": base}))
+    (first / "last.keras").write_bytes(b"")
+    again = dict(base, learning_rate=1e-4, model_kwargs={"weights": str(first / "last.keras")})
+    text = tool.training(again)
+    assert text.startswith("fine-tuned from the model of run `first` for 8 epochs x 200 steps "
+                           "of 32, adam lr 0.0001")
+    assert "(that run: initialised from imagenet weights, 8 epochs x 200 steps of 32, adam lr " \
+           "0.0003, loss bce, seed 0)" in text
+    assert tool.training(dict(base, model_kwargs={})).startswith("initialised from random")

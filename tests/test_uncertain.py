@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfd.evaluation.calibration import choose_uncertain_band
+from dfd.evaluation.calibration import (
+    band_groups,
+    choose_uncertain_band,
+    lower_bound,
+    verdict_precision,
+)
 from dfd.labels import UNCERTAIN, verdict
 
 
@@ -75,6 +80,55 @@ def test_band_holds_within_every_source_not_only_pooled():
         choose_uncertain_band(y, p, 0.5, 0.8, groups=src[:10])
 
 
+def test_band_holds_under_every_condition_of_the_same_videos():
+    # one source, its videos as stored (separated) and re-coded (the scores drift up and the
+    # classes merge): a band chosen on the stored videos alone fails on the re-coded ones
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 300)
+    stored = np.clip(0.4 + 0.3 * (y - 0.5) + rng.normal(0, 0.12, 600), 0, 1)
+    recoded = np.clip(0.6 + 0.05 * (y - 0.5) + rng.normal(0, 0.12, 600), 0, 1)
+    table = pd.DataFrame({"label": np.tile(y, 2), "p_fake": np.concatenate([stored, recoded]),
+                          "source": "csv:a", "condition": ["stored"] * 600 + ["h264:40"] * 600})
+    groups = band_groups(table)
+    assert sorted(set(groups)) == ["csv:a@h264:40", "csv:a@stored"]
+    alone = choose_uncertain_band(y, stored, 0.5, 0.8)
+    check = verdict_precision(y, recoded, alone, np.full(600, "recoded"))["recoded"]
+    assert check["fake"][1] < 0.8  # what the stored-only band promises does not hold
+    both = choose_uncertain_band(table["label"], table["p_fake"], 0.5, 0.8, groups=groups)
+    for name, got in both["group_precision"].items():
+        for side in ("real", "fake"):
+            assert got[side] is None or got[side][1] >= 0.8, (name, side, got)
+    assert both["high"] is None or both["high"] > alone["high"]
+    # the check counts what the band decides, per group, and says when a side is never given
+    got = verdict_precision([0, 0, 1, 1], [0.1, 0.8, 0.9, 0.5], {"low": 0.2, "high": 0.7},
+                            ["g", "g", "g", "h"])
+    assert got == {"g": {"n": 3, "real": [1, 1.0], "fake": [2, 0.5]},
+                   "h": {"n": 1, "real": None, "fake": None}}
+    assert verdict_precision([1], [0.9], {"low": None, "high": 0.7}, ["g"])["g"]["real"] is None
+    with pytest.raises(ValueError, match="one label, score and group"):
+        verdict_precision([0, 1], [0.1], {"low": 0.2, "high": 0.7}, ["g", "g"])
+    # one source, one condition: no groups
+    assert band_groups(table[table["condition"] == "stored"]) is None
+    assert band_groups(pd.DataFrame({"p_fake": [0.1]})) is None
+
+
+def test_a_side_needs_more_than_a_handful_of_videos_at_the_confidence_bound():
+    # REAL: 6 videos at the bottom, 5 of them REAL (0.83 by point estimate, 0.42 at a 95%
+    # bound); FAKE: 200 videos at the top, 190 FAKE
+    y = np.array([0] * 5 + [1] + [0, 1] * 200 + [1] * 190 + [0] * 10)
+    p = np.concatenate([np.linspace(0.01, 0.05, 6), np.full(400, 0.5),
+                        np.linspace(0.9, 0.99, 200)])
+    point = choose_uncertain_band(y, p, 0.5, 0.8)
+    bound = choose_uncertain_band(y, p, 0.5, 0.8, confidence=0.95)
+    assert point["low"] is not None and point["real_precision"] == pytest.approx(5 / 6)
+    assert bound["low"] is None and bound["confidence"] == 0.95
+    assert bound["high"] == pytest.approx(point["high"]) and bound["fake_precision"] >= 0.8
+    assert lower_bound(5, 6, 0.95) == pytest.approx(0.418, abs=0.002)
+    assert lower_bound(0, 6, 0.95) == 0.0 and lower_bound(3, 0, 0.95) == 0.0
+    with pytest.raises(ValueError, match="confidence"):
+        choose_uncertain_band(y, p, 0.5, 0.8, confidence=1.0)
+
+
 def test_detect_context_takes_the_models_band():
     from types import SimpleNamespace
 
@@ -101,7 +155,7 @@ def test_a_band_without_verdicts_says_so(caplog):
     scorer = SimpleNamespace(scorer=SimpleNamespace(preset=SimpleNamespace(uncertain=none)))
     with caplog.at_level("WARNING", logger="dfd_app.detect.pipeline"):
         band = choose_band(scorer, "auto", 0.5)
-    assert "every verdict is UNCERTAIN" in caplog.text and "(240 videos)" in caplog.text
+    assert "every verdict is UNCERTAIN" in caplog.text and "(240 validation scores)" in caplog.text
     assert {verdict(p, 0.5, band) for p in (0.0, 0.3, 0.5, 0.99)} == {UNCERTAIN}
 
 
@@ -133,13 +187,21 @@ def test_calibrate_records_the_band_in_the_export(tmp_path):
 
     table(200, False).to_csv(tmp_path / "val.csv", index=False)
     table(200, True).to_csv(tmp_path / "cross.csv", index=False)
-    assert cli.main(["-q", "calibrate", "--model", str(tmp_path / "m.keras"), "--scores",
-                     str(tmp_path / "val.csv"), "--uncertain-scores", str(tmp_path / "cross.csv"),
-                     "--out", str(tmp_path / "cal")]) == 0
+    base = ["-q", "calibrate", "--model", str(tmp_path / "m.keras"), "--scores",
+            str(tmp_path / "val.csv"), "--uncertain-scores", str(tmp_path / "cross.csv")]
+    assert cli.main(base + ["--out", str(tmp_path / "cal")]) == 0
     preset = presets.read_preset(tmp_path / "cal")
     band = preset.uncertain
-    assert band and band["low"] <= 0.5 <= band["high"] and band["n"] == 200
+    assert band and band["n"] == 200 and band["confidence"] == 0.95
+    assert band["high"] is None or band["high"] >= 0.5
+    assert band["low"] is None or band["low"] <= 0.5
     assert band["fitted_on"].endswith("cross.csv") and preset.calibration
+    # the point estimate alone (--precision-confidence 0) never decides less than the bound does
+    assert cli.main(base + ["--out", str(tmp_path / "cal0"), "--precision-confidence", "0"]) == 0
+    point = presets.read_preset(tmp_path / "cal0").uncertain
+    assert point["confidence"] is None and point["low"] <= 0.5 <= point["high"]
+    assert point["coverage"] >= band["coverage"]
+    assert cli.main(base + ["--out", str(tmp_path / "bad"), "--precision-confidence", "1.5"]) != 0
 
 
 def test_a_band_with_one_verdict_says_which_is_never_given(caplog):
@@ -152,6 +214,6 @@ def test_a_band_with_one_verdict_says_which_is_never_given(caplog):
     with caplog.at_level("WARNING", logger="dfd_app.detect.pipeline"):
         band = choose_band(scorer, "auto", 0.5)
     assert band["high"] == 0.69
-    assert "never says REAL" in caplog.text and "(2040 videos)" in caplog.text
+    assert "never says REAL" in caplog.text and "(2040 validation scores)" in caplog.text
     assert "never says FAKE" not in caplog.text
 

@@ -17,16 +17,19 @@ at CRF 23 and 40 (FF++'s c23 and c40 levels; :mod:`dfd.evaluation.robustness`), 
 user uploads has been compressed again. Nothing on a ``test`` split chooses anything. The best
 candidate is then
 
-1. calibrated (Platt scaling fitted on those cross-source validation scores, folded into its
-   output layer) and given its **uncertain band** chosen on the same scores
-   (``dfd.evaluation.calibration.choose_uncertain_band``: precision >= 0.8 outside it);
+1. calibrated (Platt scaling fitted on those cross-source validation videos under every
+   condition, folded into its output layer: a P(fake) for uploads, not for the faces as
+   stored alone) and given its **uncertain band** chosen on the same scores
+   (``dfd.evaluation.calibration.choose_uncertain_band``: precision >= 0.8 outside it within
+   every source under every condition);
 2. written to ``mesonet_tf/assets/dfd_default.keras`` with its preset ``dfd_default.json``
    (framed like the DFDC crops it trained on, ``face_margin`` 1.06);
 3. scored on the **test** splits (DFDC's held-out groups, FF++'s 40 test videos, all 280 FF++
    videos where it never saw FF++) and, through ``dfd detect``, on the labelled clips, each
    with a 95% bootstrap interval, beside ``--reference`` (a registered model, e.g. the former
-   default) with paired differences, and under each condition; all of it goes into
-   ``MODEL_CARD.md``.
+   default) with paired differences, and under each condition, with the precision its
+   verdicts reach there (the band's check on videos that did not choose it); all of it goes
+   into ``MODEL_CARD.md``.
 
 Scores are cached under ``--out/scores`` (delete a file to recompute it).
 """
@@ -43,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from dfd import presets
-from dfd.evaluation.calibration import calibrate_model, describe
+from dfd.evaluation.calibration import calibrate_model, describe, verdict_precision
 from dfd.evaluation.compare import (
     auc_ci,
     clip_labels,
@@ -122,6 +125,15 @@ def cross_source(table: pd.DataFrame, seen: list[str]) -> dict[str, pd.DataFrame
     return {s: sub for s, sub in table.groupby("source") if not source_matches(s, seen)}
 
 
+def upload_scores(model: str, name: str, held: Held, seen: list[str],
+                  conditions=UPLOAD_CONDITIONS) -> pd.DataFrame:
+    """The cross-source validation videos under every condition, one row per video and
+    condition (column ``condition``): what the default's calibration and band are fitted on."""
+    parts = [sub.assign(condition=c) for c in conditions
+             for sub in cross_source(selection_scores(model, name, held, c), seen).values()]
+    return pd.concat(parts, ignore_index=True)
+
+
 def choose(candidates: dict, trained: dict, held: Held,
            conditions=UPLOAD_CONDITIONS) -> tuple[str, pd.DataFrame]:
     """The candidate with the best mean cross-source validation ROC-AUC, and the table of all.
@@ -166,10 +178,14 @@ def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> p
     exported = presets.read_preset(folder)
     dest = ASSETS_DIR / f"{DEFAULT_STEM}.keras"
     shutil.copyfile(Path(folder) / "model.keras", dest)
-    n = len(cross)
-    where = ", ".join(f"{SOURCES.get(s, s)} {len(sub)}" for s, sub in cross.groupby("source"))
-    fitted = (f"cross-source validation videos of the sources whose fakes {name} never saw "
-              f"({where}; tools/ship_default.py)")
+    n = cross.groupby("source")["video_id"].nunique().sum()
+    where = ", ".join(f"{SOURCES.get(s, s)} {sub['video_id'].nunique()}"
+                      for s, sub in cross.groupby("source"))
+    conditions = list(dict.fromkeys(cross["condition"])) if "condition" in cross else []
+    under = (f"; each under {', '.join(f'`{c}`' for c in conditions)}" if len(conditions) > 1
+             else "")
+    fitted = (f"scores of the cross-source validation videos of the sources whose fakes {name} "
+              f"never saw ({where}{under}; tools/ship_default.py)")
     band = dict(exported.uncertain, fitted_on=fitted)
     cal = dict(scaling.to_dict(), fitted_on=fitted)
     extra = {k: v for k, v in (run_preset.extra if run_preset else {}).items()
@@ -203,6 +219,30 @@ def under_conditions(models: dict, cached: dict, seen: dict, held: Held, conditi
     return pd.concat(parts, ignore_index=True)
 
 
+def verdict_check(model: str, name: str, seen: dict, held: Held, conditions,
+                  band: dict) -> pd.DataFrame:
+    """The shipped band on the test videos under each condition: per test set, source and
+    condition, the REAL and FAKE verdicts it gives and their precision, and the share decided."""
+    rows = []
+    parts = ["test"] + ([] if source_matches("csv:ffpp_faces", seen["fake_sources"])
+                        else ["ffpp-all"])
+    for part in parts:
+        for c in conditions:
+            table = held.table(model, name, part, c)
+            table = table[table["status"].fillna("ok") == "ok"]
+            got = verdict_precision(table["label"], table["p_fake"], band, table["source"])
+            for src, v in got.items():
+                if part == "ffpp-all" and src != "csv:ffpp_faces":
+                    continue
+                decided = sum(x[0] for x in (v["real"], v["fake"]) if x)
+                rows.append({"test_set": part, "source": src, "condition": c, "n": v["n"],
+                             "real": v["real"], "fake": v["fake"],
+                             "decided": decided / v["n"] if v["n"] else float("nan"),
+                             "kind": ("in-source" if source_matches(src, seen["fake_sources"])
+                                      else "cross-source")})
+    return pd.DataFrame(rows)
+
+
 def detect_clips(model: str, name: str, clip_list: Path, out: Path) -> Path:
     """``dfd detect`` (32 frames, the model's own framing) on every clip of ``clip_list``."""
     path = out / "clips" / f"{name}.csv"
@@ -217,6 +257,34 @@ def detect_clips(model: str, name: str, clip_list: Path, out: Path) -> Path:
 
 def _f(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def training(cfg: dict, depth: int = 0) -> str:
+    """How a run trained, from its saved config: its budget, and where its weights came from;
+    a run fine-tuned from another run's model (``weights`` a file beside that run's
+    ``config.json``) names that run and how it trained, in turn."""
+    init = (cfg.get("model_kwargs") or {}).get("weights")
+    here = (f"{cfg.get('epochs')} epochs x {cfg.get('steps_per_epoch')} steps of "
+            f"{cfg.get('batch_size')}, {cfg.get('optimizer')} lr {cfg.get('learning_rate')}, "
+            f"loss {cfg.get('loss')}, seed {cfg.get('seed')}")
+    parent = Path(str(init)).parent / "config.json" if init else None
+    if parent is not None and parent.is_file() and depth < 5:
+        before = json.loads(parent.read_text()).get("config") or {}
+        return (f"fine-tuned from the model of run `{parent.parent.name}` for {here} (that run: "
+                + training(before, depth + 1) + ")")
+    return f"initialised from {init or 'random'} weights, {here}"
+
+
+def _group(group: str) -> str:
+    """``"csv:dfdc_faces@h264:40"`` as ``DFDC, `h264:40` ``."""
+    src, _, cond = group.partition("@")
+    return SOURCES.get(src, src) + (f", `{cond}`" if cond else "")
+
+
+def _given(got: dict) -> str:
+    said = [f"{side} {v[0]} ({v[1]:.2f})" for side, v in
+            (("REAL", got.get("real")), ("FAKE", got.get("fake"))) if v]
+    return ", ".join(said) or "no verdict"
 
 
 def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: str,
@@ -239,11 +307,7 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
            f"; fakes of {', '.join(SOURCES.get(s, s) for s in preset.extra.get('fake_sources', [])) or 'none'}") + ".",
     ]
     if cfg:
-        init = (cfg.get("model_kwargs") or {}).get("weights") or "random initialisation"
-        lines.append(f"* Training: `dfd train --model {cfg.get('model')}`, initialised from "
-                     f"{init} weights, {cfg.get('epochs')} epochs x {cfg.get('steps_per_epoch')} "
-                     f"steps of {cfg.get('batch_size')}, {cfg.get('optimizer')} lr "
-                     f"{cfg.get('learning_rate')}, loss {cfg.get('loss')}, seed {cfg.get('seed')}.")
+        lines.append(f"* Training: `dfd train --model {cfg.get('model')}`, " + training(cfg) + ".")
     lines += [
         f"* Calibration: Platt scaling a={cal.get('a', float('nan')):.3f}, "
         f"b={cal.get('b', float('nan')):+.3f}, fitted on {cal.get('n')} {cal.get('fitted_on')}.",
@@ -313,21 +377,37 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
     lo, hi = band.get("low"), band.get("high")
     lines += [
         "", "### Verdicts: FAKE / REAL / UNCERTAIN", "",
-        f"The uncertain band (preset `uncertain`) was chosen on the {band.get('n')} "
-        f"cross-source validation videos ({band.get('n_fake')} FAKE) after calibration, for "
-        f"precision >= {band.get('min_precision')} outside it: "
+        f"The uncertain band (preset `uncertain`) was chosen on {band.get('n')} "
+        f"cross-source validation scores ({band.get('n_fake')} FAKE"
+        + (f"; each video under each of {len(conditions)} conditions" if len(conditions) > 1
+           else "") + ") after calibration, for "
+        f"precision >= {band.get('min_precision')} outside it"
+        + (f" (over all of a side's verdicts at its one-sided {band['confidence']:.0%} lower "
+           "confidence bound, so that no verdict rests on a handful of videos, and by point "
+           "estimate within each group)" if band.get("confidence") else "") + ": "
         + (f"REAL below {_f(lo)} (precision {_f(band.get('real_precision'))})" if lo is not None
            else "**no score range reached it for REAL**") + "; "
         + (f"FAKE at or above {_f(hi)} (precision {_f(band.get('fake_precision'))})"
            if hi is not None else "**no score range reached it for FAKE**")
-        + f"; {band.get('coverage', 0):.0%} of those videos get a verdict, the rest UNCERTAIN. "
-        "The precision must hold within each source, not only pooled. Per source (verdicts "
-        "given, their precision):", ""]
-    for src, got in (band.get("group_precision") or {}).items():
-        said = [f"{side} {v[0]} ({v[1]:.2f})" for side, v in
-                (("REAL", got.get("real")), ("FAKE", got.get("fake"))) if v]
-        lines.append(f"* {SOURCES.get(src, src)} ({got['n']} videos): "
-                     + (", ".join(said) or "no verdict"))
+        + f"; {band.get('coverage', 0):.0%} of those get a verdict, the rest UNCERTAIN. "
+        "The precision must hold within each source"
+        + (" under each condition" if len(conditions) > 1 else "")
+        + ", not only pooled. Per group (verdicts given, their precision):", ""]
+    for group, got in (band.get("group_precision") or {}).items():
+        lines.append(f"* {_group(group)} ({got['n']} videos): " + _given(got))
+    checks = figures.get("verdicts")
+    if checks is not None and len(checks):
+        lines += ["", "The same band on the test videos, which chose nothing (its check; a "
+                  "precision below the target here is what a user can expect instead):", "",
+                  "| test set | condition | videos | REAL verdicts (precision) | "
+                  "FAKE verdicts (precision) | decided |", "|---|---|---|---|---|---|"]
+        for _, r in checks.iterrows():
+            lines.append(
+                f"| {SOURCES.get(r['source'], r['source'])} "
+                f"{'all 280' if r['test_set'] == 'ffpp-all' else 'test split'} | "
+                f"`{r['condition']}` | {r['n']} | "
+                + " | ".join(f"{v[0]} ({v[1]:.2f})" if v else "none"
+                             for v in (r["real"], r["fake"])) + f" | {r['decided']:.0%} |")
     lines += [
         "", "`--uncertain off` gives plain threshold verdicts at 0.5.",
         "", append.strip(), ""]
@@ -371,8 +451,7 @@ def main() -> int:
     log.info("cross-source validation ROC-AUC:\n%s", selection.to_string())
     model = candidates[name]
     run_dir = Path(model).parent
-    cross = pd.concat(cross_source(selection_scores(model, name, held),
-                                   trained[name]["fake_sources"]).values(), ignore_index=True)
+    cross = upload_scores(model, name, held, trained[name]["fake_sources"], conditions)
     preset = ship(model, name, cross, presets.read_preset(run_dir), out)
     presets.register_folder(ASSETS_DIR)  # the new default under its stem
 
@@ -381,8 +460,10 @@ def main() -> int:
     if args.reference:
         models[args.reference] = args.reference
         seen[args.reference] = trained[args.reference]
-    # cache names: the shipped file's scores are those of the candidate it was made from
-    cached = {m: (f"{DEFAULT_STEM}.{name}" if m == DEFAULT_STEM else m) for m in models}
+    # cache names: the shipped file's scores, by the candidate it was made from and its digest
+    # (a new calibration is a new file)
+    cached = {m: (f"{DEFAULT_STEM}.{name}.{preset.sha256[:8]}" if m == DEFAULT_STEM else m)
+              for m in models}
     split_tests = {m: scores(spec, cached[m], args.shards, out, "test", split="test")
                    for m, spec in models.items()}
     figures = generalisation(split_tests, seen, bootstrap=args.bootstrap,
@@ -401,6 +482,8 @@ def main() -> int:
                 figures[key] = pd.concat([figures.get(key), more[key]], ignore_index=True)
     figures["conditions"] = under_conditions(models, cached, seen, held, conditions,
                                              args.bootstrap)
+    figures["verdicts"] = verdict_check(shipped, cached[DEFAULT_STEM], trained[name], held,
+                                        conditions, preset.uncertain or {})
     if args.clips:
         tables = {m: pd.read_csv(detect_clips(spec, cached[m], args.clips, out))
                   for m, spec in models.items()}

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 #: scores are clipped to [EPS, 1 - EPS] before the logit (a sigmoid output of exactly 0 or 1)
 EPS = 1e-7
 
+#: ``dfd calibrate``'s confidence for the uncertain band: the precision of each side's verdicts,
+#: over all its videos, must reach the target at this one-sided lower bound
+BAND_CONFIDENCE = 0.95
+
 
 @dataclass(frozen=True)
 class PlattScaling:
@@ -146,7 +150,8 @@ def load_for_calibration(spec, weights_dir=None):
 
 
 def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0.8,
-                          min_support: int = 5, fitted_on: str = "", groups=None) -> dict:
+                          min_support: int = 5, fitted_on: str = "", groups=None,
+                          confidence: float | None = None) -> dict:
     """The uncertain band around ``threshold`` outside of which verdicts can be trusted.
 
     ``y``/``p``: labels and P(fake) of videos from sources the model **never trained on**
@@ -158,6 +163,10 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     (see :func:`dfd.labels.verdict`). ``groups`` (one per video, e.g. its source): the
     precision must then hold **within every group** that has a video on that side, not only
     over the pooled videos (where a large source could carry a small one it fails on).
+    ``confidence`` (e.g. 0.95): the precision over all the videos on a side must also reach
+    ``min_precision`` at its one-sided lower confidence bound (Clopper-Pearson), so that a
+    verdict is not given on the evidence of a handful of videos (6 REAL videos at 5 of 6 right
+    is 0.83 by point estimate, 0.42 at a 95% bound); ``None``: the point estimate only.
     Returns the band with its measured precisions (the worst group's, and
     ``group_precision`` per group) and the share of videos it leaves decided (``coverage``).
     """
@@ -175,20 +184,29 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
         raise ValueError(f"min_precision must be within [0.5, 1], got {min_precision!r}")
     if len(y) == 0:
         raise ValueError("no labelled, scored videos to choose an uncertain band from")
+    if confidence is not None and not 0.5 <= confidence < 1.0:
+        raise ValueError(f"confidence must be within [0.5, 1), or None for the point estimate "
+                         f"alone, got {confidence!r}")
 
     def worst(sel, target):  # the lowest per-group share of ``target`` among selected videos
         return min(float((y[sel & (g == k)] == target).mean()) for k in np.unique(g[sel]))
 
+    def holds(sel, target):
+        if sel.sum() < min_support or worst(sel, target) < min_precision:
+            return False
+        return confidence is None or lower_bound(int((y[sel] == target).sum()), int(sel.sum()),
+                                                 confidence) >= min_precision
+
     high = fake_prec = None
     for h in np.unique(p[p >= threshold]):  # ascending: the first that holds is the widest FAKE
         sel = p >= h
-        if sel.sum() >= min_support and worst(sel, 1) >= min_precision:
+        if holds(sel, 1):
             high, fake_prec = float(h), worst(sel, 1)
             break
     low = real_prec = None
     for lo in np.unique(p[p <= threshold])[::-1]:  # descending: widest REAL first
         sel = p < lo
-        if sel.sum() >= min_support and worst(sel, 0) >= min_precision:
+        if holds(sel, 0):
             low, real_prec = float(lo), worst(sel, 0)
             break
     decided = np.zeros(len(p), bool)
@@ -197,26 +215,65 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     if low is not None:
         decided |= p < low
     band = {"low": low, "high": high, "threshold": float(threshold),
-            "min_precision": float(min_precision), "fake_precision": fake_prec,
+            "min_precision": float(min_precision), "confidence": confidence,
+            "fake_precision": fake_prec,
             "real_precision": real_prec, "coverage": float(decided.mean()), "n": int(len(y)),
             "n_fake": int(y.sum()), "fitted_on": fitted_on}
     if names is not None:  # per group: [verdicts given, their precision], None if none
-
-        def given(chosen, target):
-            return [int(chosen.sum()), float((y[chosen] == target).mean())] if chosen.any() \
-                else None
-
-        band["group_precision"] = {
-            str(names[k]): {"n": int((g == k).sum()),
-                            "real": None if low is None else given((p < low) & (g == k), 0),
-                            "fake": None if high is None else given((p >= high) & (g == k), 1)}
-            for k in np.unique(g)}
+        band["group_precision"] = verdict_precision(y, p, band, names[g])
     return band
+
+
+def lower_bound(hits: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound of a proportion ``hits / n`` at ``confidence``."""
+    from scipy.stats import beta
+
+    if n <= 0 or hits <= 0:
+        return 0.0
+    return float(beta.ppf(1.0 - confidence, hits, n - hits + 1))
+
+
+def verdict_precision(y, p, band: dict, groups) -> dict:
+    """What ``band`` decides on labelled videos, per group: ``{group: {"n": videos, "real":
+    [REAL verdicts, their precision], "fake": [FAKE verdicts, their precision]}}``, a side
+    ``None`` when the band never gives that verdict or gave none in the group.
+
+    The check of a band on videos it was not chosen on (a test split, a re-coding)."""
+    y = np.asarray(y, dtype=int).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    groups = np.asarray(groups, dtype=str).reshape(-1)
+    if not len(y) == len(p) == len(groups):
+        raise ValueError(f"verdict_precision needs one label, score and group per video: "
+                         f"{len(y)}, {len(p)}, {len(groups)}")
+    low, high = band.get("low"), band.get("high")
+
+    def given(chosen, target):
+        return [int(chosen.sum()), float((y[chosen] == target).mean())] if chosen.any() else None
+
+    out = {}
+    for name in np.unique(groups):
+        here = groups == name
+        out[str(name)] = {"n": int(here.sum()),
+                          "real": None if low is None else given((p < low) & here, 0),
+                          "fake": None if high is None else given((p >= high) & here, 1)}
+    return out
+
+
+def band_groups(table):
+    """The groups a band's precision must hold within, one per row of a score table: its
+    ``source`` and, when the table holds the same videos under several conditions (the
+    re-codings of :mod:`dfd.evaluation.robustness`, column ``condition``), the condition, as
+    ``"SOURCE@CONDITION"``. ``None`` when the table has a single group."""
+    cols = [c for c in ("source", "condition") if c in table.columns]
+    if not any(table[c].nunique(dropna=False) > 1 for c in cols):
+        return None
+    return table[cols].fillna("").astype(str).agg("@".join, axis=1)
 
 
 def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
                     version: int = DEFAULT_VERSION, overwrite: bool = False,
-                    uncertain_scores=None, min_precision: float = 0.8, threshold: float = 0.5):
+                    uncertain_scores=None, min_precision: float = 0.8, threshold: float = 0.5,
+                    confidence: float | None = BAND_CONFIDENCE):
     """``dfd calibrate``: fit Platt scaling on the labelled video table ``scores`` and export
     the model of ``model_spec`` with it folded in to ``out_dir/<version>`` (its preset keeps
     the source's framing and records the ``calibration``; with ``uncertain_scores``, a labelled
@@ -239,12 +296,10 @@ def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
             raise ValueError(f"{uncertain_scores} has no label column")
         if "status" in cross.columns:
             cross = cross[cross["status"].fillna(STATUS_OK) == STATUS_OK]
-        by_source = "source" in cross.columns and cross["source"].nunique() > 1
         extra["uncertain"] = choose_uncertain_band(
             [parse_label(v) for v in cross["label"]],
             scaling.apply(cross["p_fake"].to_numpy(float)), threshold, min_precision,
-            fitted_on=str(uncertain_scores),
-            groups=cross["source"].fillna("").astype(str) if by_source else None)
+            fitted_on=str(uncertain_scores), groups=band_groups(cross), confidence=confidence)
         log.info("uncertain band %s", extra["uncertain"])
     model = load_for_calibration(model_spec, weights_dir)
     source = preset_of(model_spec)

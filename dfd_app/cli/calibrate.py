@@ -13,7 +13,7 @@ scores of videos the model never trained on.
 
 from __future__ import annotations
 
-from dfd.evaluation.calibration import calibrate_model, describe
+from dfd.evaluation.calibration import BAND_CONFIDENCE, calibrate_model, describe
 from dfd.export import DEFAULT_VERSION
 from dfd_app.cli.common import add_out, add_weights_dir
 
@@ -34,10 +34,16 @@ def add_arguments(parser) -> None:
                         help="video score table (with labels) of sources the model never trained "
                              "on: the uncertain band of its verdicts is chosen on it (after the "
                              "calibration) and recorded in the export's preset; with several "
-                             "sources in its 'source' column the precision must hold in each")
+                             "sources in its 'source' column (or conditions in a 'condition' "
+                             "column: the same videos re-coded) the precision must hold in each")
     parser.add_argument("--min-precision", type=float, default=0.8,
                         help="precision the verdicts outside the uncertain band must reach on "
                              "--uncertain-scores (default: %(default)s)")
+    parser.add_argument("--precision-confidence", type=float, default=BAND_CONFIDENCE,
+                        help="the precision of each side's verdicts, over all its videos, must "
+                             "reach --min-precision at this one-sided lower confidence bound, so "
+                             "a verdict is not given on a handful of videos (default: "
+                             "%(default)s; 0 for the point estimate only)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="the verdict threshold the band is chosen around (default: %(default)s)")
 
@@ -45,6 +51,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     out, scaling = calibrate_model(args.model, args.scores, args.out, args.weights_dir,
                                    args.version, args.overwrite, args.uncertain_scores,
-                                   args.min_precision, args.threshold)
+                                   args.min_precision, args.threshold,
+                                   args.precision_confidence or None)
     print(f"calibrated {args.model} -> {out}: {describe(scaling)}")
     return 0

@@ -167,14 +167,14 @@ def choose_band(scorer, uncertain, threshold: float) -> dict | None:
             return None
         if band.get("low") is None and band.get("high") is None:
             log.warning("on sources the model never trained on, no score range reached "
-                        "precision %s for REAL or FAKE (%s videos): every verdict is UNCERTAIN; "
-                        "--uncertain off gives threshold verdicts",
+                        "precision %s for REAL or FAKE (%s validation scores): every verdict "
+                        "is UNCERTAIN; --uncertain off gives threshold verdicts",
                         band.get("min_precision", 0.8), band.get("n", "its validation"))
         else:
             for side, verdict_ in (("low", "REAL"), ("high", "FAKE")):
                 if band.get(side) is None:
                     log.warning("this model never says %s: on sources it never trained on, no "
-                                "score range reached precision %s for it (%s videos); those "
+                                "score range reached precision %s for it (%s validation scores); those "
                                 "videos are UNCERTAIN", verdict_, band.get("min_precision", 0.8),
                                 band.get("n", "its validation"))
         return dict(band)
