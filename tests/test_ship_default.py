@@ -96,9 +96,9 @@ def test_a_model_that_fails_once_its_faces_are_recoded_is_not_chosen(tool, tmp_p
         assert row[s] == pytest.approx((sturdy["stored"][s] + sturdy["h264:40"][s]) / 2)
 
 
-def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
-    import keras
-
+def _tiny_run(tool, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A tiny saved model as a run's ``last.keras``, and the tool's assets folder moved to
+    ``tmp_path/assets``: ``(model_path, assets)``."""
     from mesonet_tf import Meso4
 
     assets = tmp_path / "assets"
@@ -107,6 +107,13 @@ def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
     model_path = tmp_path / "run" / "last.keras"
     model_path.parent.mkdir()
     Meso4(input_shape=(32, 32, 3)).save(model_path)
+    return model_path, assets
+
+
+def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
+    import keras
+
+    model_path, assets = _tiny_run(tool, tmp_path, monkeypatch)
     run_preset = presets.ModelPreset(
         name="meso4", architecture="meso4", kind="model", face_size=32,
         extra={"train_sources": [DFDC], "fake_sources": [], "fakes": "sbi", "junk": 1})
@@ -138,14 +145,7 @@ def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
 
 def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tmp_path,
                                                                        monkeypatch):
-    from mesonet_tf import Meso4
-
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    monkeypatch.setattr(tool, "ASSETS_DIR", assets)
-    model_path = tmp_path / "run" / "last.keras"
-    model_path.parent.mkdir()
-    Meso4(input_shape=(32, 32, 3)).save(model_path)
+    model_path, _ = _tiny_run(tool, tmp_path, monkeypatch)
     work = tmp_path / "work"
     _cache(work, "tiny", 2.0, 2.0, 0)
     _cache(work, "tiny", 0.3, 0.3, 1, "@h26440")

@@ -232,8 +232,6 @@ def verdict_check(model: str, name: str, seen: dict, held: Held, conditions,
             table = table[table["status"].fillna("ok") == "ok"]
             got = verdict_precision(table["label"], table["p_fake"], band, table["source"])
             for src, v in got.items():
-                if part == "ffpp-all" and src != "csv:ffpp_faces":
-                    continue
                 decided = sum(x[0] for x in (v["real"], v["fake"]) if x)
                 rows.append({"test_set": part, "source": src, "condition": c, "n": v["n"],
                              "real": v["real"], "fake": v["fake"],

@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import beta
 
 from dfd import presets
 from dfd.export import DEFAULT_VERSION, ExportExistsError, export_savedmodel, version_dir
@@ -226,8 +227,6 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
 
 def lower_bound(hits: int, n: int, confidence: float) -> float:
     """One-sided Clopper-Pearson lower bound of a proportion ``hits / n`` at ``confidence``."""
-    from scipy.stats import beta
-
     if n <= 0 or hits <= 0:
         return 0.0
     return float(beta.ppf(1.0 - confidence, hits, n - hits + 1))
