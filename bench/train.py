@@ -153,7 +153,8 @@ def fit_rate(data, steps: int | None, images: int) -> float:
 
 
 ARCHS = ("meso4@256", "meso4@128", "mesoinception4@256", "efficientnetb0@96",
-         "efficientnetb0@128", "efficientnetb0@160", "efficientnet_lite0@128", "xception@160")
+         "efficientnetb0@128", "efficientnetb0@160", "efficientnet_lite0@128",
+         "efficientnet_lite0@192", "efficientnet_lite2@192", "xception@160")
 
 
 def arch_rate(name: str, size: int, batch: int, steps: int) -> float:

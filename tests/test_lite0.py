@@ -183,3 +183,12 @@ def test_imagenet_weights_from_the_wheel_recognise_a_photograph(build, variant):
     cat = cv2.resize(skdata.chelsea(), (side, side), interpolation=cv2.INTER_AREA)[None]
     logits = m.predict(cat, verbose=0) @ state["_fc.weight"].T + state["_fc.bias"]
     assert int(np.argmax(logits)) in (281, 282, 283, 284, 285)  # ImageNet's domestic cats
+
+
+def test_lite2_saves_and_loads_as_a_plain_keras_model(tmp_path):
+    m = EfficientNetLite2(input_shape=(32, 32, 3))
+    m.save(tmp_path / "lite2.keras")
+    again = keras.models.load_model(tmp_path / "lite2.keras", compile=False)
+    x = np.random.default_rng(4).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(again.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+    assert again.get_layer("backbone").count_params() == 4_869_168
