@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,15 @@ def test_shipped_default_and_its_preset_round_trip(tool, tmp_path, monkeypatch):
     logit = np.log(raw / (1 - raw))
     a, b = again.calibration["a"], again.calibration["b"]
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-(a * logit + b))), rtol=1e-4, atol=1e-6)
+    # shipping the same model again keeps the file's bytes (no new blob for the same weights);
+    # another calibration is another model
+    copies, copyfile = [], shutil.copyfile
+    monkeypatch.setattr(tool.shutil, "copyfile", lambda *a: copies.append(a) or copyfile(*a))
+    tool.ship(str(model_path), "tiny", cross, run_preset, tmp_path / "work")
+    assert presets.sha256_file(assets / "dfd_default.keras") == again.sha256 and not copies
+    tool.ship(str(model_path), "tiny", cross.assign(p_fake=cross["p_fake"] ** 2), run_preset,
+              tmp_path / "work")
+    assert presets.sha256_file(assets / "dfd_default.keras") != again.sha256 and copies
 
 
 def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tmp_path,

@@ -168,6 +168,22 @@ def choose(candidates: dict, trained: dict, held: Held,
     return str(table["model"].iloc[0]), table
 
 
+def same_model(a: Path, b: Path) -> bool:
+    """Whether two ``.keras`` files hold the same architecture and the same weights, to the
+    bit. Keras writes new bytes (zip and HDF5 timestamps) on every save, so a re-ship of an
+    unchanged model would otherwise commit a new 14 MB blob."""
+    import keras
+
+    try:
+        ma, mb = (keras.models.load_model(p, compile=False) for p in (a, b))
+    except (OSError, ValueError) as err:
+        log.warning("could not compare %s with %s (%s): replaced", a, b, err)
+        return False
+    wa, wb = ma.get_weights(), mb.get_weights()
+    return (ma.to_json() == mb.to_json() and len(wa) == len(wb)
+            and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(wa, wb)))
+
+
 def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> presets.ModelPreset:
     """Calibrate ``model`` and choose its band on ``cross`` (its cross-source validation
     videos), then write it and its preset into the package's assets as the default."""
@@ -177,7 +193,10 @@ def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> p
                                       uncertain_scores=cross_path)
     exported = presets.read_preset(folder)
     dest = ASSETS_DIR / f"{DEFAULT_STEM}.keras"
-    shutil.copyfile(Path(folder) / "model.keras", dest)
+    if dest.is_file() and same_model(dest, Path(folder) / "model.keras"):
+        log.info("%s holds the same model and weights: kept as it is", dest)
+    else:
+        shutil.copyfile(Path(folder) / "model.keras", dest)
     n = cross.groupby("source")["video_id"].nunique().sum()
     where = ", ".join(f"{SOURCES.get(s, s)} {sub['video_id'].nunique()}"
                       for s, sub in cross.groupby("source"))
