@@ -4,10 +4,9 @@ EfficientNet-Lite0/1/2 built from built-in layers (ImageNet weights from pip whe
 Each takes uint8 (or float) RGB faces in ``0..255`` and outputs **P(fake)**, ``float32[batch,
 1]``, from a ``Dense(1, sigmoid)`` layer named ``"p_fake"``. The backbone's own input scaling
 is inside the model (built-in layers only), so a saved ``.keras`` file loads without this
-package. Importing the package registers the builders ``efficientnetb0`` and ``xception``
-with :mod:`dfd.presets` (and ``efficientnet_lite0``, ``_lite1``, ``_lite2``); TensorFlow is
-imported only when a
-model is built.
+package. Importing the package registers the builders ``efficientnetb0``,
+``efficientnet_lite0``, ``_lite1``, ``_lite2`` and ``xception`` with :mod:`dfd.presets`;
+TensorFlow is imported only when a model is built.
 """
 
 from dfd import presets as _presets

