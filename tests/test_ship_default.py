@@ -248,3 +248,28 @@ def test_the_card_says_how_a_fine_tuned_run_trained(tool, tmp_path):
     assert "(that run: initialised from imagenet weights, 8 epochs x 200 steps of 32, adam lr " \
            "0.0003, loss bce, seed 0)" in text
     assert tool.training(dict(base, model_kwargs={})).startswith("initialised from random")
+
+
+def test_the_band_is_chosen_on_the_videos_as_the_shipped_file_scores_them(tool, tmp_path,
+                                                                          monkeypatch):
+    # the shipped file calibrates each frame, so its video scores (means of calibrated
+    # frames) are not the calibrated means the calibration was fitted on: the band is chosen
+    # on what rescore gives for the shipped file
+    model_path, assets = _tiny_run(tool, tmp_path, monkeypatch)
+    cross = pd.concat([_videos(DFDC, 40, 1.5, 0, "d"), _videos(FFPP, 20, 1.5, 1, "f")],
+                      ignore_index=True)
+    asked = []
+
+    def rescore(path, key):
+        asked.append((path, key))
+        return pd.concat([_videos(DFDC, 100, 4.0, 3, "d"), _videos(FFPP, 100, 4.0, 4, "f")],
+                         ignore_index=True)
+
+    preset = tool.ship(str(model_path), "tiny", cross, None, tmp_path / "work", rescore=rescore)
+    digest = presets.sha256_file(assets / "dfd_default.keras")
+    assert asked == [(str(assets / "dfd_default.keras"), f"dfd_default.tiny.{digest[:8]}")]
+    band = preset.uncertain
+    assert band["n"] == 400 and band["n_videos"] == 400  # the rescored table, not cross (120)
+    assert band["high"] is not None and band["fake_precision"] >= 0.8
+    assert band["fitted_on"].endswith("as the shipped file scores them")
+    assert preset.calibration["n"] == 120  # the calibration is still fitted on cross

@@ -46,7 +46,14 @@ import numpy as np
 import pandas as pd
 
 from dfd import presets
-from dfd.evaluation.calibration import calibrate_model, describe, verdict_precision
+from dfd.evaluation.calibration import (
+    BAND_CONFIDENCE,
+    band_groups,
+    calibrate_model,
+    choose_uncertain_band,
+    describe,
+    verdict_precision,
+)
 from dfd.evaluation.compare import (
     auc_ci,
     clip_labels,
@@ -58,6 +65,7 @@ from dfd.evaluation.compare import (
 from dfd.evaluation.robustness import UPLOAD_CONDITIONS, load_videos, parse_condition, score_videos
 from dfd.framing import DFDC_CROP_MARGIN
 from dfd.inference.frames import predict_cached
+from dfd.labels import parse_label
 from dfd.scores import write_table
 from dfd_app.detect import pipeline
 from mesonet_tf.weights import ASSETS_DIR
@@ -184,19 +192,32 @@ def same_model(a: Path, b: Path) -> bool:
             and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(wa, wb)))
 
 
-def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> presets.ModelPreset:
-    """Calibrate ``model`` and choose its band on ``cross`` (its cross-source validation
-    videos), then write it and its preset into the package's assets as the default."""
+def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path,
+         rescore=None) -> presets.ModelPreset:
+    """Calibrate ``model`` on ``cross`` (its cross-source validation videos), write it and its
+    preset into the package's assets as the default, and choose its uncertain band.
+
+    The band is chosen on the same videos **as the shipped file scores them**: it carries the
+    calibration in its output layer, so a video's score is the mean of calibrated frames, not
+    the calibration of the raw mean (they differ for videos of several frames).
+    ``rescore(path, key)`` gives ``cross``'s table scored by the file at ``path`` (``key``: a
+    cache name); without it (a caller with no shards) the band is chosen on ``cross``
+    calibrated after the mean, which is exact for videos of one frame only."""
     cross_path = out / "scores" / f"{name}-selection-cross.csv"
     write_table(cross, cross_path)
-    folder, scaling = calibrate_model(model, cross_path, out / "export", overwrite=True,
-                                      uncertain_scores=cross_path)
+    folder, scaling = calibrate_model(model, cross_path, out / "export", overwrite=True)
     exported = presets.read_preset(folder)
     dest = ASSETS_DIR / f"{DEFAULT_STEM}.keras"
     if dest.is_file() and same_model(dest, Path(folder) / "model.keras"):
         log.info("%s holds the same model and weights: kept as it is", dest)
     else:
         shutil.copyfile(Path(folder) / "model.keras", dest)
+    digest = presets.sha256_file(dest)
+    if rescore is not None:
+        scored = rescore(str(dest), f"{DEFAULT_STEM}.{name}.{digest[:8]}")
+    else:
+        scored = cross.assign(p_fake=scaling.apply(cross["p_fake"].to_numpy(float)))
+    scored = scored[scored["status"].fillna("ok") == "ok"] if "status" in scored else scored
     n = cross.groupby("source")["video_id"].nunique().sum()
     where = ", ".join(f"{SOURCES.get(s, s)} {sub['video_id'].nunique()}"
                       for s, sub in cross.groupby("source"))
@@ -205,14 +226,17 @@ def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path) -> p
              else "")
     fitted = (f"scores of the cross-source validation videos of the sources whose fakes {name} "
               f"never saw ({where}{under}; tools/ship_default.py)")
-    band = dict(exported.uncertain, fitted_on=fitted)
+    band = choose_uncertain_band(
+        [parse_label(v) for v in scored["label"]], scored["p_fake"].to_numpy(float), 0.5, 0.8,
+        fitted_on=fitted + (", as the shipped file scores them" if rescore else ""),
+        groups=band_groups(scored), confidence=BAND_CONFIDENCE, videos=scored["video_id"])
     cal = dict(scaling.to_dict(), fitted_on=fitted)
     extra = {k: v for k, v in (run_preset.extra if run_preset else {}).items()
              if k in ("train_sources", "fake_sources", "fakes", "sbi_ratio", "train_split",
                       "keras_version", "tensorflow_version")}
     extra["trained_as"] = name
     preset = exported.replace(
-        name=DEFAULT_STEM, file=dest.name, sha256=presets.sha256_file(dest), path=None, url=None,
+        name=DEFAULT_STEM, file=dest.name, sha256=digest, path=None, url=None,
         face_margin=exported.face_margin or DFDC_CROP_MARGIN, calibration=cal, uncertain=band,
         description=(f"{exported.architecture} ({name}), chosen by mean cross-source validation "
                      f"ROC-AUC over {n} videos; see MODEL_CARD.md"),
@@ -471,7 +495,9 @@ def main() -> int:
     model = candidates[name]
     run_dir = Path(model).parent
     cross = upload_scores(model, name, held, trained[name]["fake_sources"], conditions)
-    preset = ship(model, name, cross, presets.read_preset(run_dir), out)
+    preset = ship(model, name, cross, presets.read_preset(run_dir), out,
+                  rescore=lambda path, key: upload_scores(
+                      path, key, held, trained[name]["fake_sources"], conditions))
     presets.register_folder(ASSETS_DIR)  # the new default under its stem
 
     shipped = str(ASSETS_DIR / f"{DEFAULT_STEM}.keras")
