@@ -71,6 +71,39 @@ def test_the_default_is_chosen_on_sources_the_model_never_saw(tool, tmp_path):
     assert row.loc["sbi", f"n {FFPP}"] == 76  # FF++'s val and train groups together
 
 
+def test_a_candidate_that_trained_on_ffpp_real_faces_moves_everyone_to_ffpp_val(tool, tmp_path):
+    # "ffreal" made its self-blended fakes from the real faces of FF++'s train groups: FF++
+    # stays cross-source for it (it never saw an FF++ fake), but those groups cannot judge it,
+    # and every candidate is judged on the same videos
+    _cache(tmp_path, "sbi", 0.9, 0.9, 0)
+    _cache(tmp_path, "ffreal", 0.9, 3.0, 30)
+    trained = {"sbi": trained_on("none"),
+               "ffreal": {"fake_sources": [], "train_sources": [DFDC, FFPP]}}
+    assert tool.selection_parts({"sbi": trained["sbi"]}) == tool.WITH_FFPP_TRAIN
+    assert tool.selection_parts(trained) == tool.VAL_ONLY
+    # a model that saw FF++'s fakes is not judged on FF++: it moves nobody
+    assert tool.selection_parts({"sbi": trained["sbi"], "both": trained_on("dfdc+ffpp")}) \
+        == tool.WITH_FFPP_TRAIN
+    held = tool.Held(str(tmp_path / "no-shards"), tmp_path)
+    name, table = tool.choose({"sbi": "a.keras", "ffreal": "b.keras"}, trained, held, ("stored",))
+    row = table.set_index("model")
+    assert name == "ffreal" and (row[f"n {FFPP}"] == 16).all()  # FF++'s val videos only
+    for model in ("sbi", "ffreal"):
+        val = pd.read_csv(tmp_path / "scores" / f"{model}-val.csv")
+        ff = val[val["source"] == FFPP]
+        assert row.loc[model, FFPP] == pytest.approx(roc_auc_score(ff["label"], ff["p_fake"]))
+    cross = tool.upload_scores("b.keras", "ffreal", held, [], ("stored",), tool.VAL_ONLY)
+    assert not cross["video_id"].str.startswith("ft").any() and len(cross) == 120 + 16
+    # its test check leaves out "all of FF++" (it trained on some of those faces)
+    for part in ("test", "ffpp-all"):
+        pd.concat([_videos(DFDC, 10, 2.0, 7, "t"), _videos(FFPP, 10, 2.0, 8, "u")]).to_csv(
+            tmp_path / "scores" / f"ffreal-{part}.csv", index=False)
+    checks = tool.verdict_check("b.keras", "ffreal", trained["ffreal"], held, ("stored",),
+                                {"low": 0.3, "high": 0.7})
+    assert set(checks["test_set"]) == {"test"}
+    assert set(checks["kind"]) == {"cross-source"}
+
+
 def test_nothing_to_choose_from_is_an_error(tool, tmp_path):
     _cache(tmp_path, "both", 1.0, 1.0, 0)
     with pytest.raises(SystemExit, match="never trained on"):
@@ -231,6 +264,10 @@ def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_
     assert "| dfd_default | FaceForensics++ test split | cross-source | `h264:40` | 0.550 |" in text
     plain = tool.card(name, preset, selection, figures, "", None, "", ("stored",))
     assert "Under upload conditions" not in plain and "conditions:" not in plain
+    assert "FF++: the `train` and `val` identity groups" in text
+    val_only = tool.card(name, preset, selection, figures, "", None, "", conditions,
+                         tool.VAL_ONLY)
+    assert "FF++: the `val` identity groups only" in val_only and "`train` and" not in val_only
 
 
 def test_the_card_says_how_a_fine_tuned_run_trained(tool, tmp_path):

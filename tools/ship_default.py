@@ -11,7 +11,10 @@ Every candidate is judged on the sources whose fakes it never saw (``--trained-o
 dfdc|ffpp|dfdc+ffpp|none``, or a run folder whose preset records it): its **cross-source
 validation ROC-AUC** is the mean over those sources of its ROC-AUC on their validation videos
 (DFDC: the ``val`` split; FF++: the ``train`` and ``val`` identity groups, since no candidate
-trained on FF++ is judged on it, and 44 validation videos alone are too few), each source's
+trained on FF++ is judged on it, and 44 validation videos alone are too few; but only the
+``val`` groups, for every candidate, once one candidate judged on FF++ trained on the real
+faces of FF++'s ``train`` groups (self-blended fakes made from them): all candidates are
+judged on the same videos, and none on a video it trained on), each source's
 ROC-AUC the mean over ``--condition`` s: by default the faces as stored and re-coded with H.264
 at CRF 23 and 40 (FF++'s c23 and c40 levels; :mod:`dfd.evaluation.robustness`), since what a
 user uploads has been compressed again. Nothing on a ``test`` split chooses anything. The best
@@ -121,10 +124,34 @@ class Held:
         return pd.read_csv(path)
 
 
-def selection_scores(model: str, name: str, held: Held, condition: str = "stored") -> pd.DataFrame:
+FFPP = "csv:ffpp_faces"
+#: the parts the candidates are judged on: with FF++'s training groups, or without them
+WITH_FFPP_TRAIN, VAL_ONLY = ("val", "ffpp-train"), ("val",)
+
+
+def saw_ffpp_faces(seen: dict) -> bool:
+    """Whether a model trained on any face of FF++'s ``train`` split (its ``train_sources``),
+    real or fake: its FF++ figures must leave those groups out."""
+    return source_matches(FFPP, seen.get("train_sources") or [])
+
+
+def selection_parts(trained: dict) -> tuple[str, ...]:
+    """The validation parts every candidate is judged on: FF++'s ``train`` groups count only
+    while no candidate that is judged on FF++ (never saw its fakes) trained on their faces."""
+    reals_only = [n for n, t in trained.items()
+                  if saw_ffpp_faces(t) and not source_matches(FFPP, t["fake_sources"])]
+    if reals_only:
+        log.info("%s trained on the real faces of FF++'s train groups: every candidate is "
+                 "judged on FF++'s val groups only", ", ".join(sorted(reals_only)))
+        return VAL_ONLY
+    return WITH_FFPP_TRAIN
+
+
+def selection_scores(model: str, name: str, held: Held, condition: str = "stored",
+                     parts=WITH_FFPP_TRAIN) -> pd.DataFrame:
     """Validation videos of every source: DFDC's ``val`` split and FF++'s ``train`` + ``val``
-    identity groups (see the module docstring), under ``condition``."""
-    return pd.concat([held.table(model, name, part, condition) for part in ("val", "ffpp-train")],
+    identity groups (``parts``: see :func:`selection_parts`), under ``condition``."""
+    return pd.concat([held.table(model, name, part, condition) for part in parts],
                      ignore_index=True)
 
 
@@ -134,12 +161,12 @@ def cross_source(table: pd.DataFrame, seen: list[str]) -> dict[str, pd.DataFrame
 
 
 def upload_scores(model: str, name: str, held: Held, seen: list[str],
-                  conditions=UPLOAD_CONDITIONS) -> pd.DataFrame:
+                  conditions=UPLOAD_CONDITIONS, parts=WITH_FFPP_TRAIN) -> pd.DataFrame:
     """The cross-source validation videos under every condition, one row per video and
     condition (column ``condition``): what the default's calibration and band are fitted on."""
-    parts = [sub.assign(condition=c) for c in conditions
-             for sub in cross_source(selection_scores(model, name, held, c), seen).values()]
-    return pd.concat(parts, ignore_index=True)
+    rows = [sub.assign(condition=c) for c in conditions
+            for sub in cross_source(selection_scores(model, name, held, c, parts), seen).values()]
+    return pd.concat(rows, ignore_index=True)
 
 
 def choose(candidates: dict, trained: dict, held: Held,
@@ -148,11 +175,12 @@ def choose(candidates: dict, trained: dict, held: Held,
 
     A source's figure is the mean of its ROC-AUC under each of ``conditions`` (the videos as
     stored and re-coded as uploads are: :data:`UPLOAD_CONDITIONS`); the mean is over sources.
+    Every candidate is judged on the same videos (:func:`selection_parts`).
     """
-    rows = []
+    rows, parts = [], selection_parts({n: trained[n] for n in candidates})
     for name, model in candidates.items():
         seen = trained[name]["fake_sources"]
-        by_condition = {c: cross_source(selection_scores(model, name, held, c), seen)
+        by_condition = {c: cross_source(selection_scores(model, name, held, c, parts), seen)
                         for c in conditions}
         cross = by_condition[conditions[0]]
         if not cross:
@@ -254,8 +282,7 @@ def under_conditions(models: dict, cached: dict, seen: dict, held: Held, conditi
     for c in conditions:
         tests = {m: held.table(spec, cached[m], "test", c) for m, spec in models.items()}
         tests.update({f"{m} (all FF++)": held.table(spec, cached[m], "ffpp-all", c)
-                      for m, spec in models.items()
-                      if not source_matches("csv:ffpp_faces", seen[m]["fake_sources"])})
+                      for m, spec in models.items() if not saw_ffpp_faces(seen[m])})
         got = generalisation(tests, {k: seen[k.rsplit(" (", 1)[0]] for k in tests},
                              bootstrap=bootstrap)["per_source"]
         parts.append(got.assign(condition=c))
@@ -267,8 +294,7 @@ def verdict_check(model: str, name: str, seen: dict, held: Held, conditions,
     """The shipped band on the test videos under each condition: per test set, source and
     condition, the REAL and FAKE verdicts it gives and their precision, and the share decided."""
     rows = []
-    parts = ["test"] + ([] if source_matches("csv:ffpp_faces", seen["fake_sources"])
-                        else ["ffpp-all"])
+    parts = ["test"] + ([] if saw_ffpp_faces(seen) else ["ffpp-all"])
     for part in parts:
         for c in conditions:
             table = held.table(model, name, part, c)
@@ -330,7 +356,8 @@ def _given(got: dict) -> str:
 
 
 def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: str,
-         run_config: dict | None, append: str, conditions=("stored",)) -> str:
+         run_config: dict | None, append: str, conditions=("stored",),
+         parts=WITH_FFPP_TRAIN) -> str:
     """MODEL_CARD.md: the default, how it was chosen, its figures, its band, then ``append``."""
     cfg = run_config or {}
     band, cal = preset.uncertain or {}, preset.calibration or {}
@@ -354,8 +381,11 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
         f"* Calibration: Platt scaling a={cal.get('a', float('nan')):.3f}, "
         f"b={cal.get('b', float('nan')):+.3f}, fitted on {cal.get('n')} {cal.get('fitted_on')}.",
         "", "### How it was chosen", "",
-        "Mean cross-source ROC-AUC on validation videos (DFDC: `val` split; FF++: the `train` "
-        "and `val` identity groups; a source counts only for models that never saw its fakes)"
+        "Mean cross-source ROC-AUC on validation videos (DFDC: `val` split; FF++: "
+        + ("the `train` and `val` identity groups" if "ffpp-train" in parts else
+           "the `val` identity groups only, since a candidate trained on the real faces of its "
+           "`train` groups; every candidate on the same videos")
+        + "; a source counts only for models that never saw its fakes)"
         + (":" if len(conditions) < 2 else
            f", each source's figure the mean over {len(conditions)} conditions: "
            + ", ".join(f"`{c}`" for c in conditions) + " (in brackets, in that order; "
@@ -494,10 +524,11 @@ def main() -> int:
     log.info("cross-source validation ROC-AUC:\n%s", selection.to_string())
     model = candidates[name]
     run_dir = Path(model).parent
-    cross = upload_scores(model, name, held, trained[name]["fake_sources"], conditions)
+    parts = selection_parts({n: trained[n] for n in candidates})
+    cross = upload_scores(model, name, held, trained[name]["fake_sources"], conditions, parts)
     preset = ship(model, name, cross, presets.read_preset(run_dir), out,
                   rescore=lambda path, key: upload_scores(
-                      path, key, held, trained[name]["fake_sources"], conditions))
+                      path, key, held, trained[name]["fake_sources"], conditions, parts))
     presets.register_folder(ASSETS_DIR)  # the new default under its stem
 
     shipped = str(ASSETS_DIR / f"{DEFAULT_STEM}.keras")
@@ -515,9 +546,8 @@ def main() -> int:
                              reference=args.reference)
     # all FF++ videos, for the models that never saw its fakes (paired likewise)
     all_ff = {f"{m} (all FF++)": scores(spec, cached[m], args.shards, out, "ffpp-all",
-                                        only_source="csv:ffpp_faces")
-              for m, spec in models.items()
-              if not source_matches("csv:ffpp_faces", seen[m]["fake_sources"])}
+                                        only_source=FFPP)
+              for m, spec in models.items() if not saw_ffpp_faces(seen[m])}
     if all_ff:
         ref = f"{args.reference} (all FF++)" if f"{args.reference} (all FF++)" in all_ff else None
         more = generalisation(all_ff, {k: seen[k.rsplit(" (", 1)[0]] for k in all_ff},
@@ -539,7 +569,7 @@ def main() -> int:
         run_config = json.loads((run_dir / "config.json").read_text()).get("config")
     append = args.card_append.read_text() if args.card_append else ""
     text = card(name, preset, selection, figures, args.reference or "", run_config, append,
-                conditions)
+                conditions, parts)
     (ASSETS_DIR / "MODEL_CARD.md").write_text(text)
     (out / "MODEL_CARD.md").write_text(text)
     (out / "figures.json").write_text(json.dumps(
