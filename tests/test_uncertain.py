@@ -245,3 +245,96 @@ def test_a_band_with_one_verdict_says_which_is_never_given(caplog):
     assert "never says REAL" in caplog.text and "(2040 validation scores)" in caplog.text
     assert "never says FAKE" not in caplog.text
 
+
+
+def _frames_of(videos, per_video, rng, condition=None):
+    """A frame table of ``per_video`` faces for each video of ``videos``, spread around it."""
+    rows = []
+    for vid, p in zip(videos["video_id"], videos["p_fake"]):
+        for i in range(per_video):
+            rows.append({"video_id": vid, "track": 0, "frame_index": i, "model": "m",
+                         "p_fake": float(np.clip(p + rng.normal(0, 0.25), 0.01, 0.99))})
+    out = pd.DataFrame(rows)
+    return out if condition is None else out.assign(condition=condition)
+
+
+def test_a_videos_band_score_is_the_aggregate_of_its_calibrated_frames():
+    # the calibrated export calibrates each frame, then averages: for a video of several
+    # frames that is not the calibration of the raw mean, and the band must see the former
+    from dfd.evaluation.calibration import PlattScaling, frame_calibrated_videos
+
+    rng = np.random.default_rng(5)
+    scaling = PlattScaling(a=0.25, b=0.3)
+    videos = pd.DataFrame({"video_id": [f"v{i}" for i in range(6)], "label": [0, 1] * 3,
+                           "p_fake": np.nan, "status": "ok", "aggregation": "mean"})
+    frames = _frames_of(videos.assign(p_fake=rng.uniform(0.05, 0.95, 6)), 10, rng)
+    videos["p_fake"] = frames.groupby("video_id", sort=False)["p_fake"].mean().to_numpy()
+    got = frame_calibrated_videos(videos, frames, scaling)
+    want = [np.mean(scaling.apply(g["p_fake"].to_numpy()))
+            for _, g in frames.groupby("video_id", sort=False)]
+    np.testing.assert_allclose(got["p_fake"], want, rtol=1e-12)
+    assert list(got.columns) == list(videos.columns) and got["label"].tolist() == [0, 1] * 3
+    assert np.abs(got["p_fake"] - scaling.apply(videos["p_fake"])).max() > 1e-3
+    # another rule, several people (the most suspicious track), the same videos re-coded
+    second = frames.assign(track=1, p_fake=0.99)
+    two = frame_calibrated_videos(videos.assign(aggregation="max"),
+                                  pd.concat([frames, second[second["video_id"] == "v0"]]), scaling)
+    assert two["p_fake"].iloc[0] == pytest.approx(float(scaling.apply(0.99)))
+    assert two["p_fake"].iloc[1] == pytest.approx(
+        float(scaling.apply(frames[frames["video_id"] == "v1"]["p_fake"]).max()))
+    both = frame_calibrated_videos(
+        pd.concat([videos.assign(condition="stored"), videos.assign(condition="h264:40")]),
+        pd.concat([frames.assign(condition="stored"),
+                   frames.assign(condition="h264:40", p_fake=frames["p_fake"] ** 2)]), scaling)
+    assert len(both) == 12 and (both["p_fake"].iloc[6:].to_numpy()
+                                < both["p_fake"].iloc[:6].to_numpy()).all()
+    # a scored video without frames is an error, never a silent fallback
+    with pytest.raises(ValueError, match="1 scored video.*no frame.*v5"):
+        frame_calibrated_videos(videos, frames[frames["video_id"] != "v5"], scaling)
+    with pytest.raises(ValueError, match="frame table lacks.*frame_index"):
+        frame_calibrated_videos(videos, frames.drop(columns="frame_index"), scaling)
+    # an unscored video (no face) stays unscored
+    failed = videos.assign(p_fake=videos["p_fake"].where(videos["video_id"] != "v5"))
+    assert np.isnan(frame_calibrated_videos(failed, frames[frames["video_id"] != "v5"],
+                                            scaling)["p_fake"].iloc[5])
+
+
+def test_calibrate_chooses_the_band_on_frames_calibrated_one_by_one(tmp_path):
+    pytest.importorskip("keras")
+    from dfd import presets
+    from dfd.evaluation.calibration import PlattScaling, frame_calibrated_videos
+    from dfd_app.cli import main as cli
+    from mesonet_tf import Meso4
+
+    Meso4(input_shape=(32, 32, 3)).save(tmp_path / "m.keras")
+    rng = np.random.default_rng(3)
+    n = 300
+    y = rng.integers(0, 2, n)
+    centre = np.clip(0.5 + 0.35 * (y - 0.5) + rng.normal(0, 0.15, n), 0.02, 0.98)
+    videos = pd.DataFrame({"video_id": [f"v{i}" for i in range(n)], "label": y,
+                           "p_fake": centre, "status": "ok", "aggregation": "mean"})
+    frames = _frames_of(videos, 10, rng)
+    videos["p_fake"] = frames.groupby("video_id", sort=False)["p_fake"].mean().to_numpy()
+    videos.to_csv(tmp_path / "val.csv", index=False)
+    frames.to_csv(tmp_path / "frames.csv", index=False)
+    base = ["-q", "calibrate", "--model", str(tmp_path / "m.keras"), "--scores",
+            str(tmp_path / "val.csv"), "--uncertain-scores", str(tmp_path / "val.csv"),
+            "--precision-confidence", "0"]
+    assert cli.main(base + ["--out", str(tmp_path / "a"), "--uncertain-frames",
+                            str(tmp_path / "frames.csv")]) == 0
+    preset = presets.read_preset(tmp_path / "a")
+    band, scaling = preset.uncertain, PlattScaling(**preset.calibration)
+    assert "frames calibrated one by one" in band["fitted_on"]
+    # the band is the one chosen on the frame-calibrated video scores
+    exact = frame_calibrated_videos(videos, frames, scaling)["p_fake"].to_numpy()
+    again = choose_uncertain_band(y, exact, 0.5, 0.8, confidence=None)
+    assert (band["low"], band["high"]) == (again["low"], again["high"])
+    assert band["high"] is not None or band["low"] is not None
+    # without the frames: the calibration of each raw video score, another table
+    assert cli.main(base + ["--out", str(tmp_path / "b")]) == 0
+    plain = presets.read_preset(tmp_path / "b").uncertain
+    assert "one by one" not in plain["fitted_on"]
+    assert (plain["low"], plain["high"]) != (band["low"], band["high"])
+    assert cli.main(["-q", "calibrate", "--model", str(tmp_path / "m.keras"), "--scores",
+                     str(tmp_path / "val.csv"), "--uncertain-frames", str(tmp_path / "frames.csv"),
+                     "--out", str(tmp_path / "c")]) != 0  # frames need their video table

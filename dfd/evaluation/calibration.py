@@ -24,13 +24,14 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.stats import beta
 
 from dfd import presets
 from dfd.export import DEFAULT_VERSION, ExportExistsError, export_savedmodel, version_dir
 from dfd.inference.loading import load_keras, preset_of
 from dfd.labels import parse_label
-from dfd.scores import STATUS_OK, read_table
+from dfd.scores import STATUS_OK, read_table, video_scores
 
 log = logging.getLogger(__name__)
 
@@ -284,15 +285,57 @@ def band_groups(table):
     return table[cols].fillna("").astype(str).agg("@".join, axis=1)
 
 
+def frame_calibrated_videos(videos, frames, scaling: PlattScaling):
+    """``videos`` (a labelled video table) with each ``p_fake`` recomputed from ``frames``
+    (its frame table: ``dfd predict --frames-out``) calibrated one frame at a time.
+
+    That is the score the calibrated export gives a video: it carries the scaling in its
+    output layer, so each frame is calibrated and the video aggregates the calibrated frames
+    (by the table's ``aggregation``, default ``mean``; a video of several tracks takes the most
+    suspicious one), which for a video of several frames is not the calibration of its raw
+    score. Rows are matched on ``video_id`` (and ``condition`` where both tables have it);
+    a scored video with no frame is an error, not a silent fallback."""
+    keys = ["video_id"] + (["condition"] if "condition" in videos.columns
+                           and "condition" in frames.columns else [])
+    missing = {"video_id", "track", "frame_index", "p_fake"} - set(frames.columns)
+    if missing:
+        raise ValueError(f"frame table lacks column(s) {sorted(missing)} (give the table of "
+                         f"dfd predict --frames-out); has {list(frames.columns)}")
+    frames = frames.assign(p_fake=scaling.apply(frames["p_fake"].to_numpy(float)))
+    hows = (videos["aggregation"].fillna("mean").replace("", "mean")
+            if "aggregation" in videos.columns else pd.Series("mean", index=videos.index))
+    parts = frames.groupby("condition", sort=False) if len(keys) > 1 else [(None, frames)]
+    scored = [video_scores(sub, how=str(how))[["video_id", "p_fake"]].assign(
+                  aggregation=how, **({"condition": cond} if len(keys) > 1 else {}))
+              for cond, sub in parts for how in hows.unique()]
+    scored = pd.concat(scored, ignore_index=True).rename(columns={"p_fake": "_frames"})
+    out = videos.assign(aggregation=hows.to_numpy()).merge(scored, on=keys + ["aggregation"],
+                                                           how="left")
+    lost = out["_frames"].isna() & out["p_fake"].notna()
+    if lost.any():
+        raise ValueError(f"{int(lost.sum())} scored video(s) have no frame in the frame table, "
+                         f"e.g. {list(out.loc[lost, 'video_id'][:3])}: give the frame table of "
+                         "the same dfd predict run")
+    out["p_fake"] = out.pop("_frames")
+    if "aggregation" not in videos.columns:
+        out = out.drop(columns="aggregation")
+    return out
+
+
 def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
                     version: int = DEFAULT_VERSION, overwrite: bool = False,
                     uncertain_scores=None, min_precision: float = 0.8, threshold: float = 0.5,
-                    confidence: float | None = BAND_CONFIDENCE):
+                    confidence: float | None = BAND_CONFIDENCE, uncertain_frames=None):
     """``dfd calibrate``: fit Platt scaling on the labelled video table ``scores`` and export
     the model of ``model_spec`` with it folded in to ``out_dir/<version>`` (its preset keeps
     the source's framing and records the ``calibration``; with ``uncertain_scores``, a labelled
     table of sources the model never trained on, also the uncertain band of
-    :func:`choose_uncertain_band`). Returns ``(folder, scaling)``."""
+    :func:`choose_uncertain_band`). Returns ``(folder, scaling)``.
+
+    The band is chosen on the videos' calibrated scores: ``uncertain_frames``, the frame table
+    of the same scoring (``dfd predict --frames-out``), makes them exact for videos of several
+    frames (:func:`frame_calibrated_videos`: what the export will give them); without it each
+    video's raw score is calibrated, exact for videos of one frame only."""
     if version_dir(out_dir, version).exists() and not overwrite:  # refuse before any work
         raise ExportExistsError(f"export {version_dir(out_dir, version)} exists already; pass "
                                 f"--overwrite to replace it or --version N for a new version")
@@ -304,16 +347,26 @@ def calibrate_model(model_spec, scores, out_dir, weights_dir=None,
         table = table[table["status"].fillna(STATUS_OK) == STATUS_OK]
     scaling = fit_platt(table["p_fake"], table["label"], fitted_on=str(scores))
     extra = {"calibration": scaling.to_dict()}
+    if uncertain_frames and not uncertain_scores:
+        raise ValueError(f"uncertain_frames {uncertain_frames!r} needs uncertain_scores: the "
+                         "video table of the same dfd predict run")
     if uncertain_scores:
         cross = read_table(uncertain_scores)
         if "label" not in cross.columns:
             raise ValueError(f"{uncertain_scores} has no label column")
         if "status" in cross.columns:
             cross = cross[cross["status"].fillna(STATUS_OK) == STATUS_OK]
+        if uncertain_frames:
+            cross = frame_calibrated_videos(cross, read_table(uncertain_frames), scaling)
+            chosen_on = cross["p_fake"].to_numpy(float)
+        else:
+            chosen_on = scaling.apply(cross["p_fake"].to_numpy(float))
         extra["uncertain"] = choose_uncertain_band(
-            [parse_label(v) for v in cross["label"]],
-            scaling.apply(cross["p_fake"].to_numpy(float)), threshold, min_precision,
-            fitted_on=str(uncertain_scores), groups=band_groups(cross), confidence=confidence,
+            [parse_label(v) for v in cross["label"]], chosen_on, threshold, min_precision,
+            fitted_on=str(uncertain_scores) + (f", each video's frames calibrated one by one "
+                                               f"({uncertain_frames})" if uncertain_frames
+                                               else ""),
+            groups=band_groups(cross), confidence=confidence,
             videos=cross["video_id"] if "video_id" in cross.columns else None)
         log.info("uncertain band %s", extra["uncertain"])
     model = load_for_calibration(model_spec, weights_dir)

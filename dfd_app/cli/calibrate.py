@@ -36,6 +36,12 @@ def add_arguments(parser) -> None:
                              "calibration) and recorded in the export's preset; with several "
                              "sources in its 'source' column (or conditions in a 'condition' "
                              "column: the same videos re-coded) the precision must hold in each")
+    parser.add_argument("--uncertain-frames", metavar="TABLE",
+                        help="the frame table of the same scoring as --uncertain-scores (dfd "
+                             "predict --frames-out): the band is then chosen on each video's "
+                             "frames calibrated one by one and aggregated, as the calibrated "
+                             "export scores them (without it, each video's score is calibrated: "
+                             "exact for videos of one frame only)")
     parser.add_argument("--min-precision", type=float, default=0.8,
                         help="precision the verdicts outside the uncertain band must reach on "
                              "--uncertain-scores (default: %(default)s)")
@@ -53,6 +59,6 @@ def run(args) -> int:
     out, scaling = calibrate_model(args.model, args.scores, args.out, args.weights_dir,
                                    args.version, args.overwrite, args.uncertain_scores,
                                    args.min_precision, args.threshold,
-                                   args.precision_confidence or None)
+                                   args.precision_confidence or None, args.uncertain_frames)
     print(f"calibrated {args.model} -> {out}: {describe(scaling)}")
     return 0
