@@ -38,7 +38,15 @@ def test_source_matching_and_trained_on(tmp_path):
         name="r", extra={"train_sources": ["csv:dfdc_faces", "csv:ffpp_faces"],
                          "fake_sources": []}), tmp_path / "run")
     assert cmp.trained_on(tmp_path / "run") == {
-        "fake_sources": [], "train_sources": ["csv:dfdc_faces", "csv:ffpp_faces"]}
+        "fake_sources": [], "train_sources": ["csv:dfdc_faces", "csv:ffpp_faces"],
+        "train_split": "all"}  # no split recorded: dfd train used every split
+    presets.write_preset(presets.ModelPreset(
+        name="r", extra={"train_sources": ["csv:dfdc_faces"], "fake_sources": [],
+                         "train_split": "train"}), tmp_path / "split")
+    assert cmp.trained_on(tmp_path / "split")["train_split"] == "train"
+    # a list given as text says whose fakes, not whose real faces nor which split
+    assert cmp.trained_on("none")["train_sources"] is None
+    assert cmp.trained_on("dfdc")["train_split"] is None
     presets.write_preset(presets.ModelPreset(name="old"), tmp_path / "old")
     with pytest.raises(ValueError, match="old.*fake_sources"):
         cmp.trained_on(tmp_path / "old")

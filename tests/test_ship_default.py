@@ -20,6 +20,16 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "ship_default.py"
 DFDC, FFPP = "csv:dfdc_faces", "csv:ffpp_faces"
 
 
+def _run(fakes, faces, split="train"):
+    """What a run's preset records (``trained_on`` of its folder): the sources of its fakes,
+    of all its faces, and the split they came from."""
+    return {"fake_sources": list(fakes), "train_sources": list(faces), "train_split": split}
+
+
+#: self-blended fakes of DFDC's real training faces; DFDC's fakes; both sources' fakes
+SBI, ON_DFDC, ON_BOTH = _run([], [DFDC]), _run([DFDC], [DFDC]), _run([DFDC, FFPP], [DFDC, FFPP])
+
+
 @pytest.fixture(scope="module")
 def tool():
     spec = importlib.util.spec_from_file_location("ship_default", TOOL)
@@ -55,8 +65,7 @@ def test_the_default_is_chosen_on_sources_the_model_never_saw(tool, tmp_path):
     truth = {"sbi": _cache(tmp_path, "sbi", 0.9, 0.9, 0),
              "dfdc": _cache(tmp_path, "dfdc", 4.0, 0.5, 10),
              "both": _cache(tmp_path, "both", 4.0, 4.0, 20)}
-    trained = {"sbi": trained_on("none"), "dfdc": trained_on("dfdc"),
-               "both": trained_on("dfdc+ffpp")}
+    trained = {"sbi": SBI, "dfdc": ON_DFDC, "both": ON_BOTH}
     # the shards do not exist: the cached validation scores are all the tool may read
     held = tool.Held(str(tmp_path / "no-shards"), tmp_path)
     name, table = tool.choose({n: f"{n}.keras" for n in truth}, trained, held, ("stored",))
@@ -77,13 +86,11 @@ def test_a_candidate_that_trained_on_ffpp_real_faces_moves_everyone_to_ffpp_val(
     # and every candidate is judged on the same videos
     _cache(tmp_path, "sbi", 0.9, 0.9, 0)
     _cache(tmp_path, "ffreal", 0.9, 3.0, 30)
-    trained = {"sbi": trained_on("none"),
-               "ffreal": {"fake_sources": [], "train_sources": [DFDC, FFPP]}}
+    trained = {"sbi": SBI, "ffreal": _run([], [DFDC, FFPP])}
     assert tool.selection_parts({"sbi": trained["sbi"]}) == tool.WITH_FFPP_TRAIN
     assert tool.selection_parts(trained) == tool.VAL_ONLY
     # a model that saw FF++'s fakes is not judged on FF++: it moves nobody
-    assert tool.selection_parts({"sbi": trained["sbi"], "both": trained_on("dfdc+ffpp")}) \
-        == tool.WITH_FFPP_TRAIN
+    assert tool.selection_parts({"sbi": trained["sbi"], "both": ON_BOTH}) == tool.WITH_FFPP_TRAIN
     held = tool.Held(str(tmp_path / "no-shards"), tmp_path)
     name, table = tool.choose({"sbi": "a.keras", "ffreal": "b.keras"}, trained, held, ("stored",))
     row = table.set_index("model")
@@ -104,10 +111,32 @@ def test_a_candidate_that_trained_on_ffpp_real_faces_moves_everyone_to_ffpp_val(
     assert set(checks["kind"]) == {"cross-source"}
 
 
+def test_a_candidate_that_may_have_trained_on_its_validation_faces_is_refused(tool, tmp_path):
+    _cache(tmp_path, "x", 1.0, 1.0, 0)
+    held = tool.Held("no-shards", tmp_path)
+    # given as text, a model's real faces are unknown: it cannot be judged
+    with pytest.raises(SystemExit, match="x: the faces it trained on are unknown.*run folder"):
+        tool.choose({"x": "m.keras"}, {"x": trained_on("none")}, held, ("stored",))
+    # trained on every split (dfd train's default): its validation videos are training faces
+    with pytest.raises(SystemExit, match="x trained on faces of DFDC from split 'all'"):
+        tool.choose({"x": "m.keras"}, {"x": _run([], [DFDC], "all")}, held, ("stored",))
+    # judged only where it trained on nothing: fine whatever its split
+    assert tool.choose({"x": "m.keras"}, {"x": _run([DFDC], [DFDC], "all")}, held,
+                       ("stored",))[0] == "x"
+    # a run folder gives what it needs
+    presets.write_preset(presets.ModelPreset(name="r", extra={
+        "train_sources": [DFDC], "fake_sources": [], "train_split": "train"}), tmp_path / "run")
+    assert tool.choose({"x": "m.keras"}, {"x": trained_on(tmp_path / "run")}, held,
+                       ("stored",))[0] == "x"
+    # a reference given as text: "all of FF++" follows its fakes (nothing else is known)
+    assert not tool.saw_ffpp_faces(trained_on("dfdc")) and tool.saw_ffpp_faces(trained_on("ffpp"))
+    assert tool.saw_ffpp_faces(_run([], [DFDC, FFPP])) and not tool.saw_ffpp_faces(SBI)
+
+
 def test_nothing_to_choose_from_is_an_error(tool, tmp_path):
     _cache(tmp_path, "both", 1.0, 1.0, 0)
     with pytest.raises(SystemExit, match="never trained on"):
-        tool.choose({"both": "m.keras"}, {"both": trained_on("dfdc+ffpp")},
+        tool.choose({"both": "m.keras"}, {"both": ON_BOTH},
                     tool.Held("x", tmp_path), ("stored",))
 
 
@@ -117,7 +146,7 @@ def test_a_model_that_fails_once_its_faces_are_recoded_is_not_chosen(tool, tmp_p
              "h264:40": _cache(tmp_path, "sharp", 0.0, 0.0, 1, "@h26440")}
     sturdy = {"stored": _cache(tmp_path, "sturdy", 1.0, 1.0, 2),
               "h264:40": _cache(tmp_path, "sturdy", 0.9, 0.9, 3, "@h26440")}
-    trained = {"sharp": trained_on("none"), "sturdy": trained_on("none")}
+    trained = {"sharp": SBI, "sturdy": SBI}
     models = {"sharp": "a.keras", "sturdy": "b.keras"}
     held = tool.Held("no-shards", tmp_path)
     assert all(sharp["stored"][s] > sturdy["stored"][s] for s in (DFDC, FFPP))
@@ -212,7 +241,7 @@ def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tm
             src = [(DFDC, "t"), (FFPP, "u")] if part == "test" else [(FFPP, "a")]
             pd.concat([_videos(s, 20, shift, 7, pre) for s, pre in src]).to_csv(
                 work / "scores" / f"dfd_default.x-{part}{cond}.csv", index=False)
-    checks = tool.verdict_check("m.keras", "dfd_default.x", trained_on("none"), held,
+    checks = tool.verdict_check("m.keras", "dfd_default.x", SBI, held,
                                 ("stored", "h264:40"), {"low": 0.3, "high": 0.7})
     assert len(checks) == 6 and set(checks["test_set"]) == {"test", "ffpp-all"}
     row = checks[(checks["test_set"] == "ffpp-all") & (checks["condition"] == "h264:40")].iloc[0]
@@ -221,7 +250,7 @@ def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tm
     assert row["fake"] == [int(fake.sum()), pytest.approx(table["label"][fake].mean())]
     decided = (fake | (table["p_fake"] < 0.3)).mean()
     assert row["decided"] == pytest.approx(decided) and row["kind"] == "cross-source"
-    seen = tool.verdict_check("m.keras", "dfd_default.x", trained_on("ffpp"), held,
+    seen = tool.verdict_check("m.keras", "dfd_default.x", _run([FFPP], [FFPP]), held,
                               ("stored",), {"low": 0.3, "high": 0.7})
     assert set(seen["test_set"]) == {"test"}  # all of FF++ only for models that never saw it
 
@@ -232,7 +261,7 @@ def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_
         _cache(tmp_path, name, 0.2, 0.2, seed + 1, "@h26440")
     conditions = ("stored", "h264:40")
     name, selection = tool.choose({"a": "a.keras", "b": "b.keras"},
-                                  {"a": trained_on("none"), "b": trained_on("none")},
+                                  {"a": SBI, "b": SBI},
                                   tool.Held("no-shards", tmp_path), conditions)
     row = selection.set_index("model").loc[name]
     fig = {"model": "dfd_default", "source": FFPP, "kind": "cross-source", "n": 40, "n_fake": 20,

@@ -288,6 +288,17 @@ def test_a_videos_band_score_is_the_aggregate_of_its_calibrated_frames():
                    frames.assign(condition="h264:40", p_fake=frames["p_fake"] ** 2)]), scaling)
     assert len(both) == 12 and (both["p_fake"].iloc[6:].to_numpy()
                                 < both["p_fake"].iloc[:6].to_numpy()).all()
+    # a condition in one table only, or a video twice: an error, never a pooled score
+    with pytest.raises(ValueError, match=r"only the video table has a 'condition'.*h264:40"):
+        frame_calibrated_videos(pd.concat([videos.assign(condition="stored"),
+                                           videos.assign(condition="h264:40")]), frames, scaling)
+    with pytest.raises(ValueError, match=r"only the frame table has a 'condition'.*stored"):
+        frame_calibrated_videos(videos, frames.assign(condition="stored"), scaling)
+    with pytest.raises(ValueError, match=r"2 rows sharing video_id.*'v0'"):
+        frame_calibrated_videos(pd.concat([videos, videos.iloc[:1]]), frames, scaling)
+    unnamed = frame_calibrated_videos(videos.assign(condition=None),
+                                      frames.assign(condition=None), scaling)
+    np.testing.assert_allclose(unnamed["p_fake"], got["p_fake"])
     # a scored video without frames is an error, never a silent fallback
     with pytest.raises(ValueError, match="1 scored video.*no frame.*v5"):
         frame_calibrated_videos(videos, frames[frames["video_id"] != "v5"], scaling)

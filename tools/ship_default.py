@@ -1,14 +1,15 @@
 """Choose the shipped default by generalisation (issue 10) and ship it with its model card.
 
-    .venv/bin/python tools/ship_default.py --shards ../runs/shards_lm \\
-        --split-csv ../runs/split.csv --out ../runs/ship \\
-        --candidate lite0sbi=../runs/runs/lite0sbi/last.keras --trained-on lite0sbi=none \\
-        --candidate lite0=../runs/runs/lite0/last.keras --trained-on lite0=dfdc \\
+    .venv/bin/python tools/ship_default.py --shards ../runs/shards_lm --out ../runs/ship \\
+        --candidate lite0sbi=../runs/runs/lite0sbi/last.keras --trained-on lite0sbi=../runs/runs/lite0sbi \\
+        --candidate lite0=../runs/runs/lite0/last.keras --trained-on lite0=../runs/runs/lite0 \\
         --reference dfdc_meso4 --trained-on dfdc_meso4=dfdc \\
         --clips ../runs/clips.txt --clip-labels ../shared/data --card-append MORE.md
 
-Every candidate is judged on the sources whose fakes it never saw (``--trained-on NAME=
-dfdc|ffpp|dfdc+ffpp|none``, or a run folder whose preset records it): its **cross-source
+Every candidate is judged on the sources whose fakes it never saw (``--trained-on NAME=RUN``:
+its run folder or ``preset.json``, which records whose faces it trained on and from which
+split; a candidate whose validation videos might hold faces it trained on is refused; a
+``--reference`` may be given as text, ``dfdc|ffpp|dfdc+ffpp|none``): its **cross-source
 validation ROC-AUC** is the mean over those sources of its ROC-AUC on their validation videos
 (DFDC: the ``val`` split; FF++: the ``train`` and ``val`` identity groups, since no candidate
 trained on FF++ is judged on it, and 44 validation videos alone are too few; but only the
@@ -130,16 +131,37 @@ WITH_FFPP_TRAIN, VAL_ONLY = ("val", "ffpp-train"), ("val",)
 
 
 def saw_ffpp_faces(seen: dict) -> bool:
-    """Whether a model trained on any face of FF++'s ``train`` split (its ``train_sources``),
-    real or fake: its FF++ figures must leave those groups out."""
-    return source_matches(FFPP, seen.get("train_sources") or [])
+    """Whether a model trained on any face of FF++, real or fake (its ``train_sources`` and
+    ``fake_sources``; where ``train_sources`` is unknown, as for a reference given as text,
+    its fakes' sources): "all of FF++" is no held-out set for it."""
+    return source_matches(FFPP, [*(seen.get("train_sources") or []), *seen["fake_sources"]])
+
+
+def check_judgeable(name: str, seen: dict) -> None:
+    """Refuse a candidate whose validation videos might hold faces it trained on: for each
+    source it is judged on (never saw its fakes), the real faces it trained on must be known
+    and come from the ``train`` split only."""
+    judged = [s for s in SOURCES if not source_matches(s, seen["fake_sources"])]
+    if not judged:
+        return
+    if seen.get("train_sources") is None:
+        raise SystemExit(f"{name}: the faces it trained on are unknown (--trained-on gave only "
+                         "the sources of its fakes): give its run folder or preset.json, which "
+                         "record train_sources and train_split")
+    for s in judged:
+        if source_matches(s, seen["train_sources"]) and seen.get("train_split") != "train":
+            raise SystemExit(f"{name} trained on faces of {SOURCES[s]} from split "
+                             f"{seen.get('train_split')!r}, not 'train': its validation videos "
+                             f"may hold faces it trained on, so it cannot be judged on "
+                             f"{SOURCES[s]}")
 
 
 def selection_parts(trained: dict) -> tuple[str, ...]:
     """The validation parts every candidate is judged on: FF++'s ``train`` groups count only
     while no candidate that is judged on FF++ (never saw its fakes) trained on their faces."""
     reals_only = [n for n, t in trained.items()
-                  if saw_ffpp_faces(t) and not source_matches(FFPP, t["fake_sources"])]
+                  if source_matches(FFPP, t.get("train_sources") or [])
+                  and not source_matches(FFPP, t["fake_sources"])]
     if reals_only:
         log.info("%s trained on the real faces of FF++'s train groups: every candidate is "
                  "judged on FF++'s val groups only", ", ".join(sorted(reals_only)))
@@ -177,6 +199,8 @@ def choose(candidates: dict, trained: dict, held: Held,
     stored and re-coded as uploads are: :data:`UPLOAD_CONDITIONS`); the mean is over sources.
     Every candidate is judged on the same videos (:func:`selection_parts`).
     """
+    for name in candidates:
+        check_judgeable(name, trained[name])
     rows, parts = [], selection_parts({n: trained[n] for n in candidates})
     for name, model in candidates.items():
         seen = trained[name]["fake_sources"]
@@ -493,7 +517,9 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="working folder (scores, export)")
     ap.add_argument("--candidate", action="append", required=True, help="NAME=MODEL_FILE")
     ap.add_argument("--trained-on", action="append", default=[],
-                    help="NAME=SOURCES whose fakes the model saw (dfdc+ffpp, none) or its run folder")
+                    help="NAME=RUN: a candidate's run folder or preset.json (what it trained on, "
+                         "from which split); a reference's may be the sources whose fakes it "
+                         "saw (dfdc+ffpp, none)")
     ap.add_argument("--reference", help="a registered model to compare the default with")
     ap.add_argument("--clips", type=Path, help="a list of labelled clips for dfd detect")
     ap.add_argument("--clip-labels", help="the shared data folder with the clips' labels")

@@ -295,16 +295,30 @@ def frame_calibrated_videos(videos, frames, scaling: PlattScaling):
     suspicious one), which for a video of several frames is not the calibration of its raw
     score. Rows are matched on ``video_id`` (and ``condition`` where both tables have it);
     a scored video with no frame is an error, not a silent fallback."""
-    keys = ["video_id"] + (["condition"] if "condition" in videos.columns
-                           and "condition" in frames.columns else [])
     missing = {"video_id", "track", "frame_index", "p_fake"} - set(frames.columns)
     if missing:
         raise ValueError(f"frame table lacks column(s) {sorted(missing)} (give the table of "
                          f"dfd predict --frames-out); has {list(frames.columns)}")
+    has = {"video": "condition" in videos.columns, "frame": "condition" in frames.columns}
+    if has["video"] != has["frame"]:
+        one = "video" if has["video"] else "frame"
+        values = sorted(map(str, (videos if has["video"] else frames)["condition"].unique()))
+        raise ValueError(f"only the {one} table has a 'condition' column ({values}): the "
+                         "frames of each condition must be matched to that condition's videos")
+    keys = ["video_id"] + (["condition"] if has["video"] else [])
+    if has["video"]:  # a missing condition is a condition of its own, never a dropped row
+        videos = videos.assign(condition=videos["condition"].fillna(""))
+        frames = frames.assign(condition=frames["condition"].fillna(""))
+    twice = videos[videos.duplicated(keys, keep=False)]
+    if len(twice):
+        raise ValueError(f"the video table has {len(twice)} rows sharing {' + '.join(keys)}, "
+                         f"e.g. {list(twice['video_id'][:3])}: each video's frames can be "
+                         "matched to one row only")
     frames = frames.assign(p_fake=scaling.apply(frames["p_fake"].to_numpy(float)))
     hows = (videos["aggregation"].fillna("mean").replace("", "mean")
             if "aggregation" in videos.columns else pd.Series("mean", index=videos.index))
-    parts = frames.groupby("condition", sort=False) if len(keys) > 1 else [(None, frames)]
+    parts = (frames.groupby("condition", sort=False, dropna=False) if len(keys) > 1
+             else [(None, frames)])
     scored = [video_scores(sub, how=str(how))[["video_id", "p_fake"]].assign(
                   aggregation=how, **({"condition": cond} if len(keys) > 1 else {}))
               for cond, sub in parts for how in hows.unique()]

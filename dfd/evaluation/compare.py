@@ -254,7 +254,10 @@ def trained_on(spec) -> dict:
     """What a model trained on, from ``spec``: a run folder, ``preset.json`` or model file
     whose preset records ``fake_sources`` (``dfd train`` writes it); or a list of the sources
     whose fakes it saw, ``"dfdc+ffpp"`` (``"none"``: no source's, e.g. self-blended fakes
-    only). Returns ``{"fake_sources": [...], "train_sources": [...]}``."""
+    only). Returns ``{"fake_sources": [...], "train_sources": [...] or None, "train_split":
+    ...}``: ``train_sources`` (whose faces, real or fake, it trained on) and ``train_split``
+    (the manifest split they came from; ``"all"`` for every split) are known from a preset
+    only; a list given as text leaves them ``None`` (unknown)."""
     text = str(spec)
     path = Path(text).expanduser()
     if path.exists():
@@ -262,15 +265,17 @@ def trained_on(spec) -> dict:
         if preset is None or "fake_sources" not in preset.extra:
             raise ValueError(f"{text!r} records no 'fake_sources' (a preset.json of a run of "
                              "dfd train does); give the sources instead, e.g. dfdc+ffpp")
+        known = "train_sources" in preset.extra
         return {"fake_sources": list(preset.extra["fake_sources"]),
-                "train_sources": list(preset.extra.get("train_sources") or [])}
+                "train_sources": list(preset.extra["train_sources"] or []) if known else None,
+                "train_split": (preset.extra.get("train_split") or "all") if known else None}
     if text.strip().lower() == "none":
-        return {"fake_sources": [], "train_sources": []}
+        return {"fake_sources": [], "train_sources": None, "train_split": None}
     names = [n.strip() for n in text.split("+") if n.strip()]
     if not names or any(("/" in n or n.endswith(".json")) for n in names):
         raise ValueError(f"trained-on {text!r} is neither an existing run folder / preset.json "
                          "nor a list of sources like dfdc+ffpp (or 'none')")
-    return {"fake_sources": names, "train_sources": names}
+    return {"fake_sources": names, "train_sources": None, "train_split": None}
 
 
 def auc_ci(y, p, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
