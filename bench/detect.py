@@ -2,7 +2,9 @@
 
 Prints, in one run, per video (mean over the clips and repeats, each measurement interleaved
 so they share the machine's load): the **decode floor** (the same sampler and frame reduction,
-no face work), the **full path** (``detect_video``: decode + faces + model), the **batch**
+no face work), the **full path** (``detect_video``: decode + faces + model, each face scored as
+soon as it is found), the same with the faces **scored after the last frame**
+(``score_while_decoding=False``), the **batch**
 (``dfd detect`` on the clips as a folder: ``iter_detect`` finds the next clip's faces while it
 scores this one's; per clip), the **previous
 path** (every sampled frame detected whole, no decode thread:
@@ -135,12 +137,13 @@ def main() -> int:
     cfg = ctx.extract_cfg
     prev_cfg = dataclasses.replace(cfg, detect_every=1, overlap=False)
     prev_ctx = dataclasses.replace(ctx, extract_cfg=prev_cfg)
+    late_ctx = dataclasses.replace(ctx, score_while_decoding=False)
     first = pipeline.detect_video(videos[0], ctx)  # warms the face detector too
     if first["status"] != "ok":
         print(f"warning: {videos[0].name}: {first['status']} {first['error']}")
     pipeline.detect_video(videos[0], prev_ctx)
-    rows: dict[str, list] = {k: [] for k in ("floor", "full", "batch", "previous", "prep",
-                                             "prep_prev", "prep_1t")}
+    rows: dict[str, list] = {k: [] for k in ("floor", "full", "late", "batch", "batch_late",
+                                             "previous", "prep", "prep_prev", "prep_1t")}
     one_thread = dataclasses.replace(cfg, decode_threads=1, overlap=False)
     parts: list[dict] = []
     for _ in range(args.repeats):
@@ -148,6 +151,10 @@ def main() -> int:
         batch = list(pipeline.iter_detect(videos, ctx))
         w, cpu = _since(c)
         rows["batch"] += [(w / len(batch), cpu / len(batch))] * len(batch)
+        c = _clock()
+        batch = list(pipeline.iter_detect(videos, late_ctx))
+        w, cpu = _since(c)
+        rows["batch_late"] += [(w / len(batch), cpu / len(batch))] * len(batch)
         for v in videos:
             c = _clock()
             decode_floor(v, cfg)
@@ -156,6 +163,9 @@ def main() -> int:
             rec = pipeline.detect_video(v, ctx)
             rows["full"].append(_since(c))
             parts.append(rec["timings"])
+            c = _clock()
+            pipeline.detect_video(v, late_ctx)
+            rows["late"].append(_since(c))
             c = _clock()
             pipeline.detect_video(v, prev_ctx)
             rows["previous"].append(_since(c))
@@ -178,9 +188,11 @@ def main() -> int:
     print(f"load       {load_s:.2f} s (model + face detector, once per process)")
     fw, fc = mean["floor"]
     for key, label in (("floor", "decode floor"), ("full", "full path"),
-                       ("batch", "batch, per clip"), ("previous", "previous path")):
+                       ("late", "faces scored after the last frame"),
+                       ("batch", "batch, per clip"),
+                       ("batch_late", "batch, scored after the last frame"), ("previous", "previous path")):
         w, cpu = mean[key]
-        print(f"{label:14s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
+        print(f"{label:34s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
               f"{cpu / fc:4.2f} CPU")
     print(f"full path split: decode {part['decode']:.2f} + detect {part['detect']:.2f} + align "
           f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect)")

@@ -358,11 +358,18 @@ def _faces(frames: list[np.ndarray], indices: list[int], dets: list[list[Detecti
 
 
 def extract_faces(path, detector: FaceDetector | str | None = None,
-                  cfg: ExtractConfig | None = None) -> VideoFaces:
+                  cfg: ExtractConfig | None = None, on_face=None) -> VideoFaces:
     """Faces of the video at ``path``: ``cfg.n_frames`` frames over the whole video, detected
     with ``detector`` (an instance, or a registry name; None = the default detector), aligned
     to ``cfg.face_size`` squares. Raises :class:`~data_prep.sampling.VideoReadError` and
-    :class:`NoFaceError`."""
+    :class:`NoFaceError`.
+
+    ``on_face(frame_index, face)``: with tracked detection of one face per frame (the default:
+    ``detect_every > 1``, not ``all_faces``) each frame's face is final once its frame is
+    searched, so it is aligned and handed over then, while later frames are still decoded (a
+    caller can score faces meanwhile); the returned track holds the same crops. Never called
+    otherwise, and not for frames that a restarted sampler (``reset``) dropped: a face is
+    handed over again if its frame comes again."""
     cfg = cfg or ExtractConfig()
     if detector is None or isinstance(detector, str):
         detector = get_detector(detector or "default")
@@ -387,6 +394,10 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
                 td = time.perf_counter()
                 tracker.add(ev.frame, ev.scale)
                 detect_s += time.perf_counter() - td
+                if on_face is not None and tracker.dets[-1]:
+                    on_face(ev.index, align_face(ev.frame, tracker.dets[-1][0],
+                                                 size=cfg.face_size, margin=cfg.margin,
+                                                 centre=cfg.centre))
         elif ev.kind == "reset":
             frames, indices = [], []
             if tracker is not None:

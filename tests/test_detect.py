@@ -578,3 +578,62 @@ def test_a_stacker_over_a_frame_and_a_temporal_model(tmp_path):
     # a model of the wrong kind for its features is refused, naming both
     with pytest.raises(ModelLoadError, match="'lstm' to be a temporal"):
         StackScorer(stacker, {"meso": meso, "lstm": BrightnessScorer()})
+
+
+class _BatchRecorder(BrightnessScorer):
+    """Records the batch size of every call; fails on the calls listed in ``fail``."""
+
+    def __init__(self, fail=()):
+        super().__init__()
+        self.sizes, self.fail = [], set(fail)
+
+    def __call__(self, faces):
+        self.sizes.append(len(faces))
+        if len(self.sizes) in self.fail or "always" in self.fail:
+            raise RuntimeError(f"call {len(self.sizes)} fails")
+        return super().__call__(faces)
+
+
+def _moving_clip(factory):
+    def draw(frame, i):
+        frame[:] = 40
+        frame[40:80, 20 + 3 * i:60 + 3 * i] = 90 + 4 * i  # a brighter face in later frames
+    return factory("moving.mp4", frames=24, size=(200, 120), draw=draw)
+
+
+def test_faces_are_scored_while_the_video_is_decoded_with_the_same_scores(tiny_video_factory):
+    import dataclasses
+
+    path = _moving_clip(tiny_video_factory)
+    early = fake_ctx(n_frames=12, scorer=_BatchRecorder())
+    late = dataclasses.replace(early, scorer=_BatchRecorder(), score_while_decoding=False)
+    a, b = pipeline.detect_video(path, early), pipeline.detect_video(path, late)
+    assert a["status"] == b["status"] == "ok" and a["n_faces"] == b["n_faces"] == 12
+    assert a["p_fake"] == b["p_fake"]
+    assert [f["p_fake"] for f in a["frames"]] == [f["p_fake"] for f in b["frames"]]
+    # early: batches of EARLY_BATCH (the last one padded to the same shape), nothing after
+    assert early.scorer.sizes == [pipeline.EARLY_BATCH] * 2
+    assert late.scorer.sizes == [12]
+    assert a["timings"]["model"] > 0
+    # a folder: the same scores through iter_detect
+    again = list(pipeline.iter_detect([path, path], fake_ctx(n_frames=12)))
+    assert [r["p_fake"] for r in again] == [a["p_fake"]] * 2
+
+
+def test_a_failed_early_batch_is_scored_again_and_a_failing_model_is_an_error_row(
+        tiny_video_factory):
+    path = _moving_clip(tiny_video_factory)
+    want = pipeline.detect_video(path, fake_ctx(n_frames=12))
+    once = fake_ctx(n_frames=12, scorer=_BatchRecorder(fail={1}))
+    got = pipeline.detect_video(path, once)
+    assert got["status"] == "ok" and got["p_fake"] == want["p_fake"]
+    assert once.scorer.sizes == [pipeline.EARLY_BATCH] * 2 + [pipeline.EARLY_BATCH]  # redone
+    broken = pipeline.detect_video(path, fake_ctx(n_frames=12, scorer=_BatchRecorder({"always"})))
+    assert broken["status"] == "error" and "RuntimeError" in broken["error"]
+    assert np.isnan(broken["p_fake"])
+
+
+def test_warm_up_traces_both_batch_shapes():
+    ctx = fake_ctx(scorer=_BatchRecorder())
+    pipeline.warm_up(ctx, face_size=32)
+    assert ctx.scorer.sizes == [1, pipeline.EARLY_BATCH]

@@ -113,3 +113,32 @@ def test_tracked_path_agrees_with_the_previous_path_on_dfdc(shared):
         assert b["p_fake"] == pytest.approx(a["p_fake"], abs=0.01), v.name
     ious = np.asarray(ious)
     assert np.mean(ious) >= 0.95 and np.percentile(ious, 1) >= 0.9, np.sort(ious)[:5]
+
+
+def test_each_face_is_handed_over_as_soon_as_its_frame_is_searched(tiny_video_factory):
+    # frames with no square (no face) in between; the square moves: each handed-over face is
+    # exactly the crop the returned track holds for that frame
+    def where(i):
+        return (100 + 3 * i, 150)
+
+    def draw(frame, i):
+        frame[:] = 30
+        if i % 7 != 3:
+            x, y = where(i)
+            frame[y:y + 40, x:x + 40] = 255
+    path = tiny_video_factory("gaps.mp4", frames=48, size=(640, 360), draw=draw)
+    cfg = ExtractConfig(n_frames=16, sampler="uniform", face_size=32, detect_side=None,
+                        min_face=10, detect_every=4)
+    handed: list = []
+    vf = extract_faces(path, FakeDetector(fn=_square_finder), cfg,
+                       on_face=lambda i, f: handed.append((i, f)))
+    track = vf.tracks[0]
+    assert [i for i, _ in handed] == track.frame_indices and len(handed) < 16
+    for (_, face), kept in zip(handed, track.faces):
+        assert np.array_equal(face, kept)
+    # only where a frame's face is final when it is searched: one face per frame, tracked
+    for other in (dataclasses.replace(cfg, detect_every=1), dataclasses.replace(cfg, all_faces=True)):
+        handed.clear()
+        extract_faces(path, FakeDetector(fn=_square_finder), other,
+                      on_face=lambda i, f: handed.append(i))
+        assert handed == []

@@ -31,6 +31,8 @@ suspicious track (max over tracks).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +95,9 @@ class DetectContext:
     #: the uncertain band ({"low", "high"}: dfd.labels.verdict); None: plain threshold verdicts
     uncertain: dict | None = None
     extras: dict = field(default_factory=dict)
+    #: score each face as soon as it is found, while later frames are decoded (EarlyScores);
+    #: False: all faces after the last frame (the same scores, later)
+    score_while_decoding: bool = True
 
     @property
     def model_name(self) -> str:
@@ -189,9 +194,11 @@ def choose_band(scorer, uncertain, threshold: float) -> dict | None:
 
 
 def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
-    """Run the scorer once on a blank face so the first request does not pay for tracing."""
+    """Run the scorer on blank faces, one and a batch of :data:`EARLY_BATCH`, so the first
+    request does not pay for tracing."""
     size = face_size or int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
-    ctx.scorer(np.zeros((1, size, size, 3), np.uint8))
+    for n in (1, EARLY_BATCH):
+        ctx.scorer(np.zeros((n, size, size, 3), np.uint8))
 
 
 def _aggregations() -> list[str]:
@@ -223,8 +230,86 @@ def _meta(vf, ctx: DetectContext) -> dict:
     return meta
 
 
-def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
-    """Per-face P(fake), per-track scores and the video score."""
+#: faces per batch of the scoring that runs while a video is still decoded
+EARLY_BATCH = 8
+_DONE = object()
+
+
+def _scores_each_face(ctx: DetectContext) -> bool:
+    """Whether the model scores faces one by one (not clips of a track, not a stacker), so
+    that a face can be scored as soon as it is found."""
+    return not hasattr(ctx.scorer, "score_track") and not (
+        hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_all"))
+
+
+class EarlyScores:
+    """Faces scored while the rest of the video is still decoded and searched: handed over by
+    :func:`data_prep.extract.extract_faces` (``on_face``) and scored by a thread, ``batch``
+    at a time, beside the decoder and the face detector (PyAV, onnxruntime and TensorFlow
+    all release the GIL). :meth:`finish` returns ``{frame_index: (face, P(fake))}``.
+
+    A batch that fails or gives a wrong number of scores is left out: those faces are scored
+    after the extraction as before, where an error is reported as usual, so this path never
+    loses, invents or changes a score (a face is used only if it is the very crop scored)."""
+
+    def __init__(self, scorer, batch: int = EARLY_BATCH):
+        self.scorer, self.batch = scorer, int(batch)
+        self.scores: dict[int, tuple[np.ndarray, float]] = {}
+        self.busy = 0.0  # seconds spent scoring
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="dfd-early-score", daemon=True)
+        self._thread.start()
+
+    def add(self, frame_index: int, face: np.ndarray) -> None:
+        self._queue.put((int(frame_index), face))
+
+    def _work(self) -> None:
+        pending, done = [], False
+        while not done:
+            item = self._queue.get()
+            done = item is _DONE
+            if not done:
+                pending.append(item)
+            if pending and (done or len(pending) >= self.batch):
+                self._score(pending)
+                pending = []
+
+    def _score(self, items) -> None:
+        t = time.perf_counter()
+        faces = np.stack([f for _, f in items])
+        if len(faces) < self.batch:  # one batch shape: a model traces it once, not per size
+            faces = np.concatenate([faces, np.zeros((self.batch - len(faces), *faces.shape[1:]),
+                                                    faces.dtype)])
+        try:
+            p = np.asarray(self.scorer(faces), np.float64).reshape(-1)[:len(items)]
+        except Exception as err:  # noqa: BLE001 - scored again after the extraction
+            log.debug("scoring %d faces early failed (scored again later): %s", len(items), err)
+            return
+        finally:
+            self.busy += time.perf_counter() - t
+        if p.shape == (len(items),):
+            self.scores.update({i: (f, float(v)) for (i, f), v in zip(items, p)})
+
+    def finish(self) -> dict:
+        """Score what is left, stop the thread; the scores by frame index."""
+        self._queue.put(_DONE)
+        self._thread.join()
+        return self.scores
+
+
+def _known_scores(early: dict | None, faces: np.ndarray, frame_idx: np.ndarray) -> np.ndarray:
+    """Each face's early score where that very crop was scored early, else NaN."""
+    p = np.full(len(faces), np.nan)
+    for i, (face, idx) in enumerate(zip(faces, frame_idx)):
+        got = (early or {}).get(int(idx))
+        if got is not None and got[0].shape == face.shape and np.array_equal(got[0], face):
+            p[i] = got[1]
+    return p
+
+
+def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray, known=None):
+    """Per-face P(fake), per-track scores and the video score (``known``: scores already
+    computed for some faces, NaN for the rest)."""
     if hasattr(ctx.scorer, "score_track"):
         return _score_clips(ctx, faces, track_ids)
     stack = hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_all")
@@ -232,7 +317,14 @@ def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray):
         per_model, clips = ctx.scorer.score_all(faces, track_ids)
         p = np.mean(np.stack(list(per_model.values())), axis=0)
     else:
-        p = np.asarray(ctx.scorer(faces), dtype=np.float64).reshape(-1)
+        p = np.full(len(faces), np.nan) if known is None else np.array(known, np.float64)
+        todo = np.isnan(p)
+        if todo.any():
+            got = np.asarray(ctx.scorer(faces[todo]), dtype=np.float64).reshape(-1)
+            if got.shape != (int(todo.sum()),):
+                raise ValueError(f"model {ctx.model_name!r} returned {got.shape} scores for "
+                                 f"{int(todo.sum())} faces")
+            p[todo] = got
     if p.shape != (len(faces),):
         raise ValueError(f"model {ctx.model_name!r} returned {p.shape} scores for {len(faces)} faces")
     if np.any((p < 0) | (p > 1)):
@@ -288,10 +380,20 @@ def _extract(path, ctx: DetectContext) -> tuple:
     """The first stage of :func:`detect_video`: ``(faces or the error, when it began)``."""
     t0 = time.perf_counter()
     extract = ctx.extract if ctx.extract is not None else extract_faces
+    # the model scores each face as it is found, while later frames are decoded
+    early = (EarlyScores(ctx.scorer) if ctx.score_while_decoding and ctx.extract is None
+             and _scores_each_face(ctx) else None)
     try:
-        vf = extract(str(path), ctx.detector, ctx.extract_cfg)
+        if early is None:
+            vf = extract(str(path), ctx.detector, ctx.extract_cfg)
+        else:
+            vf = extract(str(path), ctx.detector, ctx.extract_cfg, on_face=early.add)
     except Exception as err:  # noqa: BLE001 - reported by the second stage
         vf = err
+    if early is not None:
+        scores = early.finish()
+        if not isinstance(vf, Exception):
+            vf.early_scores, vf.early_busy = scores, early.busy
     return vf, t0
 
 
@@ -315,9 +417,12 @@ def _score_faces(path, ctx: DetectContext, name, vf, t0: float) -> dict:
         frame_idx = np.concatenate([np.asarray(t.frame_indices, dtype=np.int64) for t in tracks])
         boxes = [list(map(float, b)) for t in tracks for b in t.boxes]
         confs = [float(c) for t in tracks for c in t.confidences]
+        known = (_known_scores(vf.early_scores, faces, frame_idx)
+                 if getattr(vf, "early_scores", None) else None)
         tm = time.perf_counter()
-        p, track_scores, video_p = _score(ctx, faces, track_ids)
-        timings["model"] = time.perf_counter() - tm
+        p, track_scores, video_p = _score(ctx, faces, track_ids, known)
+        # the model's time: after the extraction, plus what it spent beside it (overlapped)
+        timings["model"] = time.perf_counter() - tm + float(getattr(vf, "early_busy", 0.0))
     except Exception as err:  # noqa: BLE001 - one bad file never stops a batch
         status = _failure_status(err)
         log.debug("%s: %s", rec["video"], err, exc_info=status == STATUS_ERROR)
