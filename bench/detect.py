@@ -195,7 +195,7 @@ def main() -> int:
         print(f"{label:34s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
               f"{cpu / fc:4.2f} CPU")
     print(f"full path split: decode {part['decode']:.2f} + detect {part['detect']:.2f} + align "
-          f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect)")
+          f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect and the model)")
     print(f"prep       {mean['prep'][1]:.2f} CPU-s per video ({mean['prep'][0]:.2f} s wall); "
           f"previous path {mean['prep_prev'][1]:.2f} CPU-s ({mean['prep_prev'][0]:.2f} s wall); "
           f"one decode thread, no overlap {mean['prep_1t'][1]:.2f} CPU-s "

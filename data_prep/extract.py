@@ -385,7 +385,7 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     frames: list[np.ndarray] = []
     indices: list[int] = []
     info: dict = {}
-    detect_s = 0.0
+    detect_s = early_align_s = 0.0
     for ev in events:
         if ev.kind == "frame":
             frames.append(ev.frame)
@@ -395,16 +395,18 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
                 tracker.add(ev.frame, ev.scale)
                 detect_s += time.perf_counter() - td
                 if on_face is not None and tracker.dets[-1]:
-                    on_face(ev.index, align_face(ev.frame, tracker.dets[-1][0],
-                                                 size=cfg.face_size, margin=cfg.margin,
-                                                 centre=cfg.centre))
+                    ta = time.perf_counter()
+                    face = align_face(ev.frame, tracker.dets[-1][0], size=cfg.face_size,
+                                      margin=cfg.margin, centre=cfg.centre)
+                    early_align_s += time.perf_counter() - ta
+                    on_face(ev.index, face)
         elif ev.kind == "reset":
             frames, indices = [], []
             if tracker is not None:
                 tracker.reset()
         else:
             info = ev.info
-    timings["decode"] = time.perf_counter() - t - detect_s  # waiting for frames
+    timings["decode"] = time.perf_counter() - t - detect_s - early_align_s  # waiting for frames
     td = time.perf_counter()
     if tracker is None:
         dets = _detect_all(frames, detector, cfg, info.get("scale", 1.0))
@@ -412,6 +414,7 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
         dets = tracker.dets
     timings["detect"] = detect_s + time.perf_counter() - td
     vf = _faces(frames, indices, dets, info, cfg, path, timings)
+    timings["align"] = timings.get("align", 0.0) + early_align_s
     vf.detect_calls = dict(tracker.counts) if tracker is not None else {"full": len(frames)}
     log.debug("%s: %d tracks, %s", path, len(vf.tracks), timings)
     return vf

@@ -107,6 +107,7 @@ MEANINGS = {
     "--reweight": "loss weights that balance a face property",
     "--reweight-bins": "its quantile bins",
     "--uncertain-scores": "score table the uncertain band is chosen on",
+    "--uncertain-frames": "frame table of the same scoring, for the band's exact video scores",
     "--min-precision": "precision outside the uncertain band",
     "--precision-confidence": "confidence of the lower bound on the band's precision",
     "--uncertain": "the uncertain band of verdicts",

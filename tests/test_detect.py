@@ -614,10 +614,33 @@ def test_faces_are_scored_while_the_video_is_decoded_with_the_same_scores(tiny_v
     # early: batches of EARLY_BATCH (the last one padded to the same shape), nothing after
     assert early.scorer.sizes == [pipeline.EARLY_BATCH] * 2
     assert late.scorer.sizes == [12]
-    assert a["timings"]["model"] > 0
-    # a folder: the same scores through iter_detect
-    again = list(pipeline.iter_detect([path, path], fake_ctx(n_frames=12)))
+    # a folder: the same scores through iter_detect, scored early too
+    folder = fake_ctx(n_frames=12, scorer=_BatchRecorder())
+    again = list(pipeline.iter_detect([path, path], folder))
     assert [r["p_fake"] for r in again] == [a["p_fake"]] * 2
+    assert folder.scorer.sizes == [pipeline.EARLY_BATCH] * 4
+    # an early score counts only for the very crop it was given: another crop of that frame
+    # (a restarted sampler, another alignment) is scored again
+    faces = np.stack([np.full((4, 4, 3), v, np.uint8) for v in (10, 20)])
+    early_scores = {5: (faces[0], 0.25), 9: (faces[1] + 1, 0.75)}
+    known = pipeline._known_scores(early_scores, faces, np.array([5, 9]))
+    assert known[0] == 0.25 and np.isnan(known[1])
+
+
+def test_the_scoring_thread_ends_when_the_extraction_fails(tiny_video_factory, tmp_path):
+    import threading
+
+    def running():
+        return [t for t in threading.enumerate() if t.name == "dfd-early-score"]
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    ctx = fake_ctx(n_frames=12, scorer=_BatchRecorder())
+    rec = pipeline.detect_video(bad, ctx)
+    assert rec["status"] == "error" and not running() and ctx.scorer.sizes == []
+    dark = tiny_video_factory("dark.mp4", frames=12, size=(160, 120))
+    nobody = fake_ctx(n_frames=4, detector_fn=lambda f, i: [], scorer=_BatchRecorder())
+    assert pipeline.detect_video(dark, nobody)["status"] == "no_face" and not running()
 
 
 def test_a_failed_early_batch_is_scored_again_and_a_failing_model_is_an_error_row(
@@ -631,6 +654,15 @@ def test_a_failed_early_batch_is_scored_again_and_a_failing_model_is_an_error_ro
     broken = pipeline.detect_video(path, fake_ctx(n_frames=12, scorer=_BatchRecorder({"always"})))
     assert broken["status"] == "error" and "RuntimeError" in broken["error"]
     assert np.isnan(broken["p_fake"])
+
+    class TwoPerFace(_BatchRecorder):  # e.g. a softmax [N, 2]: never taken for N scores
+        def __call__(self, faces):
+            return np.repeat(super().__call__(faces), 2)
+
+    two = fake_ctx(n_frames=12, scorer=TwoPerFace())
+    wrong = pipeline.detect_video(path, two)
+    assert wrong["status"] == "error" and "returned (24,) scores for 12 faces" in wrong["error"]
+    assert two.scorer.sizes == [pipeline.EARLY_BATCH] * 2 + [12]
 
 
 def test_warm_up_traces_both_batch_shapes():

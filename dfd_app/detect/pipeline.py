@@ -233,6 +233,10 @@ def _meta(vf, ctx: DetectContext) -> dict:
 #: faces per batch of the scoring that runs while a video is still decoded
 EARLY_BATCH = 8
 _DONE = object()
+#: held around every call of a per-face scorer here: the scoring thread of the next video
+#: (iter_detect) may run beside this video's scoring, and a DetectContext's scorer may be any
+#: callable (ModelScorer has its own lock as well)
+_SCORER_LOCK = threading.RLock()
 
 
 def _scores_each_face(ctx: DetectContext) -> bool:
@@ -250,13 +254,17 @@ class EarlyScores:
 
     A batch that fails or gives a wrong number of scores is left out: those faces are scored
     after the extraction as before, where an error is reported as usual, so this path never
-    loses, invents or changes a score (a face is used only if it is the very crop scored)."""
+    loses or invents a score (a face's early score is used only if it is the very crop scored;
+    the batch is padded to one shape, so a model whose score of a face depended on the rest of
+    its batch would differ by that; none of ours does). :meth:`finish` with ``cancel`` (the
+    extraction failed) drops what is left unscored."""
 
     def __init__(self, scorer, batch: int = EARLY_BATCH):
         self.scorer, self.batch = scorer, int(batch)
         self.scores: dict[int, tuple[np.ndarray, float]] = {}
         self.busy = 0.0  # seconds spent scoring
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._work, name="dfd-early-score", daemon=True)
         self._thread.start()
 
@@ -271,7 +279,8 @@ class EarlyScores:
             if not done:
                 pending.append(item)
             if pending and (done or len(pending) >= self.batch):
-                self._score(pending)
+                if not self._cancel.is_set():
+                    self._score(pending)
                 pending = []
 
     def _score(self, items) -> None:
@@ -281,17 +290,22 @@ class EarlyScores:
             faces = np.concatenate([faces, np.zeros((self.batch - len(faces), *faces.shape[1:]),
                                                     faces.dtype)])
         try:
-            p = np.asarray(self.scorer(faces), np.float64).reshape(-1)[:len(items)]
+            with _SCORER_LOCK:
+                raw = np.asarray(self.scorer(faces), np.float64)
         except Exception as err:  # noqa: BLE001 - scored again after the extraction
             log.debug("scoring %d faces early failed (scored again later): %s", len(items), err)
             return
         finally:
             self.busy += time.perf_counter() - t
-        if p.shape == (len(items),):
+        if raw.shape in ((len(faces),), (len(faces), 1)):  # else: scored again, and refused
+            p = raw.reshape(-1)[:len(items)]
             self.scores.update({i: (f, float(v)) for (i, f), v in zip(items, p)})
 
-    def finish(self) -> dict:
-        """Score what is left, stop the thread; the scores by frame index."""
+    def finish(self, cancel: bool = False) -> dict:
+        """Score what is left (``cancel``: drop it), stop the thread; the scores by frame
+        index."""
+        if cancel:
+            self._cancel.set()
         self._queue.put(_DONE)
         self._thread.join()
         return self.scores
@@ -320,7 +334,8 @@ def _score(ctx: DetectContext, faces: np.ndarray, track_ids: np.ndarray, known=N
         p = np.full(len(faces), np.nan) if known is None else np.array(known, np.float64)
         todo = np.isnan(p)
         if todo.any():
-            got = np.asarray(ctx.scorer(faces[todo]), dtype=np.float64).reshape(-1)
+            with _SCORER_LOCK:
+                got = np.asarray(ctx.scorer(faces[todo]), dtype=np.float64).reshape(-1)
             if got.shape != (int(todo.sum()),):
                 raise ValueError(f"model {ctx.model_name!r} returned {got.shape} scores for "
                                  f"{int(todo.sum())} faces")
@@ -383,6 +398,7 @@ def _extract(path, ctx: DetectContext) -> tuple:
     # the model scores each face as it is found, while later frames are decoded
     early = (EarlyScores(ctx.scorer) if ctx.score_while_decoding and ctx.extract is None
              and _scores_each_face(ctx) else None)
+    vf = None
     try:
         if early is None:
             vf = extract(str(path), ctx.detector, ctx.extract_cfg)
@@ -390,10 +406,11 @@ def _extract(path, ctx: DetectContext) -> tuple:
             vf = extract(str(path), ctx.detector, ctx.extract_cfg, on_face=early.add)
     except Exception as err:  # noqa: BLE001 - reported by the second stage
         vf = err
-    if early is not None:
-        scores = early.finish()
-        if not isinstance(vf, Exception):
-            vf.early_scores, vf.early_busy = scores, early.busy
+    finally:  # the thread always ends, also on an interrupt
+        if early is not None:
+            scores = early.finish(cancel=vf is None or isinstance(vf, Exception))
+    if early is not None and not isinstance(vf, Exception):
+        vf.early_scores, vf.early_busy = scores, early.busy
     return vf, t0
 
 
