@@ -614,11 +614,15 @@ def test_faces_are_scored_while_the_video_is_decoded_with_the_same_scores(tiny_v
     # early: batches of EARLY_BATCH (the last one padded to the same shape), nothing after
     assert early.scorer.sizes == [pipeline.EARLY_BATCH] * 2
     assert late.scorer.sizes == [12]
-    # a folder: the same scores through iter_detect, scored early too
+    # a folder: the same scores through iter_detect; the next video's extraction overlaps
+    # this one's scoring, so only the last video (nothing after it) scores while decoding
     folder = fake_ctx(n_frames=12, scorer=_BatchRecorder())
-    again = list(pipeline.iter_detect([path, path], folder))
-    assert [r["p_fake"] for r in again] == [a["p_fake"]] * 2
-    assert folder.scorer.sizes == [pipeline.EARLY_BATCH] * 4
+    again = list(pipeline.iter_detect(iter([path, path, path]), folder))
+    assert [r["p_fake"] for r in again] == [a["p_fake"]] * 3
+    assert sorted(folder.scorer.sizes) == sorted([12, 12] + [pipeline.EARLY_BATCH] * 2)
+    alone = fake_ctx(n_frames=12, scorer=_BatchRecorder())
+    assert [r["p_fake"] for r in pipeline.iter_detect([path], alone)] == [a["p_fake"]]
+    assert alone.scorer.sizes == [pipeline.EARLY_BATCH] * 2
     # an early score counts only for the very crop it was given: another crop of that frame
     # (a restarted sampler, another alignment) is scored again
     faces = np.stack([np.full((4, 4, 3), v, np.uint8) for v in (10, 20)])

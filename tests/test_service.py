@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -178,6 +179,23 @@ class CountingExtract:
         finally:
             with self.lock:
                 self.now -= 1
+
+
+def test_an_upload_alone_scores_its_faces_while_it_decodes(tmp_root, monkeypatch):
+    # beside other uploads the early scoring costs CPU they need, alone it saves time
+    seen, detect = [], pipeline.detect_video
+
+    def spy(path, rctx, *a):
+        seen.append(rctx.score_while_decoding)
+        return detect(path, rctx, *a)
+
+    monkeypatch.setattr(pipeline, "detect_video", spy)
+    with make_client(tmp_root=str(tmp_root)) as c:
+        assert upload(c, SAMPLE.read_bytes()).status_code == 200
+    off = dataclasses.replace(fake_ctx(n_frames=3), score_while_decoding=False)
+    with make_client(off, tmp_root=str(tmp_root)) as c:
+        assert upload(c, SAMPLE.read_bytes()).status_code == 200
+    assert seen == [True, False]
 
 
 def test_live_server_serves_concurrent_requests(tmp_root):

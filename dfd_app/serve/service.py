@@ -220,10 +220,14 @@ def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
                 raise HTTPException(408, "the upload took longer than the time limit") from None
             except UploadError as err:
                 raise HTTPException(err.status, err.message) from None
+            # faces are scored while the video decodes only when no other upload is in
+            # flight: beside other uploads it costs CPU they need (measured: p50 +2-8%)
             rctx = dataclasses.replace(ctx, plot_png=plot, plot_dir=None, faces_dir=None,
                                        thumbnails=min(faces, cfg.max_thumbnails),
                                        thumb_size=cfg.thumb_size, details=True,
-                                       explain=explain, explain_dir=None)
+                                       explain=explain, explain_dir=None,
+                                       score_while_decoding=ctx.score_while_decoding
+                                       and state["busy"] <= 1)
             rec = await _run_job(state["pool"], tmp, path, rctx, deadline - time.monotonic())
             status, body = _safe_record(rec, name)
             return JSONResponse(json_safe(body), status_code=status)
