@@ -312,8 +312,10 @@ def _detect_all(frames, detector: FaceDetector, cfg: ExtractConfig, scale: float
 
 
 def _faces(frames: list[np.ndarray], indices: list[int], dets: list[list[Detection]], info: dict,
-           cfg: ExtractConfig, path, timings: dict) -> VideoFaces:
-    """Tracks and aligned crops from the per-frame detections (frame pixels)."""
+           cfg: ExtractConfig, path, timings: dict, aligned: dict | None = None) -> VideoFaces:
+    """Tracks and aligned crops from the per-frame detections (frame pixels); ``aligned``:
+    ``{position: (detection, crop)}`` already made (``extract_faces(on_face=)``), used where
+    the track keeps that very detection."""
     n = len(frames)
     if not any(dets):
         raise NoFaceError(path, n)
@@ -332,7 +334,9 @@ def _faces(frames: list[np.ndarray], indices: list[int], dets: list[list[Detecti
     to_source = 1.0 / info.get("scale", 1.0)
     out = []
     for ti, tr in enumerate(tracks):
-        faces = [align_face(frames[p], d, size=cfg.face_size, margin=cfg.margin,
+        done = aligned or {}
+        faces = [done[p][1] if p in done and done[p][0] is d else
+                 align_face(frames[p], d, size=cfg.face_size, margin=cfg.margin,
                             centre=cfg.centre)
                  for p, d in zip(tr.positions, tr.detections)]
         src = [d.scaled(to_source) if to_source != 1.0 else d for d in tr.detections]
@@ -386,6 +390,7 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     indices: list[int] = []
     info: dict = {}
     detect_s = early_align_s = 0.0
+    aligned: dict[int, tuple[Detection, np.ndarray]] = {}  # position -> (detection, crop)
     for ev in events:
         if ev.kind == "frame":
             frames.append(ev.frame)
@@ -399,9 +404,10 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
                     face = align_face(ev.frame, tracker.dets[-1][0], size=cfg.face_size,
                                       margin=cfg.margin, centre=cfg.centre)
                     early_align_s += time.perf_counter() - ta
+                    aligned[len(frames) - 1] = (tracker.dets[-1][0], face)
                     on_face(ev.index, face)
         elif ev.kind == "reset":
-            frames, indices = [], []
+            frames, indices, aligned = [], [], {}
             if tracker is not None:
                 tracker.reset()
         else:
@@ -413,7 +419,7 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     else:
         dets = tracker.dets
     timings["detect"] = detect_s + time.perf_counter() - td
-    vf = _faces(frames, indices, dets, info, cfg, path, timings)
+    vf = _faces(frames, indices, dets, info, cfg, path, timings, aligned)
     timings["align"] = timings.get("align", 0.0) + early_align_s
     vf.detect_calls = dict(tracker.counts) if tracker is not None else {"full": len(frames)}
     log.debug("%s: %d tracks, %s", path, len(vf.tracks), timings)
