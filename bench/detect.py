@@ -4,7 +4,9 @@ Prints, in one run, per video (mean over the clips and repeats, each measurement
 so they share the machine's load): the **decode floor** (the same sampler and frame reduction,
 no face work), the **full path** (``detect_video``: decode + faces + model, each face scored as
 soon as it is found), the same with the faces **scored after the last frame**
-(``score_while_decoding=False``), the **batch**
+(``score_while_decoding=False``), the full path with the model **on Keras** instead of
+TensorFlow Lite (``--runtime keras``; with the largest video-score difference between the
+two), the **batch**
 (``dfd detect`` on the clips as a folder: ``iter_detect`` finds the next clip's faces while it
 scores this one's; per clip), the **previous
 path** (every sampled frame detected whole, no decode thread:
@@ -16,7 +18,7 @@ the service's latency p50/p95 for ``--concurrent`` simultaneous uploads to a liv
 127.0.0.1. Usage::
 
     .venv/bin/python bench/detect.py [--videos 3] [--video PATH] [--model PATH|NAME]
-        [--frames 32] [--repeats 2] [--service]
+        [--frames 32] [--repeats 2] [--runtime auto] [--service]
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--detector", default="default")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--runtime", default="auto", help="what runs the model on the full path "
+                    "(dfd detect --runtime; the Keras rows are printed beside it)")
     ap.add_argument("--service", action="store_true", help="also time the HTTP service")
     ap.add_argument("--concurrent", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
@@ -131,9 +135,14 @@ def main() -> int:
     load0 = os.getloadavg()
     t = time.perf_counter()
     ctx = pipeline.build_context(model=args.model, detector=args.detector, n_frames=args.frames,
-                                 details=True)
+                                 details=True, runtime=args.runtime)
     pipeline.warm_up(ctx)
     load_s = time.perf_counter() - t
+    keras_ctx = pipeline.build_context(model=args.model, detector=args.detector,
+                                       n_frames=args.frames, details=True, runtime="keras")
+    keras_ctx = dataclasses.replace(keras_ctx, detector=ctx.detector)
+    pipeline.warm_up(keras_ctx)
+    runtime = getattr(getattr(ctx.scorer, "scorer", None), "runtime", "?")
     cfg = ctx.extract_cfg
     prev_cfg = dataclasses.replace(cfg, detect_every=1, overlap=False)
     prev_ctx = dataclasses.replace(ctx, extract_cfg=prev_cfg)
@@ -142,8 +151,11 @@ def main() -> int:
     if first["status"] != "ok":
         print(f"warning: {videos[0].name}: {first['status']} {first['error']}")
     pipeline.detect_video(videos[0], prev_ctx)
-    rows: dict[str, list] = {k: [] for k in ("floor", "full", "late", "batch", "batch_late",
-                                             "previous", "prep", "prep_prev", "prep_1t")}
+    pipeline.detect_video(videos[0], keras_ctx)
+    rows: dict[str, list] = {k: [] for k in ("floor", "full", "keras", "late", "batch",
+                                             "batch_keras", "batch_late", "previous", "prep",
+                                             "prep_prev", "prep_1t")}
+    score_diff = 0.0
     one_thread = dataclasses.replace(cfg, decode_threads=1, overlap=False)
     parts: list[dict] = []
     for _ in range(args.repeats):
@@ -155,6 +167,10 @@ def main() -> int:
         batch = list(pipeline.iter_detect(videos, late_ctx))
         w, cpu = _since(c)
         rows["batch_late"] += [(w / len(batch), cpu / len(batch))] * len(batch)
+        c = _clock()
+        batch = list(pipeline.iter_detect(videos, keras_ctx))
+        w, cpu = _since(c)
+        rows["batch_keras"] += [(w / len(batch), cpu / len(batch))] * len(batch)
         for v in videos:
             c = _clock()
             decode_floor(v, cfg)
@@ -163,6 +179,11 @@ def main() -> int:
             rec = pipeline.detect_video(v, ctx)
             rows["full"].append(_since(c))
             parts.append(rec["timings"])
+            c = _clock()
+            rec_keras = pipeline.detect_video(v, keras_ctx)
+            rows["keras"].append(_since(c))
+            if rec["status"] == rec_keras["status"] == "ok":
+                score_diff = max(score_diff, abs(rec["p_fake"] - rec_keras["p_fake"]))
             c = _clock()
             pipeline.detect_video(v, late_ctx)
             rows["late"].append(_since(c))
@@ -180,28 +201,33 @@ def main() -> int:
     load1 = os.getloadavg()
     meta = first.get("meta") or {}
     print(f"videos     {len(videos)} clips like {videos[0].name} {meta.get('width')}x"
-          f"{meta.get('height')}, {meta.get('frame_count')} frames; model {ctx.model_name}; "
+          f"{meta.get('height')}, {meta.get('frame_count')} frames; model {ctx.model_name} "
+          f"(runtime {runtime}); "
           f"{args.frames} frames sampled ({cfg.sampler}); x{args.repeats}")
     print(f"machine    {os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, "
           f"{load1[0]:.1f} at end (a machine at rest: < 0.5); TensorFlow oneDNN kernels "
           f"{onednn_enabled()}")
     print(f"load       {load_s:.2f} s (model + face detector, once per process)")
     fw, fc = mean["floor"]
-    for key, label in (("floor", "decode floor"), ("full", "full path"),
+    for key, label in (("floor", "decode floor"), ("full", f"full path ({runtime})"),
+                       ("keras", "full path, model on Keras"),
                        ("late", "faces scored after the last frame"),
-                       ("batch", "batch, per clip"),
+                       ("batch", f"batch, per clip ({runtime})"),
+                       ("batch_keras", "batch, model on Keras"),
                        ("batch_late", "batch, scored after the last frame"), ("previous", "previous path")):
         w, cpu = mean[key]
         print(f"{label:34s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
               f"{cpu / fc:4.2f} CPU")
+    print(f"video scores, {runtime} against Keras: largest difference {score_diff:.2g}")
     print(f"full path split: decode {part['decode']:.2f} + detect {part['detect']:.2f} + align "
           f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect and the model)")
     print(f"prep       {mean['prep'][1]:.2f} CPU-s per video ({mean['prep'][0]:.2f} s wall); "
           f"previous path {mean['prep_prev'][1]:.2f} CPU-s ({mean['prep_prev'][0]:.2f} s wall); "
           f"one decode thread, no overlap {mean['prep_1t'][1]:.2f} CPU-s "
           f"({mean['prep_1t'][0]:.2f} s wall)")
-    if args.service:  # both ways, alternated twice so that they share the machine's load
-        ways = {"faces scored while decoding": ctx, "after the last frame": late_ctx}
+    if args.service:  # every way, alternated twice so that they share the machine's load
+        ways = {"faces scored while decoding": ctx, "after the last frame": late_ctx,
+                "model on Keras": dataclasses.replace(keras_ctx, detector=ctx.detector)}
         lat: dict[str, list[float]] = {k: [] for k in ways}
         for _ in range(2):
             for key, c in ways.items():

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# converted TensorFlow Lite models (dfd.inference.lite) go to a folder of this test session,
+# never to the user's ~/.cache/dfd (subprocesses inherit it, so each model converts once)
+os.environ.setdefault("DFD_CACHE_DIR", tempfile.mkdtemp(prefix="dfd-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFD_SHARED", REPO.parent / "shared"))

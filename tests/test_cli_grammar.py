@@ -23,6 +23,7 @@ MEANINGS = {
     "-o/--out": "where the command writes its result (file or folder)",
     "--no-progress": "no progress bars",
     "--weights-dir": "folder of registered weights files",
+    "--runtime": "what runs a frame model: auto (TensorFlow Lite where it converts), keras, tflite",
     "--model": "the model to use: a file, a SavedModel, a registered name (train: a builder)",
     "--scores": "score table(s): one table, or NAME=PATH per model",
     "--frames": "frames sampled per video",
@@ -281,12 +282,13 @@ def test_tensorflow_startup_lines_hidden_unless_debug(tmp_path):
 
 
 def test_startup_filter_keeps_lines_that_are_not_noise(capfd):
-    from dfd_app.cli.main import TF_STARTUP_NOISE, _stderr_fd_filtered
+    from dfd.quiet import stderr_fd_filtered
+    from dfd_app.cli.main import TF_STARTUP_NOISE
 
     def drop(line):
         return any(n in line for n in TF_STARTUP_NOISE)
 
-    with _stderr_fd_filtered(drop):
+    with stderr_fd_filtered(drop):
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\n"
                     b"E0000 something really went wrong\n")
     err = capfd.readouterr().err

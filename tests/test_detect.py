@@ -302,9 +302,12 @@ def test_load_stacker_round_trip(tmp_path, monkeypatch):
         .save(tmp_path / "stacker.json")
     loaded = []
     monkeypatch.setattr(models, "load_scorer",
-                        lambda spec, name=None: loaded.append((name, spec)) or BrightnessScorer())
-    ss = models.load_stacker(str(path), ["a=x.keras", "b=meso4_df", "c=unused.keras"])
-    assert sorted(loaded) == [("a", "x.keras"), ("b", "meso4_df")] and ss.name == "stacker(a,b)"
+                        lambda spec, name=None, runtime="auto":
+                        loaded.append((name, spec, runtime)) or BrightnessScorer())
+    ss = models.load_stacker(str(path), ["a=x.keras", "b=meso4_df", "c=unused.keras"],
+                             runtime="keras")
+    assert sorted(loaded) == [("a", "x.keras", "keras"), ("b", "meso4_df", "keras")]
+    assert ss.name == "stacker(a,b)"
     with pytest.raises(models.ModelLoadError, match="cannot load stacker"):
         models.load_stacker(str(tmp_path / "missing.json"), ["a=x"])
 
@@ -394,7 +397,7 @@ def test_build_context_extracts_at_the_models_framing(monkeypatch):
     from dfd.inference import scorers as models
 
     scorer, _ = _recording_scorer("tight", 1.05)
-    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: scorer)
+    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None, runtime="auto": scorer)
     ctx = pipeline.build_context(model="x", detector="fake")
     assert ctx.extract_cfg.margin == 1.05 and ctx.extract_cfg.centre == 0.0
     assert ctx.extract_cfg.all_faces is False  # largest face per frame by default
@@ -405,12 +408,12 @@ def test_build_context_extracts_at_the_models_framing(monkeypatch):
     assert meta["face_margin"] == 1.3 and meta["face_centre"] == 0.0
     # the authors' weights: cut around MesoNet's centre
     authors, _ = _recording_scorer("authors", 1.3, centre=-0.033)
-    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: authors)
+    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None, runtime="auto": authors)
     ctx = pipeline.build_context(model="x", detector="fake")
     assert (ctx.extract_cfg.margin, ctx.extract_cfg.centre) == (1.3, -0.033)
     # given crops are never re-framed, whatever the models' margins
     wide, _ = _recording_scorer("wide", 1.3)
-    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None: wide)
+    monkeypatch.setattr(models, "load_scorer", lambda spec=None, name=None, runtime="auto": wide)
     pipeline.build_context(model="x", detector="fake", margin=1.3, crops=True)
     assert wide.input_margin is None
 
@@ -421,7 +424,12 @@ def test_cli_passes_the_margin_and_face_choice(capsys, cli_ctx):
     assert run_cli([str(SAMPLE), "--frames", "2", "--all-faces"], capsys)[0] == 0
     assert cli_ctx["all_faces"] is True
     assert run_cli([str(SAMPLE), "--frames", "2", "--margin", "1.2"], capsys)[0] == 0
-    assert cli_ctx["margin"] == "1.2"
+    assert cli_ctx["margin"] == "1.2" and cli_ctx["runtime"] == "auto"
+    assert run_cli([str(SAMPLE), "--frames", "2", "--runtime", "keras"], capsys)[0] == 0
+    assert cli_ctx["runtime"] == "keras"
+    with pytest.raises(SystemExit) as bad:  # argparse: exit status 2, the choices named
+        run_cli([str(SAMPLE), "--frames", "2", "--runtime", "onnx"], capsys)
+    assert bad.value.code == 2 and "invalid choice: 'onnx'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ temporal models

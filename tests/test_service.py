@@ -281,7 +281,11 @@ def test_serve_flags_reach_the_detection_context(monkeypatch):
     serve_cli.settings_from_args(parser.parse_args(["--max-decoded-mpix", "0"])).build_context()
     assert seen["max_decoded_pixels"] is None
     serve_cli.settings_from_args(parser.parse_args([])).build_context()
-    assert seen["max_decoded_pixels"] == 20_000_000_000
+    assert seen["max_decoded_pixels"] == 20_000_000_000 and seen["runtime"] == "auto"
+    serve_cli.settings_from_args(parser.parse_args(["--runtime", "keras"])).build_context()
+    assert seen["runtime"] == "keras"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--runtime", "onnx"])
 
 
 def test_the_pixel_cap_refuses_a_big_video_before_decoding(tiny_video_factory):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dfd import presets
+from dfd.inference import lite as lite_runtime
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,12 @@ class Scorer:
     """
 
     def __init__(self, fn, name: str, kind: str, n_inputs: int = 1, model=None,
-                 batch_size: int = 64, preset=None, face_margin: float | None = None):
+                 batch_size: int = 64, preset=None, face_margin: float | None = None,
+                 runtime: str = "tensorflow"):
         self._fn, self.name, self.kind = fn, name, kind
+        #: what runs the model: "tensorflow" (Keras or a SavedModel) or "tflite"
+        #: (:mod:`dfd.inference.lite`; ``model`` is still the Keras model)
+        self.runtime = runtime
         self.n_inputs, self.model, self.batch_size = n_inputs, model, batch_size
         #: the model's preset (dfd.presets.ModelPreset), None when nothing records one
         self.preset = preset
@@ -66,7 +71,7 @@ class Scorer:
         self.face_centre = preset.face_centre if preset is not None else 0.0
 
     def __repr__(self):
-        return f"Scorer(name={self.name!r}, kind={self.kind!r})"
+        return f"Scorer(name={self.name!r}, kind={self.kind!r}, runtime={self.runtime!r})"
 
     def __call__(self, faces, mask=None) -> np.ndarray:
         faces = _as_uint8(faces)
@@ -91,7 +96,22 @@ def _as_uint8(faces) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
-def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, preset=None) -> Scorer:
+def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, preset=None,
+                      runtime: str = "keras") -> Scorer:
+    """A :class:`Scorer` of a Keras model. ``runtime`` (:data:`dfd.inference.lite.RUNTIMES`):
+    ``"keras"``; ``"tflite"``: through TensorFlow Lite (``ValueError`` when the model cannot
+    run there, saying why); ``"auto"``: TensorFlow Lite when it can, else Keras."""
+    name = name or model.name
+    check_runtime(runtime)
+    if runtime != "keras":
+        try:
+            lite = lite_runtime.lite_model(model, name)
+        except lite_runtime.LiteUnavailable as err:
+            if runtime == "tflite":
+                raise ValueError(f"runtime 'tflite': {err}") from None
+            log.info("%s runs on Keras: %s", name, err)
+        else:
+            return Scorer(lite, name, "keras", 1, model, batch_size, preset, runtime="tflite")
     n = len(model.inputs)
     dict_inputs = isinstance(model.input, dict)
 
@@ -102,7 +122,13 @@ def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, pres
             x = args[0] if n == 1 else list(args)
         return model.predict_on_batch(x)
 
-    return Scorer(fn, name or model.name, "keras", n, model, batch_size, preset)
+    return Scorer(fn, name, "keras", n, model, batch_size, preset)
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in lite_runtime.RUNTIMES:
+        raise ValueError(f"runtime must be one of {lite_runtime.RUNTIMES}, got {runtime!r}")
+    return runtime
 
 
 def savedmodel_preset(loaded) -> presets.ModelPreset | None:
@@ -161,19 +187,27 @@ def load_keras(path_or_name, weights_dir=None):
                      f"weights file or a registered name {presets.registered_names()}")
 
 
-def load_any(path_or_name, weights_dir=None, batch_size: int = 64) -> Scorer:
-    """A :class:`Scorer` for a Keras model, ``.keras`` file, SavedModel folder or registered name."""
+def load_any(path_or_name, weights_dir=None, batch_size: int = 64,
+             runtime: str = "keras") -> Scorer:
+    """A :class:`Scorer` for a Keras model, ``.keras`` file, SavedModel folder or registered name.
+
+    ``runtime`` runs Keras models through TensorFlow Lite (``"tflite"``, ``"auto"``: see
+    :func:`scorer_from_keras`); a SavedModel folder runs on TensorFlow (``"tflite"`` is then
+    an error: load its ``model.keras`` instead)."""
     if isinstance(path_or_name, Scorer):
         return path_or_name
+    check_runtime(runtime)
     if not isinstance(path_or_name, (str, Path)):
-        return scorer_from_keras(path_or_name, batch_size=batch_size)
+        return scorer_from_keras(path_or_name, batch_size=batch_size, runtime=runtime)
     if is_savedmodel(path_or_name):
+        if runtime == "tflite":
+            raise ValueError(f"runtime 'tflite' runs Keras models; {path_or_name} is a SavedModel "
+                             f"(give its {KERAS_FILE}, which `dfd export` writes beside it)")
         return scorer_from_savedmodel(path_or_name, batch_size)
     model = load_keras(path_or_name, weights_dir)
     exists = Path(str(path_or_name)).exists()
     name = Path(str(path_or_name)).stem if exists else str(path_or_name)
-    scorer = scorer_from_keras(model, name, batch_size, preset_of(path_or_name))
-    return scorer
+    return scorer_from_keras(model, name, batch_size, preset_of(path_or_name), runtime)
 
 
 def preset_of(spec) -> presets.ModelPreset | None:

@@ -186,11 +186,15 @@ def _model_label(spec: str) -> str:
     return p.stem if (p.suffix or p.is_dir()) else spec
 
 
-def load_scorer(spec: str | None = None, name: str | None = None) -> ModelScorer:
-    """Load a scorer from a ``.keras`` file, a SavedModel dir or a registered name (None: default)."""
+def load_scorer(spec: str | None = None, name: str | None = None,
+                runtime: str = "auto") -> ModelScorer:
+    """Load a scorer from a ``.keras`` file, a SavedModel dir or a registered name (None: default).
+
+    ``runtime`` (``"auto"``, ``"keras"``, ``"tflite"``): what runs a Keras frame model
+    (:mod:`dfd.inference.lite`); by default TensorFlow Lite where the model qualifies."""
     spec = default_model() if spec is None else str(spec)
     try:
-        scorer = load_any(spec)
+        scorer = load_any(spec, runtime=runtime)
     except Exception as err:  # noqa: BLE001 - reported with the spec
         raise ModelLoadError(f"cannot load model {spec!r}: {type(err).__name__}: {err}") from None
     if getattr(scorer, "n_inputs", 1) == 2:
@@ -280,8 +284,9 @@ class StackScorer:
         return float(self.stacker.predict_features(feats).iloc[0])
 
 
-def load_stacker(path: str, model_specs: list[str] | None) -> StackScorer:
-    """A :class:`StackScorer` from a stacker JSON and ``NAME=PATH`` model entries."""
+def load_stacker(path: str, model_specs: list[str] | None, runtime: str = "auto") -> StackScorer:
+    """A :class:`StackScorer` from a stacker JSON and ``NAME=PATH`` model entries (each loaded
+    as :func:`load_scorer` loads it, with ``runtime``)."""
     try:
         stacker = Stacker.load(path)
     except (OSError, ValueError, TypeError) as err:
@@ -290,7 +295,7 @@ def load_stacker(path: str, model_specs: list[str] | None) -> StackScorer:
     unused = sorted(set(specs) - set(stacker.models))
     if unused:
         log.warning("model(s) %s are not used by the stacker; not loaded", unused)
-    scorers = {n: load_scorer(s, name=n) for n, s in specs.items() if n in stacker.models}
+    scorers = {n: load_scorer(s, name=n, runtime=runtime) for n, s in specs.items() if n in stacker.models}
     return StackScorer(stacker, scorers, name=f"stacker({','.join(sorted(stacker.models))})")
 
 

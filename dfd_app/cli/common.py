@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dfd import presets
 from dfd.evaluation.metrics import DEFAULT_CLIP, MISSING_POLICIES, THRESHOLD_POLICIES
+from dfd.inference.lite import RUNTIMES
 
 #: where the old spellings of renamed options are recorded while parsing (main logs them)
 DEPRECATED_DEST = "_deprecated_options"
@@ -48,6 +49,15 @@ def add_no_progress(p: argparse.ArgumentParser) -> None:
     """``--no-progress``: no progress bars (they are also off when stderr is not a terminal)."""
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they show only on a terminal anyway)")
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """``--runtime``: what runs a Keras frame model (dfd.inference.lite)."""
+    p.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+                   help="what runs a frame model: auto = TensorFlow Lite (XNNPACK) where the "
+                        "model converts and scores as Keras does (checked; cached under "
+                        "$DFD_CACHE_DIR, default ~/.cache/dfd), else Keras; keras; tflite "
+                        "(an error where it cannot) (default: %(default)s)")
 
 
 def use_weights_dir(weights_dir: str | None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from dfd import progress
 from dfd.inference.scorers import ModelLoadError
 from dfd_app.cli import streams
-from dfd_app.cli.common import add_no_progress, add_weights_dir, use_weights_dir
+from dfd_app.cli.common import add_no_progress, add_runtime, add_weights_dir, use_weights_dir
 from dfd_app.detect import inputs as inputs_mod
 from dfd_app.detect import output, pipeline
 
@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write each face with its Grad-CAM heat map of P(fake) (PNG); "
                              "with --format jsonl each face also gets 'attention' (peak, "
                              "8x8 grid)")
+    add_runtime(parser)
     add_weights_dir(parser)
     add_no_progress(parser)
 
@@ -106,7 +107,7 @@ def run(args) -> int:
             aggregation=args.aggregation,
             plot_dir=args.plot, faces_dir=args.faces, details=args.format == "jsonl",
             explain_dir=args.explain,
-            crops=args.crops, uncertain=parse_band(args.uncertain))
+            crops=args.crops, uncertain=parse_band(args.uncertain), runtime=args.runtime)
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2

@@ -15,10 +15,9 @@ import logging
 import os
 import re
 import sys
-import tempfile
-from contextlib import contextmanager
 
 from dfd import progress
+from dfd.quiet import stderr_fd_filtered
 from dfd_app.cli import streams
 
 # name -> (module, one-line help)
@@ -93,32 +92,6 @@ TF_STARTUP_NOISE = ("oneDNN custom operations are on", "before absl::InitializeL
                     "cpu_feature_guard", "To enable the following instructions")
 
 
-@contextmanager
-def _stderr_fd_filtered(drop):
-    """Capture file descriptor 2 for a while (C++ libraries write there directly), then write
-    back the lines for which ``drop(line)`` is false."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        with tempfile.TemporaryFile() as buf:
-            os.dup2(buf.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-                buf.seek(0)
-                kept = [ln for ln in buf.read().splitlines(keepends=True)
-                        if not drop(ln.decode(errors="replace"))]
-                if kept:
-                    os.write(saved, b"".join(kept))
-    finally:
-        os.close(saved)
-
-
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports ``tensorflow`` (when some command first needs it) with its stderr filtered.
 
@@ -147,7 +120,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader)
         return self._real.create_module(spec)
 
     def exec_module(self, module):
-        with _stderr_fd_filtered(self._drop):
+        with stderr_fd_filtered(self._drop):
             self._real.exec_module(module)
 
     def _drop(self, line: str) -> bool:

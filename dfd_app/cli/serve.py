@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from dfd.inference.scorers import ModelLoadError
-from dfd_app.cli.common import add_weights_dir, use_weights_dir
+from dfd_app.cli.common import add_runtime, add_weights_dir, use_weights_dir
 from dfd_app.detect import pipeline
 from dfd_app.serve.service import ServiceSettings, create_app
 
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="videos scored at once (default: %(default)s)")
     parser.add_argument("--max-queue", type=int, default=8,
                         help="requests waiting beyond --workers before 503 (default: %(default)s)")
+    add_runtime(parser)
     add_weights_dir(parser)
 
 
@@ -65,7 +66,7 @@ def settings_from_args(args):
         all_faces=args.all_faces, threshold=args.threshold,
         aggregation=args.aggregation, max_upload_mb=args.max_upload_mb, timeout_s=args.timeout,
         workers=args.workers, max_queue=args.max_queue,
-        max_decoded_mpix=args.max_decoded_mpix or None)
+        max_decoded_mpix=args.max_decoded_mpix or None, runtime=args.runtime)
 
 
 def run(args) -> int:

@@ -114,7 +114,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
                   detector_kw: dict | None = None, n_frames: int = DEFAULT_N_FRAMES,
                   sampler: str = DEFAULT_SAMPLER, margin: float | str = "auto",
                   all_faces: bool = False, max_decoded_pixels: int | None = None,
-                  **options) -> DetectContext:
+                  runtime: str = "auto", **options) -> DetectContext:
     """Load the model(s) and the face detector once and return a :class:`DetectContext`.
 
     ``model``: path or weights name (None: :func:`dfd.inference.scorers.default_model`).
@@ -123,6 +123,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     or a number for every model.
     ``all_faces``: score every person as a track (default: the largest face of each frame).
     ``max_decoded_pixels``: refuse videos with more pixels in all (the service's cap).
+    ``runtime``: what runs Keras frame models: ``"auto"`` (TensorFlow Lite where the model
+    qualifies, :mod:`dfd.inference.lite`), ``"keras"`` or ``"tflite"`` (an error where it cannot).
     ``uncertain``: ``"auto"`` (the model preset's band, when it records one and the threshold
     is its own), ``"off"``, or ``(low, high)``.
     ``options``: other :class:`DetectContext` fields (threshold, aggregation, plot_dir, ...).
@@ -133,8 +135,8 @@ def build_context(model: str | None = None, stacker: str | None = None,
     t = float(options.get("threshold", DEFAULT_THRESHOLD))
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {t}")
-    scorer = (models.load_stacker(stacker, stack_models) if stacker
-              else models.load_scorer(model))
+    scorer = (models.load_stacker(stacker, stack_models, runtime=runtime) if stacker
+              else models.load_scorer(model, runtime=runtime))
 
     options["uncertain"] = choose_band(scorer, options.get("uncertain", "auto"), t)
     face_margin, face_centre = models.choose_framing(scorer, margin)

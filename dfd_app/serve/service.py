@@ -73,6 +73,8 @@ class ServiceSettings:
     #: refuse a video with more decoded pixels (width x height x frames) than this, before
     #: decoding it (None: no cap); frames are reduced as they are decoded in any case
     max_decoded_mpix: float | None = 20_000.0
+    #: what runs a frame model (dfd.inference.lite.RUNTIMES)
+    runtime: str = "auto"
 
     @property
     def max_bytes(self) -> int:
@@ -85,7 +87,7 @@ class ServiceSettings:
             margin=self.margin, all_faces=self.all_faces, threshold=self.threshold,
             aggregation=self.aggregation,
             max_decoded_pixels=None if not self.max_decoded_mpix
-            else int(self.max_decoded_mpix * 1e6))
+            else int(self.max_decoded_mpix * 1e6), runtime=self.runtime)
 
 
 #: the multipart body of POST /v1/detect, for the OpenAPI schema (read by hand, not by FastAPI)
