@@ -192,8 +192,7 @@ def test_the_shipped_default_scores_real_clips_the_same_on_both_runtimes(shared)
     keras_ctx = dataclasses.replace(
         pipeline.build_context(n_frames=8, uncertain="off", runtime="keras"),
         detector=lite_ctx.detector)
-    assert lite_ctx.scorer.scorer.runtime == "tflite"
-    assert keras_ctx.scorer.scorer.runtime == "tensorflow"
+    assert lite_ctx.runtime == "tflite" and keras_ctx.runtime == "tensorflow"
     for clip in clips:
         a, b = pipeline.detect_video(clip, lite_ctx), pipeline.detect_video(clip, keras_ctx)
         assert a["status"] == b["status"] == "ok" and a["n_faces"] == b["n_faces"] > 0

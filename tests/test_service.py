@@ -44,6 +44,7 @@ def test_healthz_and_page(tmp_root):
     with make_client(tmp_root=str(tmp_root)) as c:
         h = c.get("/healthz").json()
         assert h["status"] == "ok" and h["model"] == "fake-brightness" and h["threshold"] == 0.5
+        assert h["runtime"] == "other"  # a test scorer, neither TensorFlow nor TensorFlow Lite
         page = c.get("/")
         assert page.status_code == 200 and 'id="upload-form"' in page.text
         assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # no CDN

@@ -103,6 +103,14 @@ class DetectContext:
     def model_name(self) -> str:
         return str(getattr(self.scorer, "name", type(self.scorer).__name__))
 
+    @property
+    def runtime(self) -> str:
+        """What runs the model(s): ``tflite``, ``tensorflow`` (Keras or a SavedModel), both
+        (``tflite+tensorflow``, a stacker's members), or ``other`` (a scorer of its own)."""
+        found = {getattr(getattr(s, "scorer", None), "runtime", None) or "other"
+                 for s in models.model_scorers(self.scorer)}
+        return "+".join(sorted(found)) or "other"
+
 
 def make_extract_config(n_frames: int = DEFAULT_N_FRAMES, sampler: str = DEFAULT_SAMPLER, **kw):
 
@@ -146,6 +154,10 @@ def build_context(model: str | None = None, stacker: str | None = None,
     else:
         log.info("faces framed at margin %.2f, centre %+.3f for %s", face_margin, face_centre,
                  scorer.name)
+    for s in models.model_scorers(scorer):
+        log.info("model %s runs on %s", s.name,
+                 {"tflite": "TensorFlow Lite", "tensorflow": "TensorFlow"}.get(
+                     getattr(getattr(s, "scorer", None), "runtime", None), "its own scorer"))
     det = get_detector(detector, **(detector_kw or {}))
     return DetectContext(scorer=scorer, detector=det,
                          extract_cfg=make_extract_config(n_frames, sampler, margin=face_margin,

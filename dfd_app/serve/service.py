@@ -195,6 +195,7 @@ def create_app(ctx_or_settings=None, settings: ServiceSettings | None = None):
         ctx = state["ctx"]
         return {"status": "ok" if ctx is not None else "starting",
                 "model": ctx.model_name if ctx else None,
+                "runtime": ctx.runtime if ctx else None,
                 "threshold": ctx.threshold if ctx else None,
                 "aggregation": ctx.aggregation if ctx else None,
                 "max_upload_mb": cfg.max_upload_mb, "timeout_s": cfg.timeout_s,
