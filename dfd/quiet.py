@@ -11,14 +11,24 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
+
+#: one capture at a time: two threads swapping descriptor 2 would leave it on a closed file
+_LOCK = threading.RLock()
 
 
 @contextmanager
 def stderr_fd_filtered(drop):
     """Capture file descriptor 2 for a while (C++ libraries write there directly), then write
     back the lines for which ``drop(line)`` is false. Where the descriptor cannot be duplicated
-    (no real stderr) the block runs unfiltered."""
+    (no real stderr) the block runs unfiltered. Captures are serialised (one lock): while one
+    runs, another thread's block waits."""
+    with _LOCK:
+        yield from _filtered(drop)
+
+
+def _filtered(drop):
     try:
         sys.stderr.flush()
         saved = os.dup(2)

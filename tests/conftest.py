@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,7 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # converted TensorFlow Lite models (dfd.inference.lite) go to a folder of this test session,
 # never to the user's ~/.cache/dfd (subprocesses inherit it, so each model converts once)
-os.environ.setdefault("DFD_CACHE_DIR", tempfile.mkdtemp(prefix="dfd-test-cache-"))
+if "DFD_CACHE_DIR" not in os.environ:
+    os.environ["DFD_CACHE_DIR"] = tempfile.mkdtemp(prefix="dfd-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["DFD_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DFD_SHARED", REPO.parent / "shared"))

@@ -123,15 +123,88 @@ def test_models_that_cannot_run_there_are_named_with_the_reason(cache, caplog):
     assert not cache.exists()
 
 
-def test_a_conversion_that_scores_differently_is_refused(cache, monkeypatch, caplog):
+def test_a_conversion_that_scores_differently_is_refused_and_remembered(cache, monkeypatch,
+                                                                       caplog):
     caplog.set_level(logging.INFO, logger="dfd.inference.loading")
-    monkeypatch.setattr(lite, "check", lambda model, lm: 0.25)
+    other = lite.convert(tiny_model(seed=5))  # another model's file, the same input
+    monkeypatch.setattr(lite, "convert", lambda model: other)
     model = tiny_model()
-    with pytest.raises(ValueError, match=r"differ from Keras by 0.25 .*more than 0.0001"):
+    with pytest.raises(ValueError, match=r"differ from Keras by .* on the probe faces \(more than 0.0001\)"):
         load_any(model, runtime="tflite")
+    assert not list(cache.glob("*.tflite"))
+
+    def no_conversion(m):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(lite, "convert", no_conversion)  # the refusal is remembered
     scorer = load_any(model, runtime="auto")
     assert scorer.runtime == "tensorflow" and "tiny runs on Keras: TensorFlow Lite scores differ" in caplog.text
-    assert not cache.exists() or not list(cache.glob("*.tflite"))
+    assert "delete it to try again" in caplog.text
+
+
+def test_score_gap_sees_differences_in_saturated_scores():
+    assert lite.score_gap([0.5, 0.2], [0.50001, 0.2]) <= lite.TOLERANCE
+    assert lite.score_gap([0.5], [0.6]) == pytest.approx(0.1)
+    # 1e-30 against 1e-20: 1e-20 apart as probabilities, 23 apart in log-odds
+    assert lite.score_gap([1e-30], [1e-20]) > 100 * lite.TOLERANCE
+    assert lite.score_gap([1 - 1e-9], [1 - 1e-12]) > lite.TOLERANCE
+    assert lite.score_gap([1e-30], [1e-30 * (1 + 1e-7)]) <= lite.TOLERANCE
+
+
+def test_a_changed_cache_file_is_not_trusted(cache, caplog):
+    model = tiny_model()
+    lite.lite_model(model)
+    blob = next(cache.glob("*.tflite"))
+    info = next(cache.glob("*.json"))
+    assert f"keras{keras.__version__}" in blob.name and f"tf{tf.__version__}" in blob.name
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit
+    lm = lite.lite_model(model)
+    assert "its sha256 is not the one recorded" in caplog.text
+    assert blob.read_bytes() == good and lm.blob == good
+    caplog.clear()
+    recorded = json.loads(info.read_text())
+    recorded["probe_scores"][0][0] += 0.01  # a file that no longer scores as it did
+    info.write_text(json.dumps(recorded))
+    lite.lite_model(model)
+    assert "its scores on the probe faces are not the ones recorded" in caplog.text
+
+
+def test_conversion_failures_fall_back_under_auto_and_fail_under_tflite(cache, monkeypatch, caplog):
+    def broken(model, name=None):
+        raise TypeError("trace failed")
+
+    monkeypatch.setattr(lite, "lite_model", broken)
+    model = tiny_model()
+    assert load_any(model, runtime="auto").runtime == "tensorflow"
+    assert "converting it to TensorFlow Lite failed (TypeError: trace failed)" in caplog.text
+    with pytest.raises(ValueError, match="runtime 'tflite': TypeError: trace failed"):
+        load_any(model, runtime="tflite")
+
+
+def test_a_mixed_precision_model_is_refused_at_once(cache):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tiny_model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(lite.LiteUnavailable, match=r"float16.*mixed precision"):
+        lite.lite_model(model)
+    assert load_any(model, runtime="auto").runtime == "tensorflow"
+
+
+def test_a_uint8_input_and_a_flat_output_score_as_keras_does(cache):
+    inp = keras.Input((12, 12, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(2, 3)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Reshape(())(keras.layers.Dense(1, activation="sigmoid")(x))
+    model = keras.Model(inp, out)
+    lm = lite.lite_model(model)
+    x = faces(4, side=12)
+    got, want = lm(x), model.predict_on_batch(x)
+    assert got.shape == want.shape == (4,)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_load_scorer_runs_a_model_file_through_tflite_by_default(cache, tmp_path):
@@ -178,6 +251,11 @@ def test_the_interpreter_notice_does_not_reach_the_user(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "(2, 1)" in run.stdout
     assert "XNNPACK" not in run.stderr and "deprecated" not in run.stderr
+    from dfd_app.cli.main import TF_STARTUP_NOISE  # TensorFlow's import lines, not ours
+
+    left = [ln for ln in run.stderr.splitlines()
+            if ln.strip() and not any(n in ln for n in TF_STARTUP_NOISE)]
+    assert not left, left
 
 
 def test_the_shipped_default_scores_real_clips_the_same_on_both_runtimes(shared):

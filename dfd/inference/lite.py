@@ -147,16 +147,17 @@ def convert(model) -> bytes:
     def serve(faces):
         return model(tf.cast(faces, tf.float32), training=False)
 
-    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-    conv = converter_cls.from_concrete_functions([frozen], model)
     try:
-        with warnings.catch_warnings():
+        frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+        conv = converter_cls.from_concrete_functions([frozen], model)
+        # the converter's MLIR diagnostics go to stderr from C++; its exception says enough
+        with warnings.catch_warnings(), stderr_fd_filtered(lambda ln: True):
             warnings.simplefilter("ignore")
             return bytes(conv.convert())
-    except Exception as err:  # noqa: BLE001 - the converter raises many kinds
+    except Exception as err:  # noqa: BLE001 - tracing and the converter raise many kinds
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise LiteUnavailable(f"TensorFlow Lite could not convert model {model.name!r} "
-                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-                              ) from None
+                              f"({type(err).__name__}: {first[:300]})") from None
 
 
 def _threads() -> int:
@@ -234,9 +235,25 @@ class LiteModel:
         return self._runner(np.ascontiguousarray(a))
 
 
-def check(model, lite: LiteModel) -> float:
-    """The largest |P(fake)| difference between Keras and the converted model on
-    :func:`probe_faces`; :class:`LiteUnavailable` when the outputs differ in shape."""
+def score_gap(want, got) -> float:
+    """How far two score arrays are apart: the largest |P(fake)| difference, or, where that
+    hides a difference in a saturated score (P near 0 or 1), the largest log-odds difference
+    relative to the log-odds' size / 1000, whichever is larger (both in units of
+    :data:`TOLERANCE`-comparable size)."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    gap = float(np.max(np.abs(want - got))) if want.size else 0.0
+    eps = 1e-300
+    zw = np.log(np.clip(want, eps, 1.0)) - np.log(np.clip(1.0 - want, eps, 1.0))
+    zg = np.log(np.clip(got, eps, 1.0)) - np.log(np.clip(1.0 - got, eps, 1.0))
+    rel = np.abs(zw - zg) / np.maximum(1.0, np.abs(zw))
+    # a relative log-odds difference of 1e-3 counts as the tolerance itself
+    return max(gap, float(np.max(rel)) * TOLERANCE / 1e-3 if rel.size else 0.0)
+
+
+def check(model, lite: LiteModel) -> tuple[float, np.ndarray]:
+    """``(gap, scores)``: :func:`score_gap` between Keras and the converted model on
+    :func:`probe_faces`, and the converted model's probe scores (kept with the cache file);
+    :class:`LiteUnavailable` when the outputs differ in shape or are not finite."""
     faces = probe_faces(lite.shape)
     want = np.asarray(model.predict_on_batch(faces.astype(np.float32)), np.float64)
     got = np.asarray(lite(faces), np.float64)
@@ -245,54 +262,120 @@ def check(model, lite: LiteModel) -> float:
                               f"gives {want.shape}")
     if not np.isfinite(got).all():
         raise LiteUnavailable("TensorFlow Lite gives non-finite scores on the probe faces")
-    return float(np.max(np.abs(want - got)))
+    return score_gap(want, got), got
+
+
+def _versions() -> str:
+    import keras
+
+    return f"tf{_tf().__version__}-keras{keras.__version__}-v{FORMAT}"
 
 
 def _cache_files(key: str) -> tuple[Path, Path]:
-    tf = _tf()
-    stem = f"{key[:40]}-tf{tf.__version__}-v{FORMAT}"
+    stem = f"{key[:40]}-{_versions()}"
     d = cache_dir()
     return d / f"{stem}.tflite", d / f"{stem}.json"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _from_cache(blob_path: Path, info_path: Path, shape, name: str) -> LiteModel | None:
+    """The cached model when its file is the one converted and checked (sha256, input shape,
+    and its scores on the probe faces as recorded then); None (a warning) otherwise."""
+    try:
+        info = json.loads(info_path.read_text())
+        if info.get("refused"):
+            raise LiteUnavailable(f"{info['refused']} (recorded in {info_path}; delete it to "
+                                  "try again)")
+        blob = blob_path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
+            raise ValueError("its sha256 is not the one recorded at conversion")
+        lite = LiteModel(blob, name=name)
+        if tuple(lite.shape) != tuple(shape):
+            raise ValueError(f"it takes faces {lite.shape}, the model {tuple(shape)}")
+        probes = np.asarray(info["probe_scores"], np.float64)
+        got = np.asarray(lite(probe_faces(lite.shape)), np.float64)
+        if got.shape != probes.shape or score_gap(probes, got) > TOLERANCE / 10:
+            raise ValueError("its scores on the probe faces are not the ones recorded")
+        return lite
+    except LiteUnavailable:
+        raise
+    except Exception as err:  # noqa: BLE001 - any damage: converted again
+        log.warning("%s: cached TensorFlow Lite model %s is unusable (%s); converting again",
+                    name, blob_path, err)
+        return None
+
+
+def _refuse(info_path: Path, name: str, reason: str) -> None:
+    """Record that this model does not convert, so the next run does not try again."""
+    try:
+        info_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(info_path, json.dumps({"model": name, "refused": reason}).encode())
+    except OSError:
+        pass
 
 
 def lite_model(model, name: str | None = None) -> LiteModel:
-    """The converted model of a Keras frame model: from the cache, else converted, checked
-    (:data:`TOLERANCE`) and cached. :class:`LiteUnavailable` says why it cannot be had."""
+    """The converted model of a Keras frame model: from the cache (checked: its file's
+    sha256 and its scores on the probe faces), else converted, checked against Keras
+    (:func:`score_gap` <= :data:`TOLERANCE`) and cached. :class:`LiteUnavailable` says why it
+    cannot be had; a model that failed to convert is remembered in the cache and refused at
+    once next time."""
     name = name or model.name
-    face_input_shape(model)
+    shape = face_input_shape(model)
+    policies = {str(getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32"))
+                for layer in [model, *model.layers]}
+    if policies - {"float32"}:
+        raise LiteUnavailable(f"model {name!r} computes in {sorted(policies)} (mixed precision); "
+                              "TensorFlow Lite runs it as float32 only")
     key = fingerprint(model)
-    blob_path, info_path = _cache_files(key)
-    if blob_path.is_file():
-        try:
-            lite = LiteModel(blob_path.read_bytes(), name=name)
+    try:
+        blob_path, info_path = _cache_files(key)
+        cached = info_path.is_file()
+    except (OSError, RuntimeError) as err:  # no home folder, a folder it cannot enter
+        log.warning("%s: no TensorFlow Lite cache (%s); converting in memory", name, err)
+        blob_path = info_path = None
+        cached = False
+    if cached:
+        lite = _from_cache(blob_path, info_path, shape, name)
+        if lite is not None:
             log.debug("%s: TensorFlow Lite model from %s", name, blob_path)
             return lite
-        except (OSError, LiteUnavailable) as err:
-            log.warning("%s: cached TensorFlow Lite model %s is unusable (%s); converting again",
-                        name, blob_path, err)
     t0 = time.perf_counter()
-    lite = LiteModel(convert(model), name=name)
-    diff = check(model, lite)
-    if diff > TOLERANCE:
-        raise LiteUnavailable(f"TensorFlow Lite scores differ from Keras by {diff:.2g} on the "
-                              f"probe faces (more than {TOLERANCE:g})")
+    try:
+        lite = LiteModel(convert(model), name=name)
+        gap, probe_scores = check(model, lite)
+    except LiteUnavailable as err:
+        if info_path is not None:
+            _refuse(info_path, name, str(err))
+        raise
+    if gap > TOLERANCE:
+        reason = (f"TensorFlow Lite scores differ from Keras by {gap:.2g} on the probe faces "
+                  f"(more than {TOLERANCE:g})")
+        if info_path is not None:
+            _refuse(info_path, name, reason)
+        raise LiteUnavailable(reason)
     seconds = time.perf_counter() - t0
     log.info("%s: converted to TensorFlow Lite in %.1f s (largest difference from Keras on %d "
-             "probe faces: %.1e)", name, seconds, PROBE_FACES, diff)
-    info = {"model": name, "fingerprint": key, "tensorflow": _tf().__version__, "format": FORMAT,
-            "max_abs_diff": diff, "tolerance": TOLERANCE, "probe_faces": PROBE_FACES,
-            "input": list(lite.shape), "seconds": round(seconds, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+             "probe faces: %.1e)", name, seconds, PROBE_FACES, gap)
+    if info_path is None:
+        return lite
+    info = {"model": name, "fingerprint": key, "versions": _versions(),
+            "sha256": hashlib.sha256(lite.blob).hexdigest(), "max_abs_diff": gap,
+            "tolerance": TOLERANCE, "probe_faces": PROBE_FACES,
+            "probe_scores": probe_scores.tolist(), "input": list(lite.shape),
+            "seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         blob_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(info_path, json.dumps(info, indent=2).encode())
         _write_atomic(blob_path, lite.blob)
+        _write_atomic(info_path, json.dumps(info, indent=2).encode())
     except OSError as err:
         log.warning("%s: cannot keep the TensorFlow Lite model in %s (%s); it is converted "
                     "again next time (set $%s to a writable folder)", name, blob_path.parent,

@@ -110,6 +110,11 @@ def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, pres
             if runtime == "tflite":
                 raise ValueError(f"runtime 'tflite': {err}") from None
             log.info("%s runs on Keras: %s", name, err)
+        except Exception as err:  # noqa: BLE001 - auto never fails where Keras runs
+            if runtime == "tflite":
+                raise ValueError(f"runtime 'tflite': {type(err).__name__}: {err}") from None
+            log.warning("%s runs on Keras: converting it to TensorFlow Lite failed "
+                        "(%s: %s)", name, type(err).__name__, err)
         else:
             return Scorer(lite, name, "keras", 1, model, batch_size, preset, runtime="tflite")
     n = len(model.inputs)
