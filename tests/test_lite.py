@@ -275,3 +275,12 @@ def test_the_shipped_default_scores_real_clips_the_same_on_both_runtimes(shared)
         a, b = pipeline.detect_video(clip, lite_ctx), pipeline.detect_video(clip, keras_ctx)
         assert a["status"] == b["status"] == "ok" and a["n_faces"] == b["n_faces"] > 0
         assert abs(a["p_fake"] - b["p_fake"]) < 1e-4, (clip.name, a["p_fake"], b["p_fake"])
+
+
+def test_auto_keeps_keras_where_a_gpu_is_visible(cache, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="dfd.inference.loading")
+    monkeypatch.setattr(lite, "gpu_visible", lambda: True)
+    model = tiny_model()
+    assert load_any(model, runtime="auto").runtime == "tensorflow"
+    assert "a GPU is visible" in caplog.text and not cache.exists()
+    assert load_any(model, runtime="tflite").runtime == "tflite"  # asked for by name: CPU

@@ -9,7 +9,8 @@ Measured on the shipped 224 px default (docs/benchmarks.md): 32 faces in 0.18 s 
 CPU-s against Keras's 0.32 s and 0.58 CPU-s, P(fake) equal to 1e-6.
 
 ``dfd detect`` / ``dfd serve`` use it by default (``--runtime auto``: TensorFlow Lite when the
-model qualifies and the check passes, Keras otherwise, with a log line saying why);
+model qualifies and the check passes and no GPU is visible, Keras otherwise, with a log line
+saying why);
 ``--runtime keras`` keeps Keras; ``--runtime tflite`` makes it an error when it cannot run.
 What does not qualify: temporal models (two inputs), models with a free face size, several
 outputs, an install whose TensorFlow has no Lite converter or interpreter.
@@ -77,6 +78,15 @@ def _interpreter_class():
             raise LiteUnavailable(f"TensorFlow {tf.__version__} has no tf.lite.Interpreter and "
                                   "ai_edge_litert is not installed") from None
     return cls
+
+
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU: ``auto`` then keeps Keras (TensorFlow Lite's interpreter
+    runs on the CPU)."""
+    try:
+        return bool(_tf().config.list_physical_devices("GPU"))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def face_input_shape(model) -> tuple[int, int, int]:

@@ -100,9 +100,13 @@ def scorer_from_keras(model, name: str | None = None, batch_size: int = 64, pres
                       runtime: str = "keras") -> Scorer:
     """A :class:`Scorer` of a Keras model. ``runtime`` (:data:`dfd.inference.lite.RUNTIMES`):
     ``"keras"``; ``"tflite"``: through TensorFlow Lite (``ValueError`` when the model cannot
-    run there, saying why); ``"auto"``: TensorFlow Lite when it can, else Keras."""
+    run there, saying why); ``"auto"``: TensorFlow Lite when it can and no GPU is visible,
+    else Keras."""
     name = name or model.name
     check_runtime(runtime)
+    if runtime == "auto" and lite_runtime.gpu_visible():
+        log.info("%s runs on Keras: a GPU is visible (TensorFlow Lite would run on the CPU)", name)
+        runtime = "keras"
     if runtime != "keras":
         try:
             lite = lite_runtime.lite_model(model, name)
