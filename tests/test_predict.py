@@ -117,6 +117,21 @@ def test_dfd_predict_command(model, shards, tmp_path):
         frames["p_fake"], predict_frames(model, shards)["p_fake"], atol=1e-6)
 
 
+def test_dfd_predict_through_tflite_gives_the_keras_scores(model, shards, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.setenv("DFD_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    tables = {}
+    for runtime in ("keras", "tflite"):
+        out = tmp_path / f"{runtime}.csv"
+        assert cli.main(["predict", "--model", str(path), "--shards", str(shards), "--out",
+                         str(out), "--runtime", runtime]) == 0
+        tables[runtime] = read_table(out).set_index("video_id")["p_fake"]
+    np.testing.assert_allclose(tables["tflite"], tables["keras"], atol=1e-5)
+    assert list((tmp_path / "cache" / "lite").glob("*.tflite"))  # it did convert
+
+
 def test_dfd_predict_scores_one_source(model, shards, tmp_path, caplog):
     path = tmp_path / "tiny.keras"
     model.save(path)

@@ -51,9 +51,9 @@ def add_no_progress(p: argparse.ArgumentParser) -> None:
                    help="no progress bars (they show only on a terminal anyway)")
 
 
-def add_runtime(p: argparse.ArgumentParser) -> None:
+def add_runtime(p: argparse.ArgumentParser, default: str = "auto") -> None:
     """``--runtime``: what runs a Keras frame model (dfd.inference.lite)."""
-    p.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+    p.add_argument("--runtime", default=default, choices=list(RUNTIMES),
                    help="what runs a frame model: auto = TensorFlow Lite (XNNPACK) where the "
                         "model converts and scores as Keras does (checked; cached under "
                         "$DFD_CACHE_DIR, default ~/.cache/dfd), else Keras; keras; tflite "
