@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,12 +53,14 @@ def test_the_converted_model_scores_as_keras_does_at_any_batch_length(cache):
         got = lm(x)
         assert got.shape == (n, 1)
         np.testing.assert_allclose(got, want, atol=1e-5)
-    # floats in 0..255 are rounded to uint8 first, as the Keras scorer rounds them
-    x = faces(2).astype(np.float32) + 0.3
-    np.testing.assert_allclose(lm(x), lm(faces(2)), atol=0)
     assert lm(faces(0)).shape == (0, 1)
-    with pytest.raises(ValueError, match=r"takes faces \[N, 16, 16, 3\], got shape \(2, 8, 8, 3\)"):
+    with pytest.raises(ValueError, match=r"takes uint8 faces \[N, 16, 16, 3\], got uint8 \(2, 8, 8, 3\)"):
         lm(faces(2, side=8))
+    with pytest.raises(ValueError, match=r"got float32 \(2, 16, 16, 3\)"):
+        lm(faces(2).astype(np.float32))
+    # the Scorer rounds other numbers to uint8 (one place), then calls the converted model
+    scorer = load_any(model, runtime="tflite")
+    np.testing.assert_allclose(scorer(faces(2).astype(np.float32) + 0.3), scorer(faces(2)), atol=0)
 
 
 def test_the_conversion_is_cached_by_the_weights_and_checked(cache, monkeypatch):
@@ -241,13 +245,12 @@ def test_threads_share_one_interpreter_safely(cache):
 
 
 def test_the_interpreter_notice_does_not_reach_the_user(tmp_path):
-    code = ("import logging, sys; sys.path.insert(0, '.');"
+    code = ("import sys; sys.path.insert(0, '.'); import numpy as np;"
             "from tests.test_lite import tiny_model; from dfd.inference import lite;"
-            "lm = lite.lite_model(tiny_model()); print(lm(__import__('numpy').zeros((2, 16, 16, 3), "
-            "'uint8')).shape)")
-    env = {**__import__("os").environ, lite.ENV_CACHE: str(tmp_path)}
+            "lm = lite.lite_model(tiny_model()); print(lm(np.zeros((2, 16, 16, 3), np.uint8)).shape)")
+    env = {**os.environ, lite.ENV_CACHE: str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+                         cwd=str(Path(__file__).resolve().parents[1]))
     assert run.returncode == 0, run.stderr
     assert "(2, 1)" in run.stdout
     assert "XNNPACK" not in run.stderr and "deprecated" not in run.stderr

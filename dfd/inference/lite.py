@@ -185,71 +185,60 @@ def _threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Runner:
-    """One interpreter of a converted model, with its own lock and current batch length."""
-
-    def __init__(self, cls, blob: bytes, threads: int, name: str):
-        self.lock = threading.Lock()
-        with warnings.catch_warnings(), stderr_fd_filtered(lambda ln: _DELEGATE_NOTICE in ln):
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-            try:
-                self.it = cls(model_content=blob, num_threads=threads)
-                inputs, outputs = self.it.get_input_details(), self.it.get_output_details()
-                if len(inputs) != 1 or len(outputs) != 1:
-                    raise ValueError(f"{len(inputs)} inputs and {len(outputs)} outputs")
-                self.inp, self.out = inputs[0]["index"], outputs[0]["index"]
-                self.shape = tuple(int(v) for v in inputs[0]["shape"][1:])
-                self.batch = None
-                self.resize(1)  # packs the weights now, not on the first request
-            except (ValueError, RuntimeError) as err:
-                raise LiteUnavailable(f"TensorFlow Lite cannot load {name!r}: {err}") from None
-
-    def resize(self, n: int) -> None:
-        if n != self.batch:
-            self.it.resize_tensor_input(self.inp, [n, *self.shape])
-            self.it.allocate_tensors()
-            self.batch = n
-
-    def __call__(self, faces: np.ndarray) -> np.ndarray:
-        with self.lock:
-            self.resize(len(faces))
-            self.it.set_tensor(self.inp, faces)
-            self.it.invoke()
-            return np.array(self.it.get_tensor(self.out), dtype=np.float32)
-
-
 class LiteModel:
     """A converted frame model: ``lite(faces uint8 [N, H, W, 3]) -> float32 [N, k]``.
 
     One interpreter on ``threads`` threads, resized to each batch's length and used under a
-    lock (an interpreter is not safe across threads)."""
+    lock (an interpreter is not safe across threads). Faces must be uint8 already
+    (:class:`dfd.inference.loading.Scorer` rounds other numbers before calling it)."""
 
     def __init__(self, blob: bytes, threads: int | None = None, name: str = "model"):
         self.blob, self.name = bytes(blob), name
         self.threads = int(threads or _threads())
-        self._runner = _Runner(_interpreter_class(), self.blob, self.threads, name)
-        self.shape = self._runner.shape
+        self._lock = threading.Lock()
+        cls = _interpreter_class()
+        with warnings.catch_warnings(), stderr_fd_filtered(lambda ln: _DELEGATE_NOTICE in ln):
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+            try:
+                self._it = cls(model_content=self.blob, num_threads=self.threads)
+                inputs, outputs = self._it.get_input_details(), self._it.get_output_details()
+                if len(inputs) != 1 or len(outputs) != 1:
+                    raise ValueError(f"{len(inputs)} inputs and {len(outputs)} outputs")
+                self._in, self._out = inputs[0]["index"], outputs[0]["index"]
+                self.shape = tuple(int(v) for v in inputs[0]["shape"][1:])
+                self._batch = None
+                self._resize(1)  # packs the weights now, not on the first request
+            except (ValueError, RuntimeError) as err:
+                raise LiteUnavailable(f"TensorFlow Lite cannot load {name!r}: {err}") from None
 
     def __repr__(self):
         return f"LiteModel({self.name!r}, faces {self.shape}, threads={self.threads})"
 
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self._it.resize_tensor_input(self._in, [n, *self.shape])
+            self._it.allocate_tensors()
+            self._batch = n
+
     def __call__(self, faces) -> np.ndarray:
         a = np.asarray(faces)
-        if a.ndim != 4 or tuple(a.shape[1:]) != self.shape:
-            raise ValueError(f"model {self.name!r} takes faces [N, {', '.join(map(str, self.shape))}],"
-                             f" got shape {a.shape}")
+        if a.dtype != np.uint8 or a.ndim != 4 or tuple(a.shape[1:]) != self.shape:
+            raise ValueError(f"model {self.name!r} takes uint8 faces [N, "
+                             f"{', '.join(map(str, self.shape))}], got {a.dtype} {a.shape}")
         if not len(a):
             return np.zeros((0, 1), np.float32)
-        if a.dtype != np.uint8:
-            a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return self._runner(np.ascontiguousarray(a))
+        with self._lock:
+            self._resize(len(a))
+            self._it.set_tensor(self._in, np.ascontiguousarray(a))
+            self._it.invoke()
+            return np.array(self._it.get_tensor(self._out), dtype=np.float32)
 
 
 def score_gap(want, got) -> float:
-    """How far two score arrays are apart: the largest |P(fake)| difference, or, where that
-    hides a difference in a saturated score (P near 0 or 1), the largest log-odds difference
-    relative to the log-odds' size / 1000, whichever is larger (both in units of
-    :data:`TOLERANCE`-comparable size)."""
+    """How far two score arrays are apart, on the scale of :data:`TOLERANCE`: the largest
+    |P(fake)| difference, or, when larger, the largest log-odds difference relative to the
+    log-odds' size (at least 1), with a relative 1e-3 counted as :data:`TOLERANCE`. The second
+    term sees differences in saturated scores (P near 0 or 1) that the first hides."""
     want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
     gap = float(np.max(np.abs(want - got))) if want.size else 0.0
     eps = 1e-300
