@@ -4,7 +4,8 @@ Prints, in one run, per video (mean over the clips and repeats, each measurement
 so they share the machine's load): the **decode floor** (the same sampler and frame reduction,
 no face work), the **full path** (``detect_video``: decode + faces + model, each face scored as
 soon as it is found), the same with the faces **scored after the last frame**
-(``score_while_decoding=False``), the full path with the model **on Keras** instead of
+(``score_while_decoding=False``), the same with the face search **not lowered** below the
+decoder's priority (``ExtractConfig.face_nice=0``, one clip and a folder), the full path with the model **on Keras** instead of
 TensorFlow Lite (``--runtime keras``; with the largest video-score difference between the
 two), the **batch**
 (``dfd detect`` on the clips as a folder: ``iter_detect`` finds the next clip's faces while it
@@ -147,6 +148,8 @@ def main() -> int:
     prev_cfg = dataclasses.replace(cfg, detect_every=1, overlap=False)
     prev_ctx = dataclasses.replace(ctx, extract_cfg=prev_cfg)
     late_ctx = dataclasses.replace(ctx, score_while_decoding=False)
+    # the face search and the early scorer at the decoder's priority (as before face_nice)
+    flat_ctx = dataclasses.replace(ctx, extract_cfg=dataclasses.replace(cfg, face_nice=0))
     first = pipeline.detect_video(videos[0], ctx)  # warms the face detector too
     if first["status"] != "ok":
         print(f"warning: {videos[0].name}: {first['status']} {first['error']}")
@@ -154,7 +157,7 @@ def main() -> int:
     pipeline.detect_video(videos[0], keras_ctx)
     rows: dict[str, list] = {k: [] for k in ("floor", "full", "keras", "late", "batch",
                                              "batch_keras", "batch_late", "previous", "prep",
-                                             "prep_prev", "prep_1t")}
+                                             "prep_prev", "prep_1t", "flat", "batch_flat")}
     score_diff = 0.0
     one_thread = dataclasses.replace(cfg, decode_threads=1, overlap=False)
     parts: list[dict] = []
@@ -171,6 +174,10 @@ def main() -> int:
         batch = list(pipeline.iter_detect(videos, keras_ctx))
         w, cpu = _since(c)
         rows["batch_keras"] += [(w / len(batch), cpu / len(batch))] * len(batch)
+        c = _clock()
+        batch = list(pipeline.iter_detect(videos, flat_ctx))
+        w, cpu = _since(c)
+        rows["batch_flat"] += [(w / len(batch), cpu / len(batch))] * len(batch)
         for v in videos:
             c = _clock()
             decode_floor(v, cfg)
@@ -187,6 +194,9 @@ def main() -> int:
             c = _clock()
             pipeline.detect_video(v, late_ctx)
             rows["late"].append(_since(c))
+            c = _clock()
+            pipeline.detect_video(v, flat_ctx)
+            rows["flat"].append(_since(c))
             c = _clock()
             pipeline.detect_video(v, prev_ctx)
             rows["previous"].append(_since(c))
@@ -212,15 +222,18 @@ def main() -> int:
     for key, label in (("floor", "decode floor"), ("full", f"full path ({runtime})"),
                        ("keras", "full path, model on Keras"),
                        ("late", "faces scored after the last frame"),
+                       ("flat", "search not lowered (face_nice 0)"),
                        ("batch", f"batch, per clip ({runtime})"),
                        ("batch_keras", "batch, model on Keras"),
-                       ("batch_late", "batch, scored after the last frame"), ("previous", "previous path")):
+                       ("batch_late", "batch, scored after the last frame"),
+                       ("batch_flat", "batch, search not lowered"), ("previous", "previous path")):
         w, cpu = mean[key]
         print(f"{label:34s} {w:5.2f} s wall {cpu:5.2f} s CPU  ratio to floor {w / fw:4.2f} wall, "
               f"{cpu / fc:4.2f} CPU")
     print(f"video scores, {runtime} against Keras: largest difference {score_diff:.2g}")
     print(f"full path split: decode {part['decode']:.2f} + detect {part['detect']:.2f} + align "
-          f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect and the model)")
+          f"{part['align']:.2f} + model {part['model']:.2f} (decode overlaps detect and the model; "
+          f"detect includes the time the search yields to the decoder)")
     print(f"prep       {mean['prep'][1]:.2f} CPU-s per video ({mean['prep'][0]:.2f} s wall); "
           f"previous path {mean['prep_prev'][1]:.2f} CPU-s ({mean['prep_prev'][0]:.2f} s wall); "
           f"one decode thread, no overlap {mean['prep_1t'][1]:.2f} CPU-s "

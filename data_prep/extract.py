@@ -43,6 +43,7 @@ from data_prep.faces.tracks import SCENE_CUT_DISTANCE, box_iou, build_tracks, sc
 from data_prep.landmarks import crop_coordinates
 from data_prep.sampling import SAMPLER_MODES, SampledFrames, iter_frames
 from dfd import framing, schema
+from dfd.priority import run_lowered
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class ExtractConfig:
     detect_every: int = 8  # full-frame detection on every k-th frame, windows between (1: all)
     overlap: bool = True  # decode in a thread while detecting
     decode_threads: int = 0  # decoder threads: 0 = FFmpeg's choice; 1 = least CPU (prep pools)
+    # with overlap: faces are found in a thread this much nicer than the decoder's (Linux; 0:
+    # the caller's thread, same priority), so the decoder, the critical path, is not slowed
+    face_nice: int = 10
     max_pixels: int | None = 1920 * 1080  # frames are reduced to this many pixels as decoded
     max_decoded_pixels: int | None = None  # refuse videos with more pixels in all (a service cap)
     rotate: bool = True  # apply the stream's display matrix
@@ -94,6 +98,10 @@ class ExtractConfig:
         self.centre = framing.check_centre(self.centre, "centre")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if (not isinstance(self.face_nice, int) or isinstance(self.face_nice, bool)
+                or not 0 <= self.face_nice <= 19):
+            raise ValueError(f"face_nice must be a whole number within [0, 19], got "
+                             f"{self.face_nice!r}")
         if self.max_pixels is not None and self.max_pixels < 64 * 64:
             raise ValueError(f"max_pixels must be >= {64 * 64} or None, got {self.max_pixels}")
         if not 0.0 <= self.min_decoded_fraction <= 1.0:
@@ -248,7 +256,9 @@ _END = object()
 
 def _threaded(events, depth: int = 8):
     """Run the generator ``events`` in a thread (PyAV and the scaler release the GIL), up to
-    ``depth`` items ahead; its errors are raised here; stopping early stops the thread."""
+    ``depth`` items ahead; its errors are raised where the returned generator is read;
+    closing that generator stops the thread. The thread starts here, in the calling thread,
+    so it (and the decoder's own threads) get the caller's priority, not the reader's."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -274,6 +284,10 @@ def _threaded(events, depth: int = 8):
 
     th = threading.Thread(target=run, name="dfd-decode", daemon=True)
     th.start()
+    return _drain(q, stop, th)
+
+
+def _drain(q: queue.Queue, stop: threading.Event, th: threading.Thread):
     try:
         while True:
             item = q.get()
@@ -382,36 +396,17 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     events = iter_frames(path, n_frames=cfg.n_frames, mode=cfg.sampler, stride=cfg.stride,
                          max_pixels=cfg.max_pixels, rotate=cfg.rotate,
                          max_decoded_pixels=cfg.max_decoded_pixels, threads=cfg.decode_threads)
-    if cfg.overlap:
-        events = _threaded(events)
     tracker = _TrackedDetector(detector, cfg) if cfg.detect_every > 1 and not cfg.all_faces \
         else None
-    frames: list[np.ndarray] = []
-    indices: list[int] = []
-    info: dict = {}
-    detect_s = early_align_s = 0.0
-    aligned: dict[int, tuple[Detection, np.ndarray]] = {}  # position -> (detection, crop)
-    for ev in events:
-        if ev.kind == "frame":
-            frames.append(ev.frame)
-            indices.append(ev.index)
-            if tracker is not None:
-                td = time.perf_counter()
-                tracker.add(ev.frame, ev.scale)
-                detect_s += time.perf_counter() - td
-                if on_face is not None and tracker.dets[-1]:
-                    ta = time.perf_counter()
-                    face = align_face(ev.frame, tracker.dets[-1][0], size=cfg.face_size,
-                                      margin=cfg.margin, centre=cfg.centre)
-                    early_align_s += time.perf_counter() - ta
-                    aligned[len(frames) - 1] = (tracker.dets[-1][0], face)
-                    on_face(ev.index, face)
-        elif ev.kind == "reset":
-            frames, indices, aligned = [], [], {}
-            if tracker is not None:
-                tracker.reset()
-        else:
-            info = ev.info
+    if cfg.overlap:
+        events = _threaded(events)  # the decoder's thread, at this thread's priority
+    if cfg.overlap and cfg.face_nice > 0:
+        # the faces are found in a thread that yields to the decoder (see dfd.priority)
+        seen = run_lowered(lambda: _search(events, tracker, cfg, on_face), cfg.face_nice,
+                           name="dfd-faces")
+    else:
+        seen = _search(events, tracker, cfg, on_face)
+    frames, indices, info, detect_s, early_align_s, aligned = seen
     timings["decode"] = time.perf_counter() - t - detect_s - early_align_s  # waiting for frames
     td = time.perf_counter()
     if tracker is None:
@@ -424,6 +419,41 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     vf.detect_calls = dict(tracker.counts) if tracker is not None else {"full": len(frames)}
     log.debug("%s: %d tracks, %s", path, len(vf.tracks), timings)
     return vf
+
+
+def _search(events, tracker: _TrackedDetector | None, cfg: ExtractConfig, on_face):
+    """Read the sampler's ``events``, detecting (tracked) and handing faces over as frames
+    come: ``(frames, indices, info, detect_s, early_align_s, aligned)``."""
+    frames: list[np.ndarray] = []
+    indices: list[int] = []
+    info: dict = {}
+    detect_s = early_align_s = 0.0
+    aligned: dict[int, tuple[Detection, np.ndarray]] = {}  # position -> (detection, crop)
+    try:
+        for ev in events:
+            if ev.kind == "frame":
+                frames.append(ev.frame)
+                indices.append(ev.index)
+                if tracker is not None:
+                    td = time.perf_counter()
+                    tracker.add(ev.frame, ev.scale)
+                    detect_s += time.perf_counter() - td
+                    if on_face is not None and tracker.dets[-1]:
+                        ta = time.perf_counter()
+                        face = align_face(ev.frame, tracker.dets[-1][0], size=cfg.face_size,
+                                          margin=cfg.margin, centre=cfg.centre)
+                        early_align_s += time.perf_counter() - ta
+                        aligned[len(frames) - 1] = (tracker.dets[-1][0], face)
+                        on_face(ev.index, face)
+            elif ev.kind == "reset":
+                frames, indices, aligned = [], [], {}
+                if tracker is not None:
+                    tracker.reset()
+            else:
+                info = ev.info
+    finally:
+        events.close()  # stops the decoder's thread when the search fails
+    return frames, indices, info, detect_s, early_align_s, aligned
 
 
 def to_face_records(vf: VideoFaces, video_id: str, label: int, group: str = "",

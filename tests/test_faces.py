@@ -259,3 +259,51 @@ def test_retinaface_finds_the_real_face():
 def test_mtcnn_finds_the_real_face():
     frame = _real_face()
     _check_real_detection(get_detector("mtcnn").detect([frame])[0])
+
+
+def test_retinaface_input_is_the_same_numbers_as_stack_flip_subtract():
+    pytest.importorskip("onnxruntime")
+    det = get_detector("retinaface")
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8) for _ in range(3)]
+    frames.append(np.ascontiguousarray(frames[0][:, ::-1])[::1])  # a flipped copy
+    frames.append(rng.integers(0, 256, (74, 106, 3), dtype=np.uint8)[::2, ::2])  # strided view
+    want = np.stack(frames)[..., ::-1].astype(np.float32) - np.float32([104, 117, 123])
+    want = np.ascontiguousarray(want.transpose(0, 3, 1, 2))
+    got = det._blob(frames)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+def test_retinaface_small_inputs_run_on_one_thread_with_the_same_result(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from data_prep.faces.detectors import RetinaFaceDetector
+
+    det = RetinaFaceDetector()
+    assert det._sess_small is not det._sess
+    frame = _real_face()  # 480x640: over SMALL_INPUT, runs on the session of all threads
+    used = []
+    for attr in ("_sess", "_sess_small"):
+        sess = getattr(det, attr)
+        monkeypatch.setattr(det, attr, type("Spy", (), {"run": staticmethod(
+            lambda names, feeds, s=sess, a=attr: used.append(a) or s.run(names, feeds))})())
+    big = det.detect([frame], detect_side=None)[0]
+    small = det.detect([frame], detect_side=400)[0]  # 300x400: one thread
+    assert used == ["_sess", "_sess_small"]
+    _check_real_detection(big)
+    _check_real_detection(small)
+    x = det._blob([frame])
+    a = RetinaFaceDetector(threads=1)
+    assert a._sess_small is a._sess
+    for u, v in zip(a._sess.run(None, {"input": x}), RetinaFaceDetector(threads=2)._sess_small
+                    .run(None, {"input": x})):
+        np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_retinaface_threads_are_checked(bad):
+    pytest.importorskip("onnxruntime")
+    from data_prep.faces.detectors import RetinaFaceDetector
+
+    with pytest.raises(ValueError, match=f"threads .*{bad!r}"):
+        RetinaFaceDetector(threads=bad)

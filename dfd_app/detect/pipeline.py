@@ -47,6 +47,7 @@ from data_prep.faces.images import ImageReadError, read_image
 from dfd.inference import explain as explain_mod
 from dfd.inference import scorers as models
 from dfd.labels import verdict
+from dfd.priority import lower_this_thread
 from dfd.readers import decode_face
 from dfd.scores import (
     AGGREGATIONS,
@@ -273,8 +274,8 @@ class EarlyScores:
     its batch would differ by that; none of ours does). :meth:`finish` with ``cancel`` (the
     extraction failed) drops what is left unscored."""
 
-    def __init__(self, scorer, batch: int = EARLY_BATCH):
-        self.scorer, self.batch = scorer, int(batch)
+    def __init__(self, scorer, batch: int = EARLY_BATCH, nice: int = 0):
+        self.scorer, self.batch, self.nice = scorer, int(batch), int(nice)
         self.scores: dict[int, tuple[np.ndarray, float]] = {}
         self.busy = 0.0  # seconds spent scoring
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -286,6 +287,7 @@ class EarlyScores:
         self._queue.put((int(frame_index), face))
 
     def _work(self) -> None:
+        lower_this_thread(self.nice)  # yields to the decoder, like the face search
         pending, done = [], False
         while not done:
             item = self._queue.get()
@@ -410,7 +412,8 @@ def _extract(path, ctx: DetectContext) -> tuple:
     t0 = time.perf_counter()
     extract = ctx.extract if ctx.extract is not None else extract_faces
     # the model scores each face as it is found, while later frames are decoded
-    early = (EarlyScores(ctx.scorer) if ctx.score_while_decoding and ctx.extract is None
+    nice = ctx.extract_cfg.face_nice if ctx.extract_cfg.overlap else 0
+    early = (EarlyScores(ctx.scorer, nice=nice) if ctx.score_while_decoding and ctx.extract is None
              and _scores_each_face(ctx) else None)
     vf = None
     try:
