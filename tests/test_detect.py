@@ -639,6 +639,45 @@ def test_faces_are_scored_while_the_video_is_decoded_with_the_same_scores(tiny_v
     assert known[0] == 0.25 and np.isnan(known[1])
 
 
+def test_early_faces_are_scored_as_they_come_on_tensorflow_lite(tiny_video_factory):
+    import dataclasses
+    import threading
+    from types import SimpleNamespace
+
+    class Lite(_BatchRecorder):  # a ModelScorer whose model runs on the interpreter
+        scorer = SimpleNamespace(runtime="tflite")
+
+    path = _moving_clip(tiny_video_factory)
+    lite = fake_ctx(n_frames=12, scorer=Lite())
+    late = dataclasses.replace(lite, scorer=Lite(), score_while_decoding=False)
+    a, b = pipeline.detect_video(path, lite), pipeline.detect_video(path, late)
+    assert a["status"] == b["status"] == "ok" and a["n_faces"] == 12
+    assert [f["p_fake"] for f in a["frames"]] == [f["p_fake"] for f in b["frames"]]
+    assert sum(lite.scorer.sizes) == 12 and max(lite.scorer.sizes) <= pipeline.EARLY_BATCH
+    assert pipeline.EarlyScores(_BatchRecorder()).finish() == {}  # not greedy: padded batches
+    # what queued while a batch was scored is scored together next, unpadded
+    entered, gate = threading.Event(), threading.Event()
+
+    class Slow(_BatchRecorder):
+        def __call__(self, faces):
+            if not self.sizes:
+                entered.set()
+                gate.wait(10)
+            return super().__call__(faces)
+
+    early = pipeline.EarlyScores(Slow(), greedy=True)
+    faces = [np.full((4, 4, 3), 10 * i, np.uint8) for i in range(6)]
+    early.add(0, faces[0])
+    assert entered.wait(10)
+    for i in range(1, 6):
+        early.add(i, faces[i])
+    gate.set()
+    got = early.finish()
+    assert early.scorer.sizes == [1, 5] and sorted(got) == list(range(6))
+    for i, (face, _) in got.items():
+        assert face is faces[i]
+
+
 def test_the_scoring_thread_ends_when_the_extraction_fails(tiny_video_factory, tmp_path):
     import threading
 

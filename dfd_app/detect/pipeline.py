@@ -261,11 +261,23 @@ def _scores_each_face(ctx: DetectContext) -> bool:
         hasattr(ctx.scorer, "video_score") and hasattr(ctx.scorer, "score_all"))
 
 
+def _any_batch_length(scorer) -> bool:
+    """Whether ``scorer`` runs a model through TensorFlow Lite's interpreter, which costs the
+    same per face at any batch length (32 faces as 1 x 32 or 32 x 1: 0.18-0.21 s) and traces
+    nothing: then early faces are scored as they come, not padded to a batch."""
+    return getattr(getattr(scorer, "scorer", None), "runtime", None) == "tflite"
+
+
 class EarlyScores:
     """Faces scored while the rest of the video is still decoded and searched: handed over by
     :func:`data_prep.extract.extract_faces` (``on_face``) and scored by a thread, ``batch``
     at a time, beside the decoder and the face detector (PyAV, onnxruntime and TensorFlow
-    all release the GIL). :meth:`finish` returns ``{frame_index: (face, P(fake))}``.
+    all release the GIL). With ``greedy`` (the default where the model runs on TensorFlow
+    Lite) each face is scored as soon as the thread is free, with whatever else has come
+    meanwhile (up to ``batch``), unpadded: the faces of the last frames then wait for at most
+    one batch in flight, not for a full one (measured: a clip 0.03-0.06 s sooner). The thread
+    runs ``nice`` lower than the decoder (:mod:`dfd.priority`). :meth:`finish` returns
+    ``{frame_index: (face, P(fake))}``.
 
     A batch that fails or gives a wrong number of scores is left out: those faces are scored
     after the extraction as before, where an error is reported as usual, so this path never
@@ -274,8 +286,11 @@ class EarlyScores:
     its batch would differ by that; none of ours does). :meth:`finish` with ``cancel`` (the
     extraction failed) drops what is left unscored."""
 
-    def __init__(self, scorer, batch: int = EARLY_BATCH, nice: int = 0):
+    def __init__(self, scorer, batch: int = EARLY_BATCH, nice: int = 0,
+                 greedy: bool | None = None):
         self.scorer, self.batch, self.nice = scorer, int(batch), int(nice)
+        # score what has come at once, unpadded, when a short batch costs no more per face
+        self.greedy = _any_batch_length(scorer) if greedy is None else bool(greedy)
         self.scores: dict[int, tuple[np.ndarray, float]] = {}
         self.busy = 0.0  # seconds spent scoring
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -294,7 +309,15 @@ class EarlyScores:
             done = item is _DONE
             if not done:
                 pending.append(item)
-            if pending and (done or len(pending) >= self.batch):
+            while self.greedy and not done and len(pending) < self.batch:
+                try:  # what else came while the last batch was scored
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                done = item is _DONE
+                if not done:
+                    pending.append(item)
+            if pending and (done or self.greedy or len(pending) >= self.batch):
                 if not self._cancel.is_set():
                     self._score(pending)
                 pending = []
@@ -302,7 +325,7 @@ class EarlyScores:
     def _score(self, items) -> None:
         t = time.perf_counter()
         faces = np.stack([f for _, f in items])
-        if len(faces) < self.batch:  # one batch shape: a model traces it once, not per size
+        if len(faces) < self.batch and not self.greedy:  # one shape: traced once, not per size
             faces = np.concatenate([faces, np.zeros((self.batch - len(faces), *faces.shape[1:]),
                                                     faces.dtype)])
         try:
