@@ -284,21 +284,41 @@ def _threaded(events, depth: int = 8):
 
     th = threading.Thread(target=run, name="dfd-decode", daemon=True)
     th.start()
-    return _drain(q, stop, th)
+    return _Drain(q, stop, th)
 
 
-def _drain(q: queue.Queue, stop: threading.Event, th: threading.Thread):
-    try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        th.join()
+class _Drain:
+    """The reading end of :func:`_threaded`: an iterator whose :meth:`close` always stops and
+    joins the thread, also when nothing was read yet (a generator that never started would
+    skip its ``finally``)."""
+
+    def __init__(self, q: queue.Queue, stop: threading.Event, th: threading.Thread):
+        self._q, self._stop, self._th = q, stop, th
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        item = self._q.get()
+        if item is _END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self._th.join()
+
+    def __del__(self):
+        if not self._done:
+            self._stop.set()  # no join here: the collector may run in any thread
 
 
 def faces_from_frames(sampled: SampledFrames, detector: FaceDetector, cfg: ExtractConfig,
@@ -398,14 +418,21 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
                          max_decoded_pixels=cfg.max_decoded_pixels, threads=cfg.decode_threads)
     tracker = _TrackedDetector(detector, cfg) if cfg.detect_every > 1 and not cfg.all_faces \
         else None
+    if cfg.overlap and cfg.face_nice > 0:
+        _start_cv2_pool()  # before any lowered thread could start OpenCV's (shared) workers
     if cfg.overlap:
         events = _threaded(events)  # the decoder's thread, at this thread's priority
-    if cfg.overlap and cfg.face_nice > 0:
-        # the faces are found in a thread that yields to the decoder (see dfd.priority)
-        seen = run_lowered(lambda: _search(events, tracker, cfg, on_face), cfg.face_nice,
-                           name="dfd-faces")
-    else:
-        seen = _search(events, tracker, cfg, on_face)
+    try:
+        if cfg.overlap and cfg.face_nice > 0:
+            # the faces are found in a thread that yields to the decoder (see dfd.priority);
+            # an interrupt of the caller stops the search at its next frame
+            stop = threading.Event()
+            seen = run_lowered(lambda: _search(events, tracker, cfg, on_face, stop),
+                               cfg.face_nice, name="dfd-faces", on_interrupt=stop.set)
+        else:
+            seen = _search(events, tracker, cfg, on_face)
+    finally:
+        events.close()  # also when the search never started (its thread could not start)
     frames, indices, info, detect_s, early_align_s, aligned = seen
     timings["decode"] = time.perf_counter() - t - detect_s - early_align_s  # waiting for frames
     td = time.perf_counter()
@@ -421,9 +448,31 @@ def extract_faces(path, detector: FaceDetector | str | None = None,
     return vf
 
 
-def _search(events, tracker: _TrackedDetector | None, cfg: ExtractConfig, on_face):
+_CV2_POOL = threading.Lock()
+_cv2_pool_started = False
+
+
+def _start_cv2_pool() -> None:
+    """Make OpenCV start its worker threads now, from this (the caller's) thread, once per
+    process. They are created on the first parallel call and shared by every later one, and
+    a thread inherits its creator's nice value: started from a lowered search thread, they
+    would run every later OpenCV call of the process at that lower priority."""
+    global _cv2_pool_started
+    with _CV2_POOL:
+        if _cv2_pool_started:
+            return
+        import cv2
+
+        cv2.resize(np.zeros((1080, 1920, 3), np.uint8), (640, 360),
+                   interpolation=cv2.INTER_AREA)
+        _cv2_pool_started = True
+
+
+def _search(events, tracker: _TrackedDetector | None, cfg: ExtractConfig, on_face,
+            stop: threading.Event | None = None):
     """Read the sampler's ``events``, detecting (tracked) and handing faces over as frames
-    come: ``(frames, indices, info, detect_s, early_align_s, aligned)``."""
+    come: ``(frames, indices, info, detect_s, early_align_s, aligned)``. ``stop`` set: stop
+    at the next event (the caller was interrupted and raises)."""
     frames: list[np.ndarray] = []
     indices: list[int] = []
     info: dict = {}
@@ -431,6 +480,8 @@ def _search(events, tracker: _TrackedDetector | None, cfg: ExtractConfig, on_fac
     aligned: dict[int, tuple[Detection, np.ndarray]] = {}  # position -> (detection, crop)
     try:
         for ev in events:
+            if stop is not None and stop.is_set():
+                break
             if ev.kind == "frame":
                 frames.append(ev.frame)
                 indices.append(ev.index)

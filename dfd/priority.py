@@ -51,11 +51,16 @@ def lower_this_thread(by: int) -> int | None:
         return None
 
 
-def run_lowered(fn, by: int, name: str = "dfd-lowered"):
+def run_lowered(fn, by: int, name: str = "dfd-lowered", on_interrupt=None):
     """``fn()`` in a new thread whose nice value is raised by ``by``; its result, or its
     exception raised here. The caller waits (the work runs at once, only at lower priority),
-    and its own priority is untouched."""
+    and its own priority is untouched. When the caller is interrupted while it waits
+    (Ctrl-C), ``on_interrupt()`` is called (it should make ``fn`` return soon), the thread is
+    waited for, and the interrupt is raised; without ``on_interrupt`` it is raised at once
+    (the thread, a daemon, runs on)."""
     box: dict = {}
+    # its own end marker: Thread.is_alive() can read False after an interrupted join()
+    done = threading.Event()
 
     def target():
         try:
@@ -63,10 +68,26 @@ def run_lowered(fn, by: int, name: str = "dfd-lowered"):
             box["value"] = fn()
         except BaseException as err:  # noqa: BLE001 - raised again in the caller
             box["error"] = err
+        finally:
+            done.set()
 
     th = threading.Thread(target=target, name=name, daemon=True)
     th.start()
-    th.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    try:
+        while not done.wait(0.5):
+            pass
+        th.join()
+    except BaseException:
+        if on_interrupt is not None:
+            on_interrupt()
+            while not done.wait(0.1):
+                pass
+        raise
+    err = box.pop("error", None)
+    value = box.pop("value", None)
+    if err is None:
+        return value
+    try:
+        raise err
+    finally:
+        del err  # the traceback refers to this frame: no cycle keeps the work's data alive

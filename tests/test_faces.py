@@ -289,7 +289,9 @@ def test_retinaface_small_inputs_run_on_one_thread_with_the_same_result(monkeypa
             lambda names, feeds, s=sess, a=attr: used.append(a) or s.run(names, feeds))})())
     big = det.detect([frame], detect_side=None)[0]
     small = det.detect([frame], detect_side=400)[0]  # 300x400: one thread
-    assert used == ["_sess", "_sess_small"]
+    det.detect([np.zeros((360, 640, 3), np.uint8)], detect_side=None)  # the limit: one thread
+    det.detect([np.zeros((362, 640, 3), np.uint8)], detect_side=None)  # over it
+    assert used == ["_sess", "_sess_small", "_sess_small", "_sess"]
     _check_real_detection(big)
     _check_real_detection(small)
     x = det._blob([frame])

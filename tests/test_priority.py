@@ -129,3 +129,85 @@ def test_the_decoder_thread_keeps_the_callers_priority(moving_square, monkeypatc
     assert got["name"] == "dfd-decode"
     if per_thread_supported():
         assert got["nice"] == before
+
+
+def test_an_interrupted_caller_stops_the_lowered_work_first():
+    import signal
+    import time
+
+    stop, state = threading.Event(), {"ended": False}
+
+    def work():
+        while not stop.is_set():
+            time.sleep(0.01)
+        time.sleep(0.05)
+        state["ended"] = True
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_lowered(work, 1, name="dfd-test-work", on_interrupt=stop.set)
+    assert stop.is_set() and state["ended"]
+    assert "dfd-test-work" not in {t.name for t in threading.enumerate()}
+
+
+#: run in a fresh process: a lowered search, then every thread's nice value
+_NO_LOWERED_THREAD_LEFT = """
+import os, numpy as np
+from data_prep.extract import ExtractConfig, extract_faces
+from data_prep.faces import FakeDetector
+from tests.test_tracked_detection import _square_finder
+base = os.getpriority(os.PRIO_PROCESS, 0)
+extract_faces(os.environ["DFD_TEST_VIDEO"], FakeDetector(fn=_square_finder),
+              ExtractConfig(n_frames=8, sampler="uniform", face_size=32, detect_side=None,
+                            min_face=10, detect_every=4, face_nice=5))
+import cv2, time
+cv2.resize(np.zeros((1080, 1920, 3), np.uint8), (640, 360), interpolation=cv2.INTER_AREA)
+def lowered():
+    out = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            if os.getpriority(os.PRIO_PROCESS, int(t)) != base:
+                out.append(t)
+        except OSError:  # ended meanwhile
+            pass
+    return out
+for _ in range(50):  # a joined thread may still be leaving the kernel's list for a moment
+    low = lowered()
+    if not low:
+        break
+    time.sleep(0.05)
+print("LOWERED", low)
+"""
+
+
+@linux
+def test_no_thread_stays_lowered_after_a_lowered_search(moving_square):
+    """OpenCV starts its shared worker threads on its first parallel call: that must not
+    happen in a lowered search thread (they would run every later OpenCV call lowered)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, DFD_TEST_VIDEO=str(moving_square), PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", _NO_LOWERED_THREAD_LEFT], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "LOWERED []" in out.stdout, out.stdout
+
+
+@linux
+def test_the_early_scorer_runs_lowered():
+    from dfd_app.detect.pipeline import EarlyScores
+
+    seen = []
+
+    def scorer(faces):
+        seen.append(_nice())
+        return np.zeros(len(faces))
+
+    before = _nice()
+    early = EarlyScores(scorer, nice=3)
+    early.add(0, np.zeros((4, 4, 3), np.uint8))
+    assert sorted(early.finish()) == [0]
+    assert seen == [min(MAX_NICE, before + 3)] and _nice() == before

@@ -225,6 +225,9 @@ class RetinaFaceDetector(FaceDetector):
         h, w = frames[0].shape[:2]
         x = np.empty((len(frames), 3, h, w), np.float32)
         for b, f in enumerate(frames):
+            if f.shape != frames[0].shape:  # cv2 would write a new array, not into x
+                raise ValueError(f"frames of one batch must share a shape: frame {b} is "
+                                 f"{f.shape}, frame 0 {frames[0].shape}")
             planes = cv2.split(np.ascontiguousarray(f))
             for c in range(3):  # BGR order: plane 2 - c of the RGB frame
                 cv2.subtract(planes[2 - c], float(self._MEAN_BGR[c]), dst=x[b, c],
