@@ -256,9 +256,9 @@ _END = object()
 
 def _threaded(events, depth: int = 8):
     """Run the generator ``events`` in a thread (PyAV and the scaler release the GIL), up to
-    ``depth`` items ahead; its errors are raised where the returned generator is read;
-    closing that generator stops the thread. The thread starts here, in the calling thread,
-    so it (and the decoder's own threads) get the caller's priority, not the reader's."""
+    ``depth`` items ahead; its errors are raised where the returned iterator is read, and
+    its ``close()`` stops the thread. The thread starts here, in the calling thread, so it
+    (and the decoder's own threads) get the caller's priority, not the reader's."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -478,32 +478,29 @@ def _search(events, tracker: _TrackedDetector | None, cfg: ExtractConfig, on_fac
     info: dict = {}
     detect_s = early_align_s = 0.0
     aligned: dict[int, tuple[Detection, np.ndarray]] = {}  # position -> (detection, crop)
-    try:
-        for ev in events:
-            if stop is not None and stop.is_set():
-                break
-            if ev.kind == "frame":
-                frames.append(ev.frame)
-                indices.append(ev.index)
-                if tracker is not None:
-                    td = time.perf_counter()
-                    tracker.add(ev.frame, ev.scale)
-                    detect_s += time.perf_counter() - td
-                    if on_face is not None and tracker.dets[-1]:
-                        ta = time.perf_counter()
-                        face = align_face(ev.frame, tracker.dets[-1][0], size=cfg.face_size,
-                                          margin=cfg.margin, centre=cfg.centre)
-                        early_align_s += time.perf_counter() - ta
-                        aligned[len(frames) - 1] = (tracker.dets[-1][0], face)
-                        on_face(ev.index, face)
-            elif ev.kind == "reset":
-                frames, indices, aligned = [], [], {}
-                if tracker is not None:
-                    tracker.reset()
-            else:
-                info = ev.info
-    finally:
-        events.close()  # stops the decoder's thread when the search fails
+    for ev in events:  # the caller closes ``events`` (stopping the decoder's thread)
+        if stop is not None and stop.is_set():
+            break
+        if ev.kind == "frame":
+            frames.append(ev.frame)
+            indices.append(ev.index)
+            if tracker is not None:
+                td = time.perf_counter()
+                tracker.add(ev.frame, ev.scale)
+                detect_s += time.perf_counter() - td
+                if on_face is not None and tracker.dets[-1]:
+                    ta = time.perf_counter()
+                    face = align_face(ev.frame, tracker.dets[-1][0], size=cfg.face_size,
+                                      margin=cfg.margin, centre=cfg.centre)
+                    early_align_s += time.perf_counter() - ta
+                    aligned[len(frames) - 1] = (tracker.dets[-1][0], face)
+                    on_face(ev.index, face)
+        elif ev.kind == "reset":
+            frames, indices, aligned = [], [], {}
+            if tracker is not None:
+                tracker.reset()
+        else:
+            info = ev.info
     return frames, indices, info, detect_s, early_align_s, aligned
 
 

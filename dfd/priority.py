@@ -74,14 +74,12 @@ def run_lowered(fn, by: int, name: str = "dfd-lowered", on_interrupt=None):
     th = threading.Thread(target=target, name=name, daemon=True)
     th.start()
     try:
-        while not done.wait(0.5):
-            pass
+        done.wait()  # interruptible (Ctrl-C), like join()
         th.join()
     except BaseException:
         if on_interrupt is not None:
             on_interrupt()
-            while not done.wait(0.1):
-                pass
+            done.wait()
         raise
     err = box.pop("error", None)
     value = box.pop("value", None)
