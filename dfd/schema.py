@@ -287,16 +287,30 @@ def decode_record(serialized: bytes) -> dict:
     return out
 
 
+def png_params() -> list[int]:
+    """OpenCV's PNG settings for faces: zlib level 1, run-length matching and one row filter
+    ("up") for every row. Measured on 128 faces of DFDC clips at 256 px (docs/benchmarks.md):
+    1.6 ms to encode against 3.0 ms for level 1 with libpng's adaptive filters, 0.9 ms to
+    decode against 1.2, and 8% fewer bytes. Lossless either way. OpenCV before 4.11 has no
+    filter choice and keeps the run-length matching alone (2.9 ms, 19% fewer bytes)."""
+    import cv2
+
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+              cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    return params
+
+
 def encode_png(face_rgb: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an RGB uint8 face."""
+    """Lossless PNG bytes of an RGB uint8 face (:func:`png_params`)."""
     import cv2
 
     if face_rgb.dtype != np.uint8 or face_rgb.ndim != 3 or face_rgb.shape[2] != 3:
         raise ValueError(
             f"face must be an HxWx3 uint8 RGB array, got {face_rgb.dtype} {face_rgb.shape}"
         )
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR), png_params())
     if not ok:
         raise ValueError("PNG encoding of a face failed")
     return buf.tobytes()
