@@ -3,8 +3,9 @@
 First (``--archs``, default on): training images/s of each shipped single-face architecture
 (``train_on_batch`` on random uint8 faces: the model's compute alone, Adam + MSE as ``dfd
 train``): Meso-4 at 256 and 128 px, MesoInception-4 at 256 px, EfficientNetB0 at 96/128/160
-px (the side frame_tf's default was picked by) and Xception at 160 px (``--archs-list`` changes the list,
-``NAME@SIZE`` items); then the self-blended-fake stage alone (``dfd.training.sbi.self_blend``
+px (the side frame_tf's default was picked by), EfficientNet-Lite0 at 128/192/224 px (224: the
+shipped default ``dfd_default``), Lite2 at 192 px and Xception at 160 px (``--archs-list``
+changes the list, ``NAME@SIZE`` items); then the self-blended-fake stage alone (``dfd.training.sbi.self_blend``
 on a batch of 256-px faces without landmarks: the standard keypoints are used).
 
 Then the study comparison for Meso-4 (``--no-study`` skips it):
@@ -154,7 +155,8 @@ def fit_rate(data, steps: int | None, images: int) -> float:
 
 ARCHS = ("meso4@256", "meso4@128", "mesoinception4@256", "efficientnetb0@96",
          "efficientnetb0@128", "efficientnetb0@160", "efficientnet_lite0@128",
-         "efficientnet_lite0@192", "efficientnet_lite2@192", "xception@160")
+         "efficientnet_lite0@192", "efficientnet_lite0@224", "efficientnet_lite2@192",
+         "xception@160")
 
 
 def arch_rate(name: str, size: int, batch: int, steps: int) -> float:
