@@ -291,8 +291,8 @@ def png_params() -> list[int]:
     """OpenCV's PNG settings for faces: zlib level 1, run-length matching and one row filter
     ("up") for every row. Measured on 128 faces of DFDC clips at 256 px (docs/benchmarks.md):
     1.6 ms to encode against 3.0 ms for level 1 with libpng's adaptive filters, 0.9 ms to
-    decode against 1.2, and 8% fewer bytes. Lossless either way. OpenCV before 4.11 has no
-    filter choice and keeps the run-length matching alone (2.9 ms, 19% fewer bytes)."""
+    decode against 1.2, and 8% fewer bytes. Lossless either way. An OpenCV build without
+    ``IMWRITE_PNG_FILTER`` keeps the run-length matching alone (2.9 ms, 19% fewer bytes)."""
     import cv2
 
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
