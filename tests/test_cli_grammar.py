@@ -107,6 +107,7 @@ MEANINGS = {
     "--sbi-ratio": "share of self-blended fakes", "--sbi": "self-blended fake fields",
     "--reweight": "loss weights that balance a face property",
     "--reweight-bins": "its quantile bins",
+    "--average-from": "epoch the weight average starts at",
     "--uncertain-scores": "score table the uncertain band is chosen on",
     "--uncertain-frames": "frame table of the same scoring, for the band's exact video scores",
     "--min-precision": "precision outside the uncertain band",

@@ -236,6 +236,9 @@ class TrainConfig:
     jit_compile: bool = False
     patience: int | None = 5  # early stopping on val_auc; None = off
     phases: list[Phase] = field(default_factory=list)  # when given, replaces epochs/learning_rate
+    # average the weights of every epoch end from this 1-based epoch on (SWA); the run's
+    # model is the mean, unaveraged.keras the last epoch's (dfd.training.averaging). None: off
+    average_from: int | None = None
     tensorboard: bool = True
 
     def __post_init__(self):
@@ -289,6 +292,9 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience!r}")
         if not float(self.learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.average_from is not None and not 1 <= int(self.average_from) <= self.total_epochs:
+            raise ValueError(f"average_from must be an epoch from 1 to {self.total_epochs} (the "
+                             f"run's epochs), got {self.average_from!r}")
 
     def effective_phases(self) -> list[Phase]:
         """The phases to run: ``phases`` or one phase of ``epochs`` at ``learning_rate``."""

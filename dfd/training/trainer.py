@@ -18,7 +18,10 @@ Run directory (``config.run_dir``)::
                        (``train_sources``, ``fake_sources``, ``fakes``: dfd compare's
                        in-source / cross-source split)
     tensorboard/       TensorBoard logs
-    backup/ checkpoints/ phases/   resume state (a re-run continues where a killed run stopped)
+    unaveraged.keras   with ``average_from``: the last epoch's model (last.keras is the mean
+                       of the epochs' weights, dfd.training.averaging)
+    backup/ checkpoints/ phases/ average.npz   resume state (a re-run continues where a
+                       killed run stopped)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dfd.training.averaging as averaging
 import dfd.training.custom_loop as custom_loop
 import dfd.training.fit_path as fit_path
 import dfd.training.history as history
@@ -200,6 +204,11 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
 
     phases_dir = out_dir / "phases"
     phases_dir.mkdir(parents=True, exist_ok=True)
+    averager = None
+    if cfg.average_from is not None:
+        averager = averaging.WeightAverage(model, cfg.average_from,
+                                           out_dir / averaging.AVERAGE_FILE)
+        callbacks = [averaging.callback(averager), *callbacks]  # before a caller's
     start = 0
     resumed_from = None
     stopped_any = False
@@ -232,6 +241,9 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
         (phases_dir / f"phase{index}.done").write_text("done\n")
         start += phase.epochs
 
+    if averager is not None:
+        model.save(out_dir / averaging.UNAVERAGED_MODEL)
+        averager.apply()
     model.save(out_dir / LAST_MODEL)
     for scratch in ("backup", "checkpoints"):  # resume state of finished phases
         shutil.rmtree(out_dir / scratch, ignore_errors=True)

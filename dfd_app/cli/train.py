@@ -23,7 +23,7 @@ _SIMPLE = {
     "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
     "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
     "train_split": str, "val_split": str, "mix": str, "fakes": str, "sbi_ratio": float,
-    "reweight": str, "reweight_bins": int,
+    "reweight": str, "reweight_bins": int, "average_from": int,
 }
 
 
@@ -106,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'made), e.g. \'{"downscale_prob": 0.5}\'')
     parser.add_argument("--phases", help='JSON list, e.g. \'[{"epochs": 3, "learning_rate": 1e-3, '
                         '"trainable_backbone": false}, {"epochs": 5, "learning_rate": 1e-4}]\'')
+    parser.add_argument("--average-from", type=int, metavar="EPOCH",
+                        help="average the weights of every epoch end from this epoch (1-based) "
+                        "on: the run's model is the mean (stochastic weight averaging), "
+                        "unaveraged.keras the last epoch's; default off")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed_float16 compute (GPUs); default off")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
