@@ -33,7 +33,8 @@ candidate is then
    with a 95% bootstrap interval, beside ``--reference`` (a registered model, e.g. the former
    default) with paired differences, and under each condition, with the precision its
    verdicts reach there (the band's check on videos that did not choose it); all of it goes
-   into ``MODEL_CARD.md``.
+   into ``MODEL_CARD.md``, whose sections on the other shipped models are kept (unless
+   ``--card-append`` gives the card's end).
 
 Scores are cached under ``--out/scores`` (delete a file to recompute it).
 """
@@ -350,6 +351,19 @@ def _f(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
+def other_sections(text: str) -> str:
+    """The sections (``## `` headings) of a model card that are not about the default: what a
+    new card keeps of the old one, so that shipping a default never drops the card's other
+    models."""
+    kept, keep = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            keep = not line.startswith(f"## `{DEFAULT_STEM}.keras`")
+        if keep:
+            kept.append(line)
+    return "".join(kept)
+
+
 def training(cfg: dict, depth: int = 0) -> str:
     """How a run trained, from its saved config: its budget, and where its weights came from;
     a run fine-tuned from another run's model (``weights`` a file beside that run's
@@ -358,6 +372,10 @@ def training(cfg: dict, depth: int = 0) -> str:
     here = (f"{cfg.get('epochs')} epochs x {cfg.get('steps_per_epoch')} steps of "
             f"{cfg.get('batch_size')}, {cfg.get('optimizer')} lr {cfg.get('learning_rate')}, "
             f"loss {cfg.get('loss')}, seed {cfg.get('seed')}")
+    if cfg.get("average_from"):
+        last = sum(p.get("epochs", 0) for p in cfg.get("phases") or []) or cfg.get("epochs")
+        here += (f", its weights averaged over the ends of epochs {cfg['average_from']}-{last} "
+                 f"(stochastic weight averaging, `--average-from {cfg['average_from']}`)")
     weights_file = bool(init) and str(init).endswith((".keras", ".h5")) and Path(str(init)).is_file()
     parent = Path(str(init)).parent / "config.json" if weights_file else None
     if parent is not None and parent.is_file() and depth < 5:
@@ -523,7 +541,9 @@ def main() -> int:
     ap.add_argument("--reference", help="a registered model to compare the default with")
     ap.add_argument("--clips", type=Path, help="a list of labelled clips for dfd detect")
     ap.add_argument("--clip-labels", help="the shared data folder with the clips' labels")
-    ap.add_argument("--card-append", type=Path, help="markdown added to the card's end")
+    ap.add_argument("--card-append", type=Path, help="markdown added to the card's end "
+                    "(default: the sections of the card now shipped that are not about the "
+                    "default, kept as they are)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--condition", action="append", dest="conditions", metavar="KIND[:VALUE]",
                     help="the conditions a candidate is judged under, each counting equally "
@@ -593,10 +613,14 @@ def main() -> int:
     run_config = None
     if (run_dir / "config.json").is_file():
         run_config = json.loads((run_dir / "config.json").read_text()).get("config")
-    append = args.card_append.read_text() if args.card_append else ""
+    card_path = ASSETS_DIR / "MODEL_CARD.md"
+    if args.card_append:
+        append = args.card_append.read_text()
+    else:  # the other shipped models' sections of the card stay
+        append = other_sections(card_path.read_text() if card_path.is_file() else "")
     text = card(name, preset, selection, figures, args.reference or "", run_config, append,
                 conditions, parts)
-    (ASSETS_DIR / "MODEL_CARD.md").write_text(text)
+    card_path.write_text(text)
     (out / "MODEL_CARD.md").write_text(text)
     (out / "figures.json").write_text(json.dumps(
         {k: v.to_dict(orient="records") for k, v in figures.items()

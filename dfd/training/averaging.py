@@ -85,7 +85,7 @@ class WeightAverage:
                          for m, w in zip(self.mean, weights)]
         self.epochs.append(done)
         self._save()
-        log.info("weight average: epoch %d added (%d epochs in the mean)", done, len(self.epochs))
+        log.info("weight average: epoch %d added (a mean of %d)", done, len(self.epochs))
 
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
