@@ -317,6 +317,10 @@ def test_the_card_says_how_a_fine_tuned_run_trained(tool, tmp_path):
     averaged = tool.training(dict(base, epochs=16, steps_per_epoch=100, average_from=9))
     assert averaged.endswith("seed 0, its weights averaged over the ends of epochs 9-16 "
                              "(stochastic weight averaging, `--average-from 9`)")
+    phased = tool.training(dict(base, average_from=2, phases=[
+        {"epochs": 1, "learning_rate": 1e-3, "trainable_backbone": False},
+        {"epochs": 3, "learning_rate": 1e-4}]))
+    assert "averaged over the ends of epochs 2-4" in phased  # the phases' epochs, not `epochs`
 
 
 def test_the_band_is_chosen_on_the_videos_as_the_shipped_file_scores_them(tool, tmp_path,

@@ -72,6 +72,7 @@ from dfd.framing import DFDC_CROP_MARGIN
 from dfd.inference.frames import predict_cached
 from dfd.labels import parse_label
 from dfd.scores import write_table
+from dfd.training.config import TrainConfig
 from dfd_app.detect import pipeline
 from mesonet_tf.weights import ASSETS_DIR
 
@@ -373,7 +374,7 @@ def training(cfg: dict, depth: int = 0) -> str:
             f"{cfg.get('batch_size')}, {cfg.get('optimizer')} lr {cfg.get('learning_rate')}, "
             f"loss {cfg.get('loss')}, seed {cfg.get('seed')}")
     if cfg.get("average_from"):
-        last = sum(p.get("epochs", 0) for p in cfg.get("phases") or []) or cfg.get("epochs")
+        last = TrainConfig(epochs=cfg.get("epochs") or 1, phases=cfg.get("phases") or []).total_epochs
         here += (f", its weights averaged over the ends of epochs {cfg['average_from']}-{last} "
                  f"(stochastic weight averaging, `--average-from {cfg['average_from']}`)")
     weights_file = bool(init) and str(init).endswith((".keras", ".h5")) and Path(str(init)).is_file()
