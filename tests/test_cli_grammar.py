@@ -108,6 +108,7 @@ MEANINGS = {
     "--reweight": "loss weights that balance a face property",
     "--reweight-bins": "its quantile bins",
     "--average-from": "epoch the weight average starts at",
+    "--sam-rho": "radius of sharpness-aware minimization",
     "--uncertain-scores": "score table the uncertain band is chosen on",
     "--uncertain-frames": "frame table of the same scoring, for the band's exact video scores",
     "--min-precision": "precision outside the uncertain band",

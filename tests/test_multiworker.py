@@ -1,6 +1,6 @@
 """Distributed training: two real worker processes (MultiWorkerMirroredStrategy on
 loopback) end with identical weights; MirroredStrategy over two logical CPUs works with
-both the fit path and the custom loop.
+both the fit path and the custom loop, with and without sharpness-aware minimization.
 
 Run as a script, this module is the worker: ``python -m tests.test_multiworker MODE OUT``.
 """
@@ -140,10 +140,11 @@ def test_mirrored_two_logical_cpus_fit_and_custom(tmp_path):
     _run_all([subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)])
     report = json.loads((tmp_path / "mirrored.json").read_text())
-    for loop in ("fit", "custom"):
-        assert report[loop]["replicas"] == 2
-        assert report[loop]["epochs"] == [0, 1]
-        assert 0.0 <= report[loop]["val_auc"] <= 1.0
+    for name in ("fit", "custom", "fit-sam", "custom-sam"):
+        assert report[name]["replicas"] == 2
+        assert report[name]["epochs"] == [0, 1]
+        assert 0.0 <= report[name]["val_auc"] <= 1.0
+        assert all(np.isfinite(report[name]["loss"]))
 
 
 # ---------------------------------------------------------------------- worker side
@@ -174,11 +175,13 @@ def _worker_main(mode: str, out: str, train: str, val: str, run_dir: str) -> Non
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         report = {}
-        for loop in ("fit", "custom"):
-            res = run_training(_config(train, val, f"{run_dir}-{loop}", strategy="mirrored",
-                                       loop=loop))
-            report[loop] = {"replicas": res.replicas, "epochs": res.history["epoch"],
-                            "val_auc": res.metrics["last"]["auc"]}
+        for loop, rho in (("fit", 0.0), ("custom", 0.0), ("fit", 0.05), ("custom", 0.05)):
+            name = f"{loop}-sam" if rho else loop  # sharpness-aware: no weight is assigned
+            res = run_training(_config(train, val, f"{run_dir}-{name}", strategy="mirrored",
+                                       loop=loop, sam_rho=rho))
+            report[name] = {"replicas": res.replicas, "epochs": res.history["epoch"],
+                            "val_auc": res.metrics["last"]["auc"],
+                            "loss": res.history["loss"]}
         Path(out).write_text(json.dumps(report))
         return
 

@@ -103,7 +103,7 @@ def test_config_round_trip(tmp_path):
 @pytest.mark.parametrize("bad", [
     {"loss": "hinge"}, {"strategy": "tpu"}, {"input_kind": "video"}, {"batch_size": 0},
     {"model": "resnet"}, {"class_balance": "oversample"}, {"patience": 0},
-    {"average_from": 0}, {"average_from": 11},
+    {"average_from": 0}, {"average_from": 11}, {"sam_rho": -0.05}, {"sam_rho": float("nan")},
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -489,10 +489,11 @@ def test_cli_trains_from_flags_and_config(tmp_path, shards, capsys):
     assert saved.epochs == 1 and saved.augment.enabled is False
     # the saved config drives a dry run; flags override it
     assert main(["train", "--config", str(run / "config.json"), "--epochs", "3",
-                 "--average-from", "2", "--dry-run"]) == 0
+                 "--average-from", "2", "--sam-rho", "0.05", "--dry-run"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["epochs"] == 3 and doc["model"] == "tests.test_training:tiny_model"
-    assert doc["average_from"] == 2
+    assert doc["average_from"] == 2 and doc["sam_rho"] == 0.05
+    assert main(["train", "--train", "x", "--sam-rho", "-1", "--dry-run"]) == 2
     assert main(["train", "--train", "x", "--average-from", "4", "--epochs", "3",
                  "--dry-run"]) == 2  # past the run's last epoch: one line, no traceback
     assert main(["train", "--train", "x", "--phases", "[oops", "--dry-run"]) == 2

@@ -239,6 +239,9 @@ class TrainConfig:
     # average the weights of every epoch end from this 1-based epoch on (SWA); the run's
     # model is the mean, unaveraged.keras the last epoch's (dfd.training.averaging). None: off
     average_from: int | None = None
+    # sharpness-aware minimization: each step's gradient is taken at the weights moved this far
+    # (L2) up the gradient (dfd.training.sharpness; the SBI paper's 0.05). 0: off
+    sam_rho: float = 0.0
     tensorboard: bool = True
 
     def __post_init__(self):
@@ -292,6 +295,8 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience!r}")
         if not float(self.learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not (math.isfinite(float(self.sam_rho)) and float(self.sam_rho) >= 0):
+            raise ValueError(f"sam_rho must be a finite radius >= 0 (0: off), got {self.sam_rho!r}")
         if self.average_from is not None and not 1 <= int(self.average_from) <= self.total_epochs:
             raise ValueError(f"average_from must be an epoch from 1 to {self.total_epochs} (the "
                              f"run's epochs), got {self.average_from!r}")

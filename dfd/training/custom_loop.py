@@ -4,7 +4,8 @@ Keras 3 ``model.fit`` fails under ``MultiWorkerMirroredStrategy``; this loop doe
 fit path does, with the same outputs:
 
 * the same per-example losses (averaged over the GLOBAL batch), class weights and
-  optimizer (Keras' optimizer all-reduces the gradients across replicas);
+  optimizer (Keras' optimizer all-reduces the gradients across replicas), and the same
+  sharpness-aware step with ``sam_rho`` (:mod:`dfd.training.sharpness`);
 * per-epoch history in ``history.csv`` (train loss/metrics from this worker's batches;
   val metrics exact, each worker scoring the whole validation set);
 * ``best.keras`` (by val AUC) and ``last.keras``; early stopping on val AUC;
@@ -29,6 +30,7 @@ from dfd.training.config import Phase, TrainConfig
 from dfd.training.evaluate import binary_metrics, evaluate
 from dfd.training.factories import make_optimizer, per_example_loss, tensorboard_available
 from dfd.training.fit_path import BEST_MODEL, LAST_MODEL, PhaseOutcome
+from dfd.training.sharpness import sharpness_gradients
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +88,19 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
 
     def replica_step(batch):
         x, y, w = batch
-        with tf.GradientTape() as tape:
+
+        def loss_at_current_weights():
             p = tf.reshape(tf.cast(model(x, training=True), tf.float32), [-1])
             per = per_example_loss(loss_name, y, p) * w
             loss = tf.nn.compute_average_loss(per, global_batch_size=global_batch)
-            scaled = optimizer.scale_loss(loss) if cfg.mixed_precision else loss
+            return p, loss, (optimizer.scale_loss(loss) if cfg.mixed_precision else loss)
+
+        with tf.GradientTape() as tape:
+            p, loss, scaled = loss_at_current_weights()
         grads = tape.gradient(scaled, trainable)
+        if cfg.sam_rho:
+            grads = sharpness_gradients(trainable, grads, cfg.sam_rho,
+                                        lambda: loss_at_current_weights()[2])
         optimizer.apply_gradients(zip(grads, trainable))
         return loss, y, p
 

@@ -3,7 +3,8 @@
 Callbacks, in the order they run at each epoch end: ``BackupAndRestore`` (resume after a
 crash), ``CSVLogger`` (history.csv), ``ModelCheckpoint`` best (by the monitored metric) and
 last, ``EarlyStopping`` (seeded from the history, so a resumed run keeps its patience count),
-``TensorBoard``, then any extra callbacks of the caller.
+``TensorBoard``, then any extra callbacks of the caller. With ``sam_rho`` the fit runs
+:mod:`dfd.training.sharpness`' step instead of Keras' own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dfd.training.history as history
+import dfd.training.sharpness as sharpness
 from dfd.training.config import Phase, TrainConfig
 from dfd.training.factories import (
     compile_metrics,
@@ -96,15 +98,21 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard")))
     callbacks.extend(extra_callbacks)
     model._initial_epoch = None  # a previous phase's BackupAndRestore may have set it
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=start_epoch + phase.epochs,
-        initial_epoch=start_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_steps=cfg.validation_steps,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles
-        verbose=2 if log.isEnabledFor(logging.INFO) else 0,
-    )
+    if cfg.sam_rho:  # for this fit only: the model keeps Keras' own step afterwards
+        model.train_step = sharpness.fit_train_step(model, cfg.sam_rho)
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=start_epoch + phase.epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=cfg.validation_steps,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose=2 if log.isEnabledFor(logging.INFO) else 0,
+        )
+    finally:
+        if cfg.sam_rho:
+            del model.train_step
     return PhaseOutcome(resumed, bool(stopper is not None and stopper.stopped_epoch > 0))

@@ -23,7 +23,7 @@ _SIMPLE = {
     "validation_steps": int, "learning_rate": float, "optimizer": str, "loss": str,
     "class_balance": str, "seed": int, "strategy": str, "loop": str, "patience": int,
     "train_split": str, "val_split": str, "mix": str, "fakes": str, "sbi_ratio": float,
-    "reweight": str, "reweight_bins": int, "average_from": int,
+    "reweight": str, "reweight_bins": int, "average_from": int, "sam_rho": float,
 }
 
 
@@ -110,6 +110,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average the weights of every epoch end from this epoch (1-based) "
                         "on: the run's model is the mean (stochastic weight averaging), "
                         "unaveraged.keras the last epoch's; default off")
+    parser.add_argument("--sam-rho", type=float, metavar="RHO",
+                        help="sharpness-aware minimization: take each step's gradient at the "
+                        "weights moved RHO (L2) up the gradient, at twice the cost per step "
+                        "(the self-blended-image paper used 0.05); default 0, off")
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                         help="mixed_float16 compute (GPUs); default off")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
