@@ -433,6 +433,28 @@ def test_same_run_dir_with_other_config_is_refused(tmp_path, shards):
         train(small_config(tmp_path, shards, epochs=1, learning_rate=0.5))
 
 
+def test_run_dir_from_before_an_option_existed_still_resumes(tmp_path, shards):
+    """A config.json written before an option was added reads it as its default (the
+    behaviour the run had); an option this version does not know still refuses."""
+    from dfd.training import train
+    from dfd.training.trainer import CONFIG_FILE
+
+    cfg = small_config(tmp_path, shards, epochs=1)
+    train(cfg)
+    path = Path(cfg.run_dir) / CONFIG_FILE
+    written = json.loads(path.read_text())
+    del written["config"]["sam_rho"]
+    del written["config"]["augment"]["cutout_prob"]
+    path.write_text(json.dumps(written))
+    assert train(small_config(tmp_path, shards, epochs=1)).epochs_run == 1
+    with pytest.raises(ValueError, match="different config"):
+        train(small_config(tmp_path, shards, epochs=1, sam_rho=0.05))
+    written["config"]["from_the_future"] = 1
+    path.write_text(json.dumps(written))
+    with pytest.raises(ValueError, match="from_the_future"):
+        train(small_config(tmp_path, shards, epochs=1))
+
+
 def test_mixed_precision_keeps_float32_head_and_restores_policy(tmp_path, shards):
     import keras
 

@@ -100,7 +100,7 @@ def test_rho_zero_and_non_finite_gradients_do_not_move_the_weights():
 def test_fit_step_applies_the_moved_gradient_at_the_weights():
     import keras
 
-    from dfd.training.sharpness import fit_train_step
+    from dfd.training.sharpness import fit_step_installed
 
     lr = 0.1
     x, y = _data()
@@ -112,13 +112,76 @@ def test_fit_step_applies_the_moved_gradient_at_the_weights():
 
     model = _model()
     model.compile(optimizer=keras.optimizers.SGD(lr), loss="binary_crossentropy")
-    model.train_step = fit_train_step(model, RHO)
-    hist = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-    del model.train_step
+    model.fit(x, y, batch_size=len(x), epochs=0, verbose=0)  # Keras' own step, compiled
+    with fit_step_installed(model, RHO):
+        hist = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
     for v, w, g in zip(model.trainable_variables, w0, moved):
         np.testing.assert_allclose(v.numpy(), w - lr * g, rtol=1e-4, atol=1e-6)
     assert hist.history["loss"][0] == pytest.approx(first_loss, rel=1e-4)  # the first pass's
-    assert "train_step" not in vars(model)
+    # Keras' own step afterwards: a later fit compiles it again (the SAM step is not reused)
+    assert "train_step" not in vars(model) and model.train_function is None
+    w1 = [v.numpy() for v in model.trainable_variables]
+    plain = [g.numpy() for g in _grads(model, x, y)]
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    for v, w, g in zip(model.trainable_variables, w1, plain):
+        np.testing.assert_allclose(v.numpy(), w - lr * g, rtol=1e-4, atol=1e-6)
+
+
+def test_losses_added_in_the_call_count_in_the_moved_pass():
+    """An activity regularizer's loss is part of the second pass's loss too: with rho 0 the
+    SAM step is Keras' own step exactly."""
+    import keras
+
+    from dfd.training.sharpness import fit_train_step
+
+    x, y = _data()
+    trained = []
+    for sam in (False, True):
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((6,))
+        h = keras.layers.Dense(5, activation="tanh", activity_regularizer="l2")(inp)
+        model = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(h))
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+        if sam:
+            model.train_step = fit_train_step(model, 0.0)
+        model.fit(x, y, batch_size=len(x), epochs=2, shuffle=False, verbose=0)
+        trained.append([v.numpy() for v in model.trainable_variables])
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_moved_pass_draws_its_own_dropout_masks():
+    """Its masks are neither the first pass's nor the next step's, and the seeds advance once
+    per step (by the first pass)."""
+    import keras
+    import tensorflow as tf
+
+    from dfd.training.sharpness import seed_states, sharpness_gradients
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(1, use_bias=False)(keras.layers.Dropout(0.5)(inp))
+    model = keras.Model(inp, out)
+    x = np.ones((1, 64), "float32")
+    seeds = seed_states(model)
+    assert len(seeds) == 1
+
+    def loss():
+        return tf.reduce_sum(model(x, training=True))
+
+    def first_pass():  # the kernel's gradient is the dropout mask (scaled)
+        with tf.GradientTape() as tape:
+            value = loss()
+        return tape.gradient(value, model.trainable_variables)
+
+    g1 = first_pass()
+    state = seeds[0].numpy().copy()
+    g2 = sharpness_gradients(model.trainable_variables, g1, 0.0, loss, seeds)
+    np.testing.assert_array_equal(seeds[0].numpy(), state)  # not advanced by the moved pass
+    g3 = first_pass()  # the next step's
+    masks = [g[0].numpy().ravel() != 0 for g in (g1, g2, g3)]
+    assert 10 < masks[1].sum() < 54  # a mask was drawn
+    assert (masks[1] != masks[0]).any() and (masks[1] != masks[2]).any()
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])
@@ -146,6 +209,7 @@ def test_both_loops_train_with_it(tmp_path, shards, loop, monkeypatch):
     assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0
                                   for r in rows)
     assert "train_step" not in vars(res.model)  # the model keeps Keras' own step
+    assert res.model.train_function is None or loop == "custom"
     plain = keras.saving.load_model(Path(cfg.run_dir) / "last.keras", compile=False)
     assert type(plain).__name__ == "Functional"  # a plain model: loads without this package
 

@@ -30,7 +30,7 @@ from dfd.training.config import Phase, TrainConfig
 from dfd.training.evaluate import binary_metrics, evaluate
 from dfd.training.factories import make_optimizer, per_example_loss, tensorboard_available
 from dfd.training.fit_path import BEST_MODEL, LAST_MODEL, PhaseOutcome
-from dfd.training.sharpness import sharpness_gradients
+from dfd.training.sharpness import seed_states, sharpness_gradients
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
     global_batch = cfg.batch_size
     loss_name = cfg.loss
     trainable = model.trainable_variables
+    seeds = seed_states(model)
 
     def replica_step(batch):
         x, y, w = batch
@@ -100,7 +101,7 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
         grads = tape.gradient(scaled, trainable)
         if cfg.sam_rho:
             grads = sharpness_gradients(trainable, grads, cfg.sam_rho,
-                                        lambda: loss_at_current_weights()[2])
+                                        lambda: loss_at_current_weights()[2], seeds)
         optimizer.apply_gradients(zip(grads, trainable))
         return loss, y, p
 

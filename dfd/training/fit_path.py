@@ -98,9 +98,7 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard")))
     callbacks.extend(extra_callbacks)
     model._initial_epoch = None  # a previous phase's BackupAndRestore may have set it
-    if cfg.sam_rho:  # for this fit only: the model keeps Keras' own step afterwards
-        model.train_step = sharpness.fit_train_step(model, cfg.sam_rho)
-    try:
+    with sharpness.fit_step_installed(model, cfg.sam_rho):
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -112,7 +110,4 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
             shuffle=False,  # the tf.data pipeline shuffles
             verbose=2 if log.isEnabledFor(logging.INFO) else 0,
         )
-    finally:
-        if cfg.sam_rho:
-            del model.train_step
     return PhaseOutcome(resumed, bool(stopper is not None and stopper.stopped_epoch > 0))

@@ -10,33 +10,48 @@ SGD, ``rho`` 0.05).
 It costs a second forward and backward pass per step. The second pass runs inside a
 ``keras.StatelessScope`` with the moved weights as tensors, so no weight is assigned: it works
 on one device and under every distribution strategy, and batch-norm statistics are updated once
-per step (by the first pass). Under a strategy each replica moves by its own batch's gradient
+per step (by the first pass). Losses a layer adds in its call (activity regularizers) are
+the moved pass's own. Random layers (dropout) draw their masks in the second pass from their
+seeds shifted by one, so that its masks are neither the first pass's nor the next step's,
+and the seeds advance once per step. Under a strategy each replica moves by its own batch's gradient
 (the paper's m-sharpness, m = the replica's batch). The loss and metrics a run logs are the
 first pass's, at ``w``. A non-finite gradient (a mixed-precision overflow) moves nothing; the
 loss-scale optimizer then skips the step as usual.
 
 Both training loops use :func:`sharpness_gradients`: the custom loop in its step, ``model.fit``
-through :func:`fit_train_step`, installed for the phase and removed after it (a saved model is
-the plain model either way).
+through :func:`fit_train_step`, installed for one fit by :func:`fit_step_installed` and
+removed after it, with Keras' compiled step (a saved model is the plain model either way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
+
+SEED_SHIFT = (1, 0)  # added to a seed state [seed, counter] for the second pass
 
 
-def sharpness_gradients(variables, grads, rho: float, loss_fn: Callable[[], object]) -> list:
+def seed_states(model) -> list:
+    """The model's random seed states (a dropout layer's, say): its variables that are not
+    weights."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def sharpness_gradients(variables, grads, rho: float, loss_fn: Callable[[], object],
+                        seeds: Sequence = ()) -> list:
     """The gradients of ``loss_fn()`` at ``variables`` moved by ``rho`` along ``grads``.
 
     ``loss_fn`` computes the loss from the model's current weights (it is called inside a
     stateless scope that maps each variable to its moved value). Variables whose gradient is
     None keep None. With ``rho`` 0 the weights do not move: the result is the gradient at
-    ``variables`` again.
+    ``variables`` again. ``seeds`` (:func:`seed_states`) are read shifted by
+    :data:`SEED_SHIFT` in that pass and not advanced by it.
     """
     import keras
     import tensorflow as tf
 
-    pairs = [(v, g) for v, g in zip(variables, grads) if g is not None]
+    pairs = [(v, tf.convert_to_tensor(g)) for v, g in zip(variables, grads) if g is not None]
     norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for _, g in pairs])
     usable = tf.logical_and(tf.math.is_finite(norm), norm > 0.0)
     step = float(rho) / tf.where(usable, norm, 1.0)
@@ -48,7 +63,9 @@ def sharpness_gradients(variables, grads, rho: float, loss_fn: Callable[[], obje
     moved = [moved_value(v, g) for v, g in pairs]
     with tf.GradientTape() as tape:
         tape.watch(moved)
-        with keras.StatelessScope(state_mapping=[(v, m) for (v, _), m in zip(pairs, moved)]):
+        mapping = [(v, m) for (v, _), m in zip(pairs, moved)] + [
+            (s, tf.convert_to_tensor(s.value) + tf.constant(SEED_SHIFT, s.dtype)) for s in seeds]
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
             loss = loss_fn()
     got = iter(tape.gradient(loss, moved))
     return [None if g is None else next(got) for g in grads]
@@ -59,6 +76,8 @@ def fit_train_step(model, rho: float) -> Callable:
     the loss and metrics it reports are Keras' own, from the first pass."""
     import keras
     import tensorflow as tf
+
+    seeds = seed_states(model)
 
     def loss_at_current_weights(x, y, sample_weight):
         y_pred = model(x, training=True)
@@ -75,7 +94,8 @@ def fit_train_step(model, rho: float) -> Callable:
         grads = tape.gradient(scaled, variables)
         grads = sharpness_gradients(
             variables, grads, rho,
-            lambda: model.optimizer.scale_loss(loss_at_current_weights(x, y, sample_weight)[1]))
+            lambda: model.optimizer.scale_loss(loss_at_current_weights(x, y, sample_weight)[1]),
+            seeds)
         model.optimizer.apply_gradients(zip(grads, variables))
         # the loss as Keras' own step logs it: per replica, summed back over the replicas
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -85,3 +105,20 @@ def fit_train_step(model, rho: float) -> Callable:
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step
+
+
+@contextlib.contextmanager
+def fit_step_installed(model, rho: float):
+    """Inside the block ``model.fit`` takes SAM steps (``rho`` 0: Keras' own); after it the
+    model has Keras' own step again. A compiled step is dropped on entry and on exit, since
+    Keras reuses one that is already built."""
+    if not rho:
+        yield model
+        return
+    model.train_step = fit_train_step(model, rho)
+    model.train_function = None
+    try:
+        yield model
+    finally:
+        del model.train_step
+        model.train_function = None

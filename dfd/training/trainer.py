@@ -42,7 +42,7 @@ import dfd.training.fit_path as fit_path
 import dfd.training.history as history
 import dfd.training.sampling as sampling
 from dfd import export, framing, onednn_enabled, presets, schema
-from dfd.config import config_to_dict, json_safe, save_config
+from dfd.config import config_from_dict, config_to_dict, json_safe, save_config
 from dfd.training.config import TrainConfig
 from dfd.training.data import count_labels, effective_counts, make_dataset, measure_weights
 from dfd.training.evaluate import evaluate
@@ -104,6 +104,10 @@ def _check_same_config(cfg: TrainConfig, run_dir: Path) -> None:
         old = json.loads(path.read_text()).get("config", {})
     except json.JSONDecodeError:
         return
+    try:  # options added since the run started read as their defaults, as in the run
+        old = config_to_dict(config_from_dict(TrainConfig, old))
+    except (TypeError, ValueError):
+        pass  # an option this version does not know: compared as written, so it differs
     new = config_to_dict(cfg)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
