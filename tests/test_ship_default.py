@@ -321,6 +321,13 @@ def test_the_card_says_how_a_fine_tuned_run_trained(tool, tmp_path):
         {"epochs": 1, "learning_rate": 1e-3, "trainable_backbone": False},
         {"epochs": 3, "learning_rate": 1e-4}]))
     assert "averaged over the ends of epochs 2-4" in phased  # the phases' epochs, not `epochs`
+    sam = dict(base, epochs=16, steps_per_epoch=100, average_from=9, sam_rho=0.05)
+    assert "seed 0, sharpness-aware minimization (`--sam-rho 0.05`), its weights averaged " \
+           "over the ends of epochs 9-16" in tool.training(sam)
+    last = tool.training(sam, unaveraged=True)
+    assert last.endswith("the weights at the end of its last epoch (`unaveraged.keras`; the "
+                         "run's `last.keras` is their mean over epochs 9-16, not this model)")
+    assert "sharpness-aware" not in tool.training(dict(base, sam_rho=0.0))
 
 
 def test_the_band_is_chosen_on_the_videos_as_the_shipped_file_scores_them(tool, tmp_path,

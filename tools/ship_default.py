@@ -72,6 +72,7 @@ from dfd.framing import DFDC_CROP_MARGIN
 from dfd.inference.frames import predict_cached
 from dfd.labels import parse_label
 from dfd.scores import write_table
+from dfd.training import averaging
 from dfd.training.config import TrainConfig
 from dfd_app.detect import pipeline
 from mesonet_tf.weights import ASSETS_DIR
@@ -365,17 +366,25 @@ def other_sections(text: str) -> str:
     return "".join(kept)
 
 
-def training(cfg: dict, depth: int = 0) -> str:
+def training(cfg: dict, depth: int = 0, unaveraged: bool = False) -> str:
     """How a run trained, from its saved config: its budget, and where its weights came from;
     a run fine-tuned from another run's model (``weights`` a file beside that run's
-    ``config.json``) names that run and how it trained, in turn."""
+    ``config.json``) names that run and how it trained, in turn. ``unaveraged``: the model is
+    the run's last-epoch weights (``unaveraged.keras``), not the mean its ``average_from``
+    made."""
     init = (cfg.get("model_kwargs") or {}).get("weights")
     here = (f"{cfg.get('epochs')} epochs x {cfg.get('steps_per_epoch')} steps of "
             f"{cfg.get('batch_size')}, {cfg.get('optimizer')} lr {cfg.get('learning_rate')}, "
             f"loss {cfg.get('loss')}, seed {cfg.get('seed')}")
+    if cfg.get("sam_rho"):
+        here += f", sharpness-aware minimization (`--sam-rho {cfg['sam_rho']}`)"
     if cfg.get("average_from"):
         last = TrainConfig(epochs=cfg.get("epochs") or 1, phases=cfg.get("phases") or []).total_epochs
-        here += (f", its weights averaged over the ends of epochs {cfg['average_from']}-{last} "
+        span = f"epochs {cfg['average_from']}-{last}"
+        here += (f", the weights at the end of its last epoch (`{averaging.UNAVERAGED_MODEL}`; "
+                 f"the run's `last.keras` is their mean over {span}, not this model)"
+                 if unaveraged else
+                 f", its weights averaged over the ends of {span} "
                  f"(stochastic weight averaging, `--average-from {cfg['average_from']}`)")
     weights_file = bool(init) and str(init).endswith((".keras", ".h5")) and Path(str(init)).is_file()
     parent = Path(str(init)).parent / "config.json" if weights_file else None
@@ -400,8 +409,9 @@ def _given(got: dict) -> str:
 
 def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: str,
          run_config: dict | None, append: str, conditions=("stored",),
-         parts=WITH_FFPP_TRAIN) -> str:
-    """MODEL_CARD.md: the default, how it was chosen, its figures, its band, then ``append``."""
+         parts=WITH_FFPP_TRAIN, unaveraged: bool = False) -> str:
+    """MODEL_CARD.md: the default, how it was chosen, its figures, its band, then ``append``
+    (``unaveraged``: the model is its run's last-epoch weights, see :func:`training`)."""
     cfg = run_config or {}
     band, cal = preset.uncertain or {}, preset.calibration or {}
     per, paired = figures["per_source"], figures.get("paired")
@@ -419,7 +429,7 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
            f"; fakes of {', '.join(SOURCES.get(s, s) for s in preset.extra.get('fake_sources', [])) or 'none'}") + ".",
     ]
     if cfg:
-        lines.append(f"* Training: `dfd train --model {cfg.get('model')}`, " + training(cfg) + ".")
+        lines.append(f"* Training: `dfd train --model {cfg.get('model')}`, " + training(cfg, unaveraged=unaveraged) + ".")
     lines += [
         f"* Calibration: Platt scaling a={cal.get('a', float('nan')):.3f}, "
         f"b={cal.get('b', float('nan')):+.3f}, fitted on {cal.get('n')} {cal.get('fitted_on')}.",
@@ -620,7 +630,7 @@ def main() -> int:
     else:  # the other shipped models' sections of the card stay
         append = other_sections(card_path.read_text() if card_path.is_file() else "")
     text = card(name, preset, selection, figures, args.reference or "", run_config, append,
-                conditions, parts)
+                conditions, parts, unaveraged=Path(model).name == averaging.UNAVERAGED_MODEL)
     card_path.write_text(text)
     (out / "MODEL_CARD.md").write_text(text)
     (out / "figures.json").write_text(json.dumps(
