@@ -103,7 +103,8 @@ def test_config_round_trip(tmp_path):
 @pytest.mark.parametrize("bad", [
     {"loss": "hinge"}, {"strategy": "tpu"}, {"input_kind": "video"}, {"batch_size": 0},
     {"model": "resnet"}, {"class_balance": "oversample"}, {"patience": 0},
-    {"average_from": 0}, {"average_from": 11}, {"sam_rho": -0.05}, {"sam_rho": float("nan")},
+    {"average_from": 0}, {"average_from": 11}, {"average_from": 2.5}, {"sam_rho": -0.05},
+    {"sam_rho": float("nan")},
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):

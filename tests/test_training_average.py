@@ -86,6 +86,67 @@ def test_killed_run_keeps_its_average(tmp_path, shards, loop):
     _assert_mean(_weights(Path(cfg.run_dir) / "last.keras"), [1, 2, 3], watch.seen)
 
 
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_killed_right_after_the_backup_keeps_the_epoch(tmp_path, shards, loop, monkeypatch,
+                                                      caplog):
+    """Killed after the last epoch's backup was written: the re-run has no epoch left to
+    train, and the mean must still hold that epoch (it is updated before the backup)."""
+    import keras
+    import tensorflow as tf
+
+    from dfd.training import train
+
+    watch = Watch()
+    cfg = small_config(tmp_path, shards, epochs=3, average_from=2, loop=loop)
+    if loop == "fit":
+        real = keras.callbacks.BackupAndRestore.on_epoch_end
+
+        def backed_up_then_killed(self, epoch, logs=None):
+            real(self, epoch, logs)
+            if epoch == 2:
+                raise _Interrupt("killed after the backup of epoch 3")
+
+        monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end",
+                            backed_up_then_killed)
+    else:
+        real = tf.train.CheckpointManager.save
+
+        def backed_up_then_killed(self, *args, checkpoint_number=None, **kwargs):
+            out = real(self, *args, checkpoint_number=checkpoint_number, **kwargs)
+            if checkpoint_number == 3:
+                raise _Interrupt("killed after the checkpoint of epoch 3")
+            return out
+
+        monkeypatch.setattr(tf.train.CheckpointManager, "save", backed_up_then_killed)
+    with pytest.raises(_Interrupt):
+        train(cfg, model_fn=watch.builder, callbacks=[watch])
+    monkeypatch.undo()
+    last = [w.copy() for w in watch.model.get_weights()]  # epoch 3's, as the backup holds it
+    seen = {1: watch.seen[1], 2: last}
+    res = train(cfg, model_fn=watch.builder)
+    with np.load(Path(cfg.run_dir) / "average.npz") as data:
+        assert list(data["epochs"]) == [2, 3]
+    _assert_mean(res.model.get_weights(), [1, 2], seen)
+    assert "not in it" not in caplog.text
+
+
+def test_an_epoch_missing_from_the_mean_is_logged(tmp_path, caplog):
+    from dfd.training.averaging import WeightAverage
+    from tests.test_training import tiny_model
+
+    avg = WeightAverage(tiny_model(), 2, tmp_path / "average.npz")
+    for epoch in (1, 3):  # 0-based: epochs 2 and 4 (1-based); 3 was lost
+        avg.on_epoch_end(epoch)
+    assert avg.apply(epochs_run=[1, 2, 3, 4])
+    assert "epochs [3] were trained but are not in it" in caplog.text
+    # a worker writing elsewhere (a non-chief's scratch folder) resumes from the run dir's
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    again = WeightAverage(tiny_model(), 2, scratch / "average.npz",
+                          restore=tmp_path / "average.npz")
+    assert again.epochs == [2, 4] and not (scratch / "average.npz").exists()
+
+
 def test_an_unreadable_or_foreign_average_starts_again(tmp_path, caplog):
     import keras
 

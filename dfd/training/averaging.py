@@ -12,10 +12,11 @@ weights, so one run measures what the averaging bought. Every floating-point wei
 averaged, batch-norm statistics included (as exponential-moving-average implementations
 do; they are not recomputed); integer variables keep the last epoch's value.
 
-Resumable: the running mean and the epochs in it are written at every epoch end
-(``average.npz`` in the run dir, atomically) and read back by a resumed run; an epoch already
-in the mean is never added twice. A run killed between an epoch's backup and this file's
-update resumes without that one epoch in the mean (logged).
+Resumable: the running mean and the epochs in it are written at every epoch end, before
+the epoch's backup (``average.npz`` in the run dir, atomically), and read back by a resumed
+run; an epoch already in the mean is never added twice. A run killed between the two re-runs
+that epoch, whose first weights the mean keeps. An epoch missing from the mean all the same
+(a file lost, say) is logged when the mean is applied.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ class WeightAverage:
     """The running mean of ``model``'s weights at the ends of epochs ``average_from``, ...
 
     Call :meth:`on_epoch_end` (0-based absolute epoch, as Keras gives it) after each epoch and
-    :meth:`apply` once after the last; ``path`` is where the mean is kept between runs.
+    :meth:`apply` once after the last; ``path`` is where the mean is kept between runs, and
+    ``restore`` where a resumed run reads it when ``path`` has none (a multi-worker run's
+    non-chief worker writes to a scratch folder and resumes from the chief's run dir).
     """
 
-    def __init__(self, model, average_from: int, path: Path):
+    def __init__(self, model, average_from: int, path: Path, restore: Path | None = None):
         if int(average_from) < 1:
             raise ValueError(f"average_from must be >= 1 (a 1-based epoch), got {average_from!r}")
         self.model = model
@@ -47,23 +50,24 @@ class WeightAverage:
         self.path = Path(path)
         self.epochs: list[int] = []  # 1-based epochs in the mean
         self.mean: list[np.ndarray] | None = None
-        self._load()
+        if self.path.exists():
+            self._load(self.path)
+        elif restore is not None and Path(restore).exists():
+            self._load(Path(restore))
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
+    def _load(self, path: Path) -> None:
         current = self.model.get_weights()
         try:
-            with np.load(self.path) as data:
+            with np.load(path) as data:
                 epochs = [int(e) for e in data["epochs"]]
                 mean = [data[f"w{i}"] for i in range(len(current))]
                 extra = f"w{len(current)}" in data.files
         except (KeyError, ValueError, OSError) as err:
-            log.warning("%s is unreadable (%s): the weight average starts again", self.path, err)
+            log.warning("%s is unreadable (%s): the weight average starts again", path, err)
             return
         if extra or any(m.shape != c.shape for m, c in zip(mean, current)):
             log.warning("%s holds weights of another model: the weight average starts again",
-                        self.path)
+                        path)
             return
         self.epochs, self.mean = epochs, mean
         log.info("weight average resumed with epochs %s", epochs)
@@ -72,10 +76,6 @@ class WeightAverage:
         done = int(epoch) + 1
         if done < self.average_from or done in self.epochs:
             return
-        if self.epochs and done != self.epochs[-1] + 1:
-            log.warning("weight average: epochs %d-%d are missing from it (the run was stopped "
-                        "between a backup and the average's update)", self.epochs[-1] + 1,
-                        done - 1)
         weights = self.model.get_weights()
         n = len(self.epochs)
         if self.mean is None:
@@ -94,8 +94,17 @@ class WeightAverage:
             np.savez(fh, epochs=np.asarray(self.epochs, np.int64), **arrays)
         os.replace(tmp, self.path)
 
-    def apply(self) -> bool:
-        """Give the model the mean (``False``, model unchanged, when no epoch reached it)."""
+    def apply(self, epochs_run=()) -> bool:
+        """Give the model the mean (``False``, model unchanged, when no epoch reached it).
+
+        ``epochs_run``: the 1-based epochs the run trained (its history); one from
+        ``average_from`` on that is not in the mean is logged.
+        """
+        missing = sorted({int(e) for e in epochs_run if int(e) >= self.average_from}
+                         - set(self.epochs))
+        if missing:
+            log.warning("weight average: epochs %s were trained but are not in it (its file "
+                        "was lost or replaced?)", missing)
         if self.mean is None:
             log.warning("weight average: no epoch reached epoch %d (early stopping?); the model "
                         "keeps its last weights", self.average_from)

@@ -297,7 +297,9 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not (math.isfinite(float(self.sam_rho)) and float(self.sam_rho) >= 0):
             raise ValueError(f"sam_rho must be a finite radius >= 0 (0: off), got {self.sam_rho!r}")
-        if self.average_from is not None and not 1 <= int(self.average_from) <= self.total_epochs:
+        if self.average_from is not None and (
+                isinstance(self.average_from, bool) or int(self.average_from) != self.average_from
+                or not 1 <= int(self.average_from) <= self.total_epochs):
             raise ValueError(f"average_from must be an epoch from 1 to {self.total_epochs} (the "
                              f"run's epochs), got {self.average_from!r}")
 

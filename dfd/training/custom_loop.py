@@ -49,7 +49,8 @@ def distribute(strategy, ds, num_files: int, num_workers: int):
 
 def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: int,
               strategy, dist_train, val_ds, steps_per_epoch: int, out_dir: Path,
-              is_chief: bool, restore_dir: Path | None = None, extra_callbacks=()):
+              is_chief: bool, restore_dir: Path | None = None, extra_callbacks=(),
+              first_callbacks=()):
     """Train epochs ``start_epoch .. start + phase.epochs`` of ``phase`` under ``strategy``.
 
     ``out_dir`` is where this worker writes; ``restore_dir`` the run dir whose checkpoints and
@@ -130,6 +131,8 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
             val_m = evaluate(model, val_ds, cfg.loss, cfg.validation_steps)
             logs.update({f"val_{k}": val_m[k]
                          for k in ("auc", "accuracy", "precision", "recall", "loss")})
+        for cb in first_callbacks:  # before this epoch's checkpoint (the weight average)
+            cb.on_epoch_end(epoch, logs)
         current = logs.get(monitor, math.nan)
         log.info("epoch %d/%d: %s", epoch + 1, end_epoch,
                  " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())))

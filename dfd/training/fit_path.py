@@ -63,8 +63,13 @@ def backup_epoch(backup_dir: Path) -> int | None:
 
 
 def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: int,
-              strategy, train_ds, val_ds, steps_per_epoch, out_dir: Path, extra_callbacks=()):
-    """Compile ``model`` for ``phase`` and fit epochs ``start_epoch .. start + phase.epochs``."""
+              strategy, train_ds, val_ds, steps_per_epoch, out_dir: Path, extra_callbacks=(),
+              first_callbacks=()):
+    """Compile ``model`` for ``phase`` and fit epochs ``start_epoch .. start + phase.epochs``.
+
+    ``first_callbacks`` see each epoch's end before its backup (the weight average: a run
+    killed in between re-runs the epoch, which the average then already holds), the
+    ``extra_callbacks`` after everything else."""
     import keras
 
     with strategy.scope():  # optimizer and metric variables belong to the strategy
@@ -82,6 +87,7 @@ def run_phase(model, cfg: TrainConfig, index: int, phase: Phase, start_epoch: in
     if resumed is not None:
         log.info("phase %d resumes at epoch %d from %s", index, resumed + 1, backup_dir)
     callbacks = [
+        *first_callbacks,
         keras.callbacks.BackupAndRestore(str(backup_dir)),
         keras.callbacks.CSVLogger(str(out_dir / history.HISTORY_CSV), append=True),
         keras.callbacks.ModelCheckpoint(

@@ -208,11 +208,12 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
 
     phases_dir = out_dir / "phases"
     phases_dir.mkdir(parents=True, exist_ok=True)
-    averager = None
+    averager, first = None, []
     if cfg.average_from is not None:
         averager = averaging.WeightAverage(model, cfg.average_from,
-                                           out_dir / averaging.AVERAGE_FILE)
-        callbacks = [averaging.callback(averager), *callbacks]  # before a caller's
+                                           out_dir / averaging.AVERAGE_FILE,
+                                           restore=run_dir / averaging.AVERAGE_FILE)
+        first = [averaging.callback(averager)]  # before each epoch's backup
     start = 0
     resumed_from = None
     stopped_any = False
@@ -233,11 +234,12 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
             outcome = custom_loop.run_phase(
                 model, cfg, index, phase, start, strategy, dist_train, val_ds,
                 steps or 1, out_dir, info.is_chief, restore_dir=run_dir,
-                extra_callbacks=callbacks,
+                extra_callbacks=callbacks, first_callbacks=first,
             )
         else:
             outcome = fit_path.run_phase(model, cfg, index, phase, start, strategy, train_ds, val_ds,
-                                         steps, out_dir, extra_callbacks=callbacks)
+                                         steps, out_dir, extra_callbacks=callbacks,
+                                         first_callbacks=first)
         if outcome.resumed_from_epoch is not None and resumed_from is None:
             resumed_from = outcome.resumed_from_epoch
         stopped_any = stopped_any or outcome.stopped_early
@@ -247,7 +249,8 @@ def _train(cfg, info, run_dir, out_dir, loop, model_fn, callbacks) -> RunResult:
 
     if averager is not None:
         model.save(out_dir / averaging.UNAVERAGED_MODEL)
-        averager.apply()
+        ran = history.read_history(out_dir / history.HISTORY_CSV)  # 0-based epochs
+        averager.apply(epochs_run=[row["epoch"] + 1 for row in ran])
     model.save(out_dir / LAST_MODEL)
     for scratch in ("backup", "checkpoints"):  # resume state of finished phases
         shutil.rmtree(out_dir / scratch, ignore_errors=True)
