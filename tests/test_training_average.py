@@ -69,7 +69,17 @@ def test_model_is_the_mean_of_the_epochs_weights(tmp_path, shards, loop):
         np.testing.assert_array_equal(a, b)
     with np.load(run / "average.npz") as data:
         assert list(data["epochs"]) == [2, 3]
-    assert "last" in res.metrics  # the metrics are the mean's
+    # the run's metrics are the mean's, not the last epoch's
+    import keras
+
+    from dfd.training.data import make_dataset
+    from dfd.training.evaluate import evaluate
+
+    val = make_dataset(cfg, False)
+    for name, same in (("last.keras", True), ("unaveraged.keras", False)):
+        model = keras.saving.load_model(run / name, compile=False)
+        got = evaluate(model, val, cfg.loss, cfg.validation_steps)["loss"]
+        assert (got == pytest.approx(res.metrics["last"]["loss"], rel=1e-5)) == same, name
 
 
 @pytest.mark.parametrize("loop", ["fit", "custom"])
