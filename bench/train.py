@@ -4,8 +4,9 @@ First (``--archs``, default on): training images/s of each shipped single-face a
 (``train_on_batch`` on random uint8 faces: the model's compute alone, Adam + MSE as ``dfd
 train``): Meso-4 at 256 and 128 px, MesoInception-4 at 256 px, EfficientNetB0 at 96/128/160
 px (the side frame_tf's default was picked by), EfficientNet-Lite0 at 128/192/224 px (224: the
-shipped default ``dfd_default``), Lite2 at 192 px and Xception at 160 px (``--archs-list``
-changes the list, ``NAME@SIZE`` items); then the self-blended-fake stage alone (``dfd.training.sbi.self_blend``
+shipped default ``dfd_default``; ``+sam``: with its sharpness-aware step, ``--sam-rho 0.05``,
+printed with its ratio to the plain step), Lite2 at 192 px and Xception at 160 px
+(``--archs-list`` changes the list, ``NAME@SIZE[+sam]`` items); then the self-blended-fake stage alone (``dfd.training.sbi.self_blend``
 on a batch of 256-px faces without landmarks: the standard keypoints are used).
 
 Then the study comparison for Meso-4 (``--no-study`` skips it):
@@ -155,16 +156,19 @@ def fit_rate(data, steps: int | None, images: int) -> float:
 
 ARCHS = ("meso4@256", "meso4@128", "mesoinception4@256", "efficientnetb0@96",
          "efficientnetb0@128", "efficientnetb0@160", "efficientnet_lite0@128",
-         "efficientnet_lite0@192", "efficientnet_lite0@224", "efficientnet_lite2@192",
-         "xception@160")
+         "efficientnet_lite0@192", "efficientnet_lite0@224", "efficientnet_lite0@224+sam",
+         "efficientnet_lite2@192", "xception@160")
+SAM_RHO = 0.05  # the shipped default's --sam-rho
 
 
-def arch_rate(name: str, size: int, batch: int, steps: int) -> float:
-    """Training images/s of registered architecture ``name`` at ``size`` px (compute only)."""
+def arch_rate(name: str, size: int, batch: int, steps: int, sam_rho: float = 0.0) -> float:
+    """Training images/s of registered architecture ``name`` at ``size`` px (compute only;
+    ``sam_rho``: with ``dfd train``'s sharpness-aware step)."""
     import keras
     import numpy as np
 
     from dfd import presets
+    from dfd.training.sharpness import fit_step_installed
 
     keras.utils.set_random_seed(0)
     model = presets.get_builder(name).fn(input_shape=(size, size, 3))
@@ -172,12 +176,13 @@ def arch_rate(name: str, size: int, batch: int, steps: int) -> float:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     y = (rng.random((batch, 1)) > 0.5).astype("float32")
-    for _ in range(2):  # tracing and warm-up
-        model.train_on_batch(x, y)
-    t = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return steps * batch / (time.perf_counter() - t)
+    with fit_step_installed(model, sam_rho):
+        for _ in range(2):  # tracing and warm-up
+            model.train_on_batch(x, y)
+        t = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return steps * batch / (time.perf_counter() - t)
 
 
 def sbi_rate(batch: int, steps: int, size: int = 256) -> float:
@@ -207,14 +212,23 @@ def print_arch_rates(items, batch: int, steps: int) -> None:
 
     print(f"TensorFlow oneDNN kernels: {onednn_enabled()} (TF_ENABLE_ONEDNN_OPTS=0 turns them off)")
 
-    print(f"{'architecture':<18}{'input':>7}{'params':>11}{'images/s':>10}")
+    print(f"{'architecture':<26}{'input':>7}{'params':>11}{'images/s':>10}")
+    plain = {}
     for item in items:
         name, _, size = item.partition("@")
-        size = int(size or 256)
+        size, _, extra = (size or "256").partition("+")
+        if extra not in ("", "sam"):
+            raise SystemExit(f"--archs-list: unknown suffix +{extra} in {item!r} (known: +sam)")
+        size, sam = int(size), extra == "sam"
         n = presets.get_builder(name).fn(input_shape=(size, size, 3)).count_params()
-        print(f"{name:<18}{size:>7}{n:>11,}{arch_rate(name, size, batch, steps):>10.1f}",
-              flush=True)
-    print(f"{'SBI stage alone':<18}{256:>7}{'':>11}{sbi_rate(batch, max(steps, 10)):>10.1f}",
+        rate = arch_rate(name, size, batch, steps, SAM_RHO if sam else 0.0)
+        label = f"{name} + SAM" if sam else name
+        ratio = (f"  {rate / plain[name, size]:.2f}x the plain step (--sam-rho {SAM_RHO})"
+                 if sam and (name, size) in plain else "")
+        if not sam:
+            plain[name, size] = rate
+        print(f"{label:<26}{size:>7}{n:>11,}{rate:>10.1f}{ratio}", flush=True)
+    print(f"{'SBI stage alone':<26}{256:>7}{'':>11}{sbi_rate(batch, max(steps, 10)):>10.1f}",
           flush=True)
 
 
