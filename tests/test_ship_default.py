@@ -243,16 +243,15 @@ def test_the_band_is_fitted_on_every_condition_and_checked_on_the_tests(tool, tm
                 work / "scores" / f"dfd_default.x-{part}{cond}.csv", index=False)
     checks = tool.verdict_check("m.keras", "dfd_default.x", SBI, held,
                                 ("stored", "h264:40"), {"low": 0.3, "high": 0.7})
-    assert len(checks) == 6 and set(checks["test_set"]) == {"test", "ffpp-all"}
-    row = checks[(checks["test_set"] == "ffpp-all") & (checks["condition"] == "h264:40")].iloc[0]
-    table = pd.read_csv(work / "scores" / "dfd_default.x-ffpp-all@h26440.csv")
+    # the test splits only: all of FF++ holds the videos that chose the band
+    assert len(checks) == 4 and set(checks["test_set"]) == {"test"}
+    row = checks[(checks["source"] == FFPP) & (checks["condition"] == "h264:40")].iloc[0]
+    table = pd.read_csv(work / "scores" / "dfd_default.x-test@h26440.csv")
+    table = table[table["source"] == FFPP]
     fake = table["p_fake"] >= 0.7
     assert row["fake"] == [int(fake.sum()), pytest.approx(table["label"][fake].mean())]
     decided = (fake | (table["p_fake"] < 0.3)).mean()
     assert row["decided"] == pytest.approx(decided) and row["kind"] == "cross-source"
-    seen = tool.verdict_check("m.keras", "dfd_default.x", _run([FFPP], [FFPP]), held,
-                              ("stored",), {"low": 0.3, "high": 0.7})
-    assert set(seen["test_set"]) == {"test"}  # all of FF++ only for models that never saw it
 
 
 def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_path):
@@ -274,13 +273,19 @@ def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_
         face_margin=1.06, calibration={"a": 0.5, "b": 0.1, "n": 10, "fitted_on": "x"},
         uncertain={"low": 0.3, "high": 0.7, "n": 10, "n_fake": 5, "min_precision": 0.8,
                    "coverage": 0.2}, extra={"train_sources": [DFDC], "fakes": "sbi"})
-    figures["verdicts"] = pd.DataFrame([{"test_set": "ffpp-all", "source": FFPP,
-                                         "condition": "h264:40", "n": 280, "real": None,
-                                         "fake": [27, 0.704], "decided": 27 / 280}])
+    figures["verdicts"] = pd.DataFrame([{"test_set": "test", "source": FFPP,
+                                         "condition": "h264:40", "n": 40, "real": None,
+                                         "fake": [7, 0.857], "decided": 7 / 40}])
     preset = preset.replace(uncertain=dict(preset.uncertain, group_precision={
         f"{DFDC}@h264:40": {"n": 1800, "real": [4, 0.75], "fake": None}}))
     text = tool.card(name, preset, selection, figures, "", None, "", conditions)
-    assert "| FaceForensics++ all 280 | `h264:40` | 280 | none | 27 (0.70) | 10% |" in text
+    assert "| FaceForensics++ test split | `h264:40` | 40 | none | 7 (0.86) | 18% |" in text
+    assert "*all 280*" not in text  # no all-FF++ row: no note
+    all_ff = dict(fig, model="dfd_default (all FF++)", n=280, n_fake=140)
+    with_all = tool.card(name, preset, selection, dict(
+        figures, per_source=pd.DataFrame([fig, all_ff])), "", None, "", conditions)
+    assert (f"The {int(row[f'n {FFPP}'])} videos of its `train` and `val` identity groups "
+            "among them chose the default") in with_all
     assert "* DFDC, `h264:40` (1800 videos): REAL 4 (0.75)" in text
     assert "each video under each of 2 conditions" in text
     assert "one-sided" not in text  # a band chosen by point estimate says nothing of a bound
@@ -341,13 +346,20 @@ def test_the_band_is_chosen_on_the_videos_as_the_shipped_file_scores_them(tool, 
     asked = []
 
     def rescore(path, key):
-        asked.append((path, key))
+        # the file scored is the shipped model, with the shipped preset (its framing and
+        # calibration) beside it: not a registry entry of the default shipped before
+        from dfd.inference.loading import preset_of
+
+        asked.append((path, key, preset_of(path)))
         return pd.concat([_videos(DFDC, 100, 4.0, 3, "d"), _videos(FFPP, 100, 4.0, 4, "f")],
                          ignore_index=True)
 
     preset = tool.ship(str(model_path), "tiny", cross, None, tmp_path / "work", rescore=rescore)
     digest = presets.sha256_file(assets / "dfd_default.keras")
-    assert asked == [(str(assets / "dfd_default.keras"), f"dfd_default.tiny.{digest[:8]}")]
+    (path, key, seen), = asked
+    assert key == f"dfd_default.tiny.{digest[:8]}" and presets.sha256_file(path) == digest
+    assert seen.calibration == preset.calibration and seen.face_margin == preset.face_margin
+    assert seen.sha256 == digest and seen.uncertain is None
     band = preset.uncertain
     assert band["n"] == 400 and band["n_videos"] == 400  # the rescored table, not cross (120)
     assert band["high"] is not None and band["fake_precision"] >= 0.8
