@@ -152,3 +152,18 @@ def test_authors_weights_are_folded_to_p_fake_then_calibrated(tmp_path, monkeypa
     x = np.random.default_rng(5).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
     raw = Meso4(weights="meso4_df").predict(x, verbose=0).ravel()  # P(fake)
     np.testing.assert_allclose(loading.load_any(tmp_path / "cal")(x), s.apply(raw), atol=1e-5)
+
+
+def test_a_band_can_call_every_video_below_the_threshold_real():
+    """The widest REAL side is every score below the threshold (not only below the highest
+    of them), and no support asked of a side with no video is no error."""
+    from dfd.evaluation.calibration import choose_uncertain_band
+
+    y = [0] * 10 + [1] * 10
+    p = list(np.linspace(0.05, 0.4, 10)) + list(np.linspace(0.6, 0.95, 10))
+    band = choose_uncertain_band(y, p, 0.5, 0.8, fitted_on="synthetic", min_support=1)
+    assert band["low"] == 0.5 and band["high"] == pytest.approx(0.6)
+    assert band["coverage"] == 1.0
+    only_fakes = choose_uncertain_band([1] * 5, [0.7] * 5, 0.5, 0.8, fitted_on="x",
+                                       min_support=0, confidence=None)
+    assert only_fakes["low"] is None and only_fakes["high"] == pytest.approx(0.7)

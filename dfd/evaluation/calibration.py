@@ -204,7 +204,7 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
 
     def holds(sel, target):  # support and bound over distinct videos
         n = len(np.unique(vid[sel]))
-        if n < min_support or worst(sel, target) < min_precision:
+        if n == 0 or n < min_support or worst(sel, target) < min_precision:
             return False
         hits = len(np.unique(vid[sel & (y == target)]))
         return confidence is None or lower_bound(hits, n, confidence) >= min_precision
@@ -216,7 +216,8 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
             high, fake_prec = float(h), worst(sel, 1)
             break
     low = real_prec = None
-    for lo in np.unique(p[p <= threshold])[::-1]:  # descending: widest REAL first
+    # descending: widest REAL first (the threshold itself too: every video below it is REAL)
+    for lo in np.unique(np.append(p[p <= threshold], float(threshold)))[::-1]:
         sel = p < lo
         if holds(sel, 0):
             low, real_prec = float(lo), worst(sel, 0)
