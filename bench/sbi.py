@@ -83,7 +83,7 @@ def main() -> int:
           f"GPU: {bool(tf.config.list_physical_devices('GPU'))}")
 
     cfg = SBIConfig()
-    blend = tf.function(lambda f, lm, bx, s: self_blend(f, lm, bx, s, cfg)[0])
+    blend = tf.function(lambda f, lm, bx, s: self_blend(f, lm, bx, s, cfg).fake)
     ft, lt, bt = tf.constant(faces), tf.constant(lms), tf.constant(boxes)
     step = iter(range(10**9))
     r_sbi = rate(lambda: blend(ft, lt, bt, tf.constant([0, next(step)])).numpy(),

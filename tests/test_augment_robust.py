@@ -97,6 +97,26 @@ def test_h264_odd_sizes_and_bad_input():
         h264(x, 70)
 
 
+def test_codec_batch_codes_the_faces_in_a_random_order(monkeypatch):
+    """A batch ordered by label (real, its fake, ...) is not coded in that order: the
+    encoder's rate control weighs a frame's place in the clip. Each face comes back to its
+    own slot."""
+    import dfd.training.augment as augment
+
+    x = np.repeat(np.arange(8, dtype=np.uint8)[:, None, None, None], 4, 1).repeat(4, 2).repeat(3, 3)
+    orders = []
+
+    def identity(faces, crf, intra_only=False):
+        orders.append([int(f[0, 0, 0]) for f in faces])
+        return faces.copy()
+
+    monkeypatch.setattr(augment, "h264", identity)
+    for seed in range(6):
+        np.testing.assert_array_equal(codec_batch(x, (seed, 0), _only(codec_prob=1.0)), x)
+    assert all(sorted(o) == list(range(8)) for o in orders)
+    assert any(o != sorted(o) for o in orders)
+
+
 def test_codec_batch_probability_and_seed():
     x = _faces(6)
     cfg = _only(codec_prob=1.0, codec_crf=(30, 40))

@@ -104,8 +104,8 @@ def main(argv=None) -> int:
     faces, lms, boxes = public_faces()
     n = 2 * args.rows
     idx = np.arange(n) % len(faces)
-    fakes, _ = self_blend(faces[idx], lms[idx], boxes[idx], [args.seed, 0], cfg)
-    img = sheet(faces[idx], fakes.numpy())
+    blend = self_blend(faces[idx], lms[idx], boxes[idx], [args.seed, 0], cfg)
+    img = sheet(blend.real.numpy(), blend.fake.numpy())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_PNG_COMPRESSION, 9])

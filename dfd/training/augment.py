@@ -420,7 +420,9 @@ def h264(frames: np.ndarray, crf: int, intra_only: bool = False,
 def codec_batch(x: np.ndarray, seed, cfg: AugmentConfig, clips: bool = False) -> np.ndarray:
     """The H.264 augmentation on one batch (numpy): one CRF drawn for the batch from
     ``cfg.codec_crf``; each face (or clip) re-encoded with probability ``cfg.codec_prob``.
-    Faces are coded intra-only as one clip; each clip is coded as its own clip."""
+    Faces are coded intra-only as one clip, in a random order (the encoder's rate control
+    gives a frame's place in the clip a little weight, and a batch may be ordered by label:
+    a real face, its self-blended fake, ...); each clip is coded as its own clip."""
     rng = np.random.default_rng(np.asarray(seed, np.int64).tolist())
     lo, hi = cfg.codec_crf
     crf = int(rng.integers(lo, hi + 1))
@@ -432,7 +434,8 @@ def codec_batch(x: np.ndarray, seed, cfg: AugmentConfig, clips: bool = False) ->
         for i in np.flatnonzero(use):
             out[i] = h264(x[i], crf)
     else:
-        out[use] = h264(x[use], crf, intra_only=True)
+        order = rng.permutation(np.flatnonzero(use))
+        out[order] = h264(x[order], crf, intra_only=True)
     return out
 
 

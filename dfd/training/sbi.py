@@ -10,18 +10,23 @@ stateless random ops: the same ``seed`` gives the same images.
 How one fake is built from a face, its five landmarks and its face box (:mod:`dfd.schema`'s
 ``landmarks`` / ``crop_box``, [0, 1] crop coordinates), with :class:`SBIConfig`'s ranges:
 
-* **target** = the face itself, unchanged: outside the mask the fake equals the real face;
-* **source** = a copy of it with other colour (per-channel RGB shift, hue / saturation /
+* **target** = the face moved by its own small shift and scale (``shift``, ``scale``; one
+  bilinear resampling). It is also the REAL example of the pair: outside the mask the fake
+  equals it exactly, and both have been resampled once, so that resampling blur says
+  nothing about the label (a source resampled against an untouched target made 98% of
+  fakes' inner faces blurrier than their real, a shortcut);
+* **source** = a copy of the face itself with other colour (per-channel RGB shift, hue / saturation /
   value as one 3x3 colour matrix, brightness / contrast), other sharpness (unsharp mask with a random amount; a
   negative amount blurs) or, with probability ``downscale_prob``, lower resolution (shrunk
-  by a factor of ``downscale_factors`` and enlarged back), and a small shift and scale
-  (``shift``, ``scale``);
+  by a factor of ``downscale_factors`` and enlarged back), and a small shift and scale of
+  its own (``shift``, ``scale``);
 * **mask**: a convex face outline derived from the five keypoints — a ten-sided polygon in
   the face's own frame (eye-line axis, eye distance and eye-to-mouth distance) reaching the
   brows above and the jaw and chin below (:data:`FACE_OUTLINE`) — scaled by ``mask_scale``,
   cut to the face box, its boundary moved by a smooth random field of up to ``deform`` and
   softened over a random ``feather`` width (a smoothstep ramp: the blur). The deformation
-  and the soft edge stay inside the face box (the box is inset by ``deform``);
+  and the soft edge stay inside the face box (the box is inset by ``deform``). Keypoints and
+  box move with the target;
 * **blend**: ``fake = target + r * mask * (source - target)`` with ``r`` drawn from
   ``blend_ratios``; labelled FAKE (1).
 
@@ -31,14 +36,16 @@ box is :data:`DEFAULT_BOX` (the middle of an aligned crop), so their mask is a f
 outline inside that box.
 
 Training wiring (``TrainConfig.fakes``, see :func:`apply_sbi`): ``"sbi"`` keeps the REAL
-faces only and emits each with its self-blended fake (paired batches: the fake and its
-source side by side); ``"both"`` replaces a ``sbi_ratio`` share of the FAKE examples of each
-batch with self-blended fakes of the batch's REAL faces.
+faces only and emits each (as its moved target) with its self-blended fake (paired batches:
+the two side by side); ``"both"`` replaces a ``sbi_ratio`` share of the FAKE examples of
+each batch with self-blended fakes of the batch's REAL faces, and every REAL face of the
+batch with a moved copy of itself.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -99,11 +106,13 @@ def face_geometry(landmarks, crop_box, size: int):
 MASK_GRID = 64  # the mask is computed on at most this many pixels a side, then upsampled
 
 
-def face_mask(landmarks, crop_box, size: int, seed, cfg: SBIConfig | None = None):
+def face_mask(landmarks, crop_box, size: int, seed, cfg: SBIConfig | None = None,
+              move=None):
     """The soft blending mask ``float32[B, size, size]`` in [0, 1] (graph function).
 
     Zero outside the face box (see the module docstring); ``seed`` is a stateless seed
-    (``int[2]``). The mask is smooth, so it is computed on a grid of at most
+    (``int[2]``); ``move`` ``(scale [B, 1], shift [B, 2])`` from :func:`moved`: the face was
+    moved so, and its keypoints and box move with it. The mask is smooth, so it is computed on a grid of at most
     :data:`MASK_GRID` pixels a side and resized bilinearly (the face box is inset by one
     grid cell more, so the upsampled mask stays inside it).
     """
@@ -113,6 +122,13 @@ def face_mask(landmarks, crop_box, size: int, seed, cfg: SBIConfig | None = None
     grid = min(size, MASK_GRID)
     cell = size / grid  # crop pixels per grid pixel
     kp, box = face_geometry(landmarks, crop_box, size)
+    if move is not None:  # output pixel i shows input pixel cen + (i - cen - t) / scale
+        scale, t = move
+        cen = (size - 1.0) / 2.0
+        kp = (kp - cen) * scale[:, :, None] + cen + t[:, None, :]
+        corners = tf.reshape(box, [-1, 2, 2])
+        box = tf.reshape((corners - cen) * scale[:, :, None] + cen + t[:, None, :], [-1, 4])
+        box = tf.clip_by_value(box, 0.0, float(size))
     b = tf.shape(kp)[0]
     s_scale, s_noise, s_feather = _sub_seeds(seed, 3)
     eyes = (kp[:, 0] + kp[:, 1]) / 2
@@ -212,7 +228,7 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     cfg = cfg or SBIConfig()
     x = tf.image.convert_image_dtype(faces, tf.float32)
     b = tf.shape(x)[0]
-    ss = _sub_seeds(seed, 9)
+    ss = _sub_seeds(seed, 8)
     # colour: RGB shift, then hue / saturation / value as one 3x3 matrix per image (a hue
     # rotation about the grey axis, a blend towards the luma, a scale), then contrast /
     # brightness. Linear, so it costs one small matmul instead of an HSV round trip.
@@ -233,30 +249,45 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
         s_use, s_factor = _sub_seeds(ss[6], 2)
         use = _uniform(s_use, [b, 1, 1, 1], 0.0, 1.0) < cfg.downscale_prob
         sharpened = tf.where(use, downscaled(x, cfg.downscale_factors, s_factor), sharpened)
-    x = sharpened
-    # a small shift and scale about the centre: crop_and_resize of a reflect-padded copy
-    # (3x faster here than a projective transform). Output pixel i reads the input at
-    # cen + (i - cen - t) / scale.
-    size = x.shape[1]
+    return moved(sharpened, ss[7], cfg)[0]
+
+
+def moved(x, seed, cfg: SBIConfig | None = None):
+    """Float images ``[B, S, S, C]`` shifted by up to ``cfg.shift`` of their side and scaled
+    by a factor from ``1 -+ cfg.scale`` about the centre (one bilinear resampling of a
+    reflect-padded copy; 3x faster here than a projective transform): ``(images, scale [B, 1],
+    shift [B, 2] pixels)``. Output pixel i shows input pixel cen + (i - cen - shift) / scale."""
+    import tensorflow as tf
+
+    cfg = cfg or SBIConfig()
+    b, size = tf.shape(x)[0], x.shape[1]
+    s_scale, s_shift = _sub_seeds(seed, 2)
     pad = int(math.ceil(size * (cfg.shift + cfg.scale))) + 2
-    scale = _uniform(ss[7], [b, 1], 1.0 - cfg.scale, 1.0 + cfg.scale)
-    t = _uniform(ss[8], [b, 2], -cfg.shift, cfg.shift) * size  # (tx, ty) pixels
+    scale = _uniform(s_scale, [b, 1], 1.0 - cfg.scale, 1.0 + cfg.scale)
+    t = _uniform(s_shift, [b, 2], -cfg.shift, cfg.shift) * size  # (tx, ty) pixels
     cen = (size - 1.0) / 2.0
     lo = (pad + cen - (cen + t) / scale) / (size + 2 * pad - 1)
     hi = (pad + cen + (cen - t) / scale) / (size + 2 * pad - 1)
     boxes = tf.stack([lo[:, 1], lo[:, 0], hi[:, 1], hi[:, 0]], axis=1)
     padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-    x = tf.image.crop_and_resize(padded, boxes, tf.range(b), [size, size])
-    return x
+    return tf.image.crop_and_resize(padded, boxes, tf.range(b), [size, size]), scale, t
 
 
-def self_blend(faces, landmarks, crop_box, seed, cfg: SBIConfig | None = None):
-    """Self-blended fakes of a batch of real faces: ``(fakes uint8[B,S,S,3], mask [B,S,S])``.
+class Blend(NamedTuple):
+    """What :func:`self_blend` makes of a batch of real faces."""
+
+    real: object  # uint8 [B, S, S, 3]: each face moved (the target): the REAL example
+    fake: object  # uint8 [B, S, S, 3]: its self-blended fake, equal to ``real`` off the mask
+    weight: object  # float32 [B, S, S]: the blend weight used (mask times blend ratio)
+
+
+def self_blend(faces, landmarks, crop_box, seed, cfg: SBIConfig | None = None) -> Blend:
+    """Self-blended fakes of a batch of real faces, with the REAL examples they pair with.
 
     ``faces`` uint8 ``[B, S, S, 3]``; ``landmarks`` ``[B, 5, 2]`` and ``crop_box`` ``[B, 4]``
     in [0, 1] crop coordinates (``-1`` = absent); ``seed`` a stateless seed ``int[2]``.
-    ``mask`` is the blend weight actually used (mask times blend ratio): the fakes equal
-    ``faces`` exactly where it is zero.
+    The fake equals its ``real`` exactly where ``weight`` is zero; both were resampled once
+    (the target's move, the source's own), see the module docstring.
     """
     import tensorflow as tf
 
@@ -268,17 +299,21 @@ def self_blend(faces, landmarks, crop_box, seed, cfg: SBIConfig | None = None):
     size = faces.shape[1]
     if size is None or faces.shape[2] != size:
         raise ValueError(f"self_blend needs square faces of a static size, got {faces.shape}")
-    s_src, s_mask, s_ratio = _sub_seeds(seed, 3)
+    s_src, s_mask, s_ratio, s_target = _sub_seeds(seed, 4)
     source = source_copy(faces, s_src, cfg) * 255.0
-    mask = face_mask(landmarks, crop_box, size, s_mask, cfg)
+    target, scale, shift = moved(tf.cast(faces, tf.float32), s_target, cfg)
+    mask = face_mask(landmarks, crop_box, size, s_mask, cfg, move=(scale, shift))
     ratios = tf.constant(cfg.blend_ratios, tf.float32)
     pick = tf.random.stateless_uniform([tf.shape(faces)[0]], s_ratio, 0, len(cfg.blend_ratios),
                                        dtype=tf.int32)
     w = mask * tf.gather(ratios, pick)[:, None, None]
-    target = tf.cast(faces, tf.float32)
     out = target + w[..., None] * (source - target)
-    out = tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
-    return tf.ensure_shape(out, faces.shape), w
+
+    def as_uint8(x):
+        return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8),
+                               faces.shape)
+
+    return Blend(as_uint8(target), as_uint8(out), w)
 
 
 # ------------------------------------------------------------------ training wiring
@@ -293,9 +328,9 @@ def pair_batch(x, y, weight, seed, cfg: SBIConfig | None = None):
     import tensorflow as tf
 
     faces = x["face"]
-    fakes, _ = self_blend(faces, x["landmarks"], x["crop_box"], seed, cfg)
+    blend = self_blend(faces, x["landmarks"], x["crop_box"], seed, cfg)
     b = tf.shape(faces)[0]
-    out = tf.reshape(tf.stack([faces, fakes], axis=1),
+    out = tf.reshape(tf.stack([blend.real, blend.fake], axis=1),
                      tf.concat([[2 * b], tf.shape(faces)[1:]], 0))
     labels = tf.reshape(tf.stack([tf.fill([b], float(REAL)), tf.fill([b], float(FAKE))], 1),
                         [2 * b])
@@ -306,12 +341,14 @@ def pair_batch(x, y, weight, seed, cfg: SBIConfig | None = None):
 def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None):
     """``fakes="both"``: each FAKE example of the batch is, with probability ``ratio``,
     replaced by a self-blended fake of a random REAL face of the same batch (kept as it is
-    when the batch holds no REAL face). Labels and weights are unchanged."""
+    when the batch holds no REAL face), and each REAL face by a moved copy of itself (so that
+    both classes are resampled once, as in :func:`self_blend`). Labels and weights are
+    unchanged."""
     import tensorflow as tf
 
     faces = x["face"]
     b = tf.shape(faces)[0]
-    s_pick, s_use, s_blend = _sub_seeds(seed, 3)
+    s_pick, s_use, s_blend, s_move = _sub_seeds(seed, 4)
     is_real = y < 0.5
     real_idx = tf.cast(tf.where(is_real)[:, 0], tf.int32)
     n_real = tf.shape(real_idx)[0]
@@ -319,9 +356,13 @@ def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None
     # (a 0 appended so the gather is valid when the batch has no REAL face)
     src = tf.gather(tf.concat([real_idx, [0]], 0), tf.minimum(r, tf.maximum(n_real - 1, 0)))
     src = tf.where(n_real > 0, src, tf.range(b))
-    fakes, _ = self_blend(tf.gather(faces, src), tf.gather(x["landmarks"], src),
-                          tf.gather(x["crop_box"], src), s_blend, cfg)
+    fakes = self_blend(tf.gather(faces, src), tf.gather(x["landmarks"], src),
+                       tf.gather(x["crop_box"], src), s_blend, cfg).fake
     use = ((~is_real) & (tf.random.stateless_uniform([b], s_use) < ratio) & (n_real > 0))
+    reals = moved(tf.cast(faces, tf.float32), s_move, cfg)[0]
+    reals = tf.cast(tf.clip_by_value(tf.round(reals), 0.0, 255.0), tf.uint8)
+    if ratio > 0:  # no self-blend at all: every face stays as it is
+        faces = tf.where(is_real[:, None, None, None], reals, faces)
     return tf.where(use[:, None, None, None], fakes, faces), y, weight
 
 
