@@ -90,6 +90,17 @@ def test_resampling_blur_does_not_tell_a_fake_from_its_real():
         core = core[:, 1:] & core[:, :-1]
         blurrier.append(_step(f, core) < _step(r, core))
     assert 0.25 <= np.mean(blurrier) <= 0.75, np.mean(blurrier)
+    # the published recipe (move_target=False): the REAL example is the face itself, and the
+    # resampled source makes the fake's inner face the blurrier in (nearly) every pair
+    still = SBIConfig(**{**plain.__dict__, "move_target": False})
+    blend = self_blend(faces, lm, box, (5, 5), still)
+    np.testing.assert_array_equal(blend.real.numpy(), faces)
+    blurrier = []
+    for f, r, m in zip(blend.fake.numpy(), faces, blend.weight.numpy()):
+        core = m >= 0.99
+        core = core[:, 1:] & core[:, :-1]
+        blurrier.append(_step(f, core) < _step(r, core))
+    assert np.mean(blurrier) > 0.9, np.mean(blurrier)
 
 
 def test_downscaled_sources_lose_resolution_inside_the_mask_only():
@@ -175,6 +186,8 @@ def test_replace_swaps_fakes_for_self_blends_of_the_batch_reals():
     # reals: moved copies of themselves (resampled once, as the self-blended fakes are)
     assert not np.array_equal(out[[0, 2]], faces[[0, 2]])
     assert np.abs(out[[0, 2]].astype(int) - faces[[0, 2]]).mean() < 20
+    still, _, _ = replace_batch(x, y, w, (4, 4), ratio=1.0, cfg=SBIConfig(move_target=False))
+    np.testing.assert_array_equal(still.numpy()[[0, 2]], faces[[0, 2]])  # reals as they are
     assert (out[[1, 3]] != 250).any(axis=(1, 2, 3)).all()  # both fakes replaced
     assert list(np.asarray(y2)) == [0, 1, 0, 1]
     kept, _, _ = replace_batch(x, y, w, (4, 4), ratio=0.0)

@@ -11,10 +11,10 @@ How one fake is built from a face, its five landmarks and its face box (:mod:`df
 ``landmarks`` / ``crop_box``, [0, 1] crop coordinates), with :class:`SBIConfig`'s ranges:
 
 * **target** = the face moved by its own small shift and scale (``shift``, ``scale``; one
-  bilinear resampling). It is also the REAL example of the pair: outside the mask the fake
-  equals it exactly, and both have been resampled once, so that resampling blur says
-  nothing about the label (a source resampled against an untouched target made 98% of
-  fakes' inner faces blurrier than their real, a shortcut);
+  bilinear resampling; ``move_target``). It is also the REAL example of the pair: outside
+  the mask the fake equals it exactly, and both have been resampled once, so that
+  resampling blur says nothing about the label (a source resampled against an untouched
+  target, ``move_target=False``, makes 98% of fakes' inner faces blurrier than their real);
 * **source** = a copy of the face itself with other colour (per-channel RGB shift, hue / saturation /
   value as one 3x3 colour matrix, brightness / contrast), other sharpness (unsharp mask with a random amount; a
   negative amount blurs) or, with probability ``downscale_prob``, lower resolution (shrunk
@@ -301,8 +301,11 @@ def self_blend(faces, landmarks, crop_box, seed, cfg: SBIConfig | None = None) -
         raise ValueError(f"self_blend needs square faces of a static size, got {faces.shape}")
     s_src, s_mask, s_ratio, s_target = _sub_seeds(seed, 4)
     source = source_copy(faces, s_src, cfg) * 255.0
-    target, scale, shift = moved(tf.cast(faces, tf.float32), s_target, cfg)
-    mask = face_mask(landmarks, crop_box, size, s_mask, cfg, move=(scale, shift))
+    target, move = tf.cast(faces, tf.float32), None
+    if cfg.move_target:
+        target, scale, shift = moved(target, s_target, cfg)
+        move = (scale, shift)
+    mask = face_mask(landmarks, crop_box, size, s_mask, cfg, move=move)
     ratios = tf.constant(cfg.blend_ratios, tf.float32)
     pick = tf.random.stateless_uniform([tf.shape(faces)[0]], s_ratio, 0, len(cfg.blend_ratios),
                                        dtype=tf.int32)
@@ -361,7 +364,7 @@ def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None
     use = ((~is_real) & (tf.random.stateless_uniform([b], s_use) < ratio) & (n_real > 0))
     reals = moved(tf.cast(faces, tf.float32), s_move, cfg)[0]
     reals = tf.cast(tf.clip_by_value(tf.round(reals), 0.0, 255.0), tf.uint8)
-    if ratio > 0:  # no self-blend at all: every face stays as it is
+    if ratio > 0 and cfg.move_target:  # no self-blend at all: every face stays as it is
         faces = tf.where(is_real[:, None, None, None], reals, faces)
     return tf.where(use[:, None, None, None], fakes, faces), y, weight
 
