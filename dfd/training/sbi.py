@@ -349,6 +349,7 @@ def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None
     unchanged."""
     import tensorflow as tf
 
+    cfg = cfg or SBIConfig()
     faces = x["face"]
     b = tf.shape(faces)[0]
     s_pick, s_use, s_blend, s_move = _sub_seeds(seed, 4)
