@@ -60,18 +60,22 @@ def test_mask_without_landmarks_falls_back_to_the_box():
     assert mask[1][_outside(DEFAULT_BOX)].max() == 0 and (mask[1] > 0.5).mean() > 0.15
 
 
-def test_fake_differs_from_the_real_face_only_inside_the_mask():
+@pytest.mark.parametrize("move", [False, True])
+def test_fake_differs_from_the_real_face_only_inside_the_mask(move):
     faces = _faces(6)
     lm, box = _lm(6, jitter=0.02)
-    blend = self_blend(faces, lm, box, (3, 7))
+    blend = self_blend(faces, lm, box, (3, 7), SBIConfig(move_target=move))
     reals, fakes, w = blend.real.numpy(), blend.fake.numpy(), blend.weight.numpy()
     assert fakes.shape == reals.shape == faces.shape and fakes.dtype == reals.dtype == np.uint8
     for f, r, m in zip(fakes, reals, w):
         np.testing.assert_array_equal(f[m == 0], r[m == 0])
         diff = np.abs(f.astype(int) - r).max(-1)
         assert (diff[m > 0.2] > 0).mean() > 0.5  # and it does differ inside
-    # the REAL example is the face moved a little (its own shift and scale), not another face
-    assert all(np.abs(r.astype(int) - x).mean() < 20 for r, x in zip(reals, faces))
+    # the REAL example is the face itself, or (move_target) moved a little by its own shift
+    if move:
+        assert all(0 < np.abs(r.astype(int) - x).mean() < 20 for r, x in zip(reals, faces))
+    else:
+        np.testing.assert_array_equal(reals, faces)
 
 
 def test_resampling_blur_does_not_tell_a_fake_from_its_real():
@@ -82,7 +86,7 @@ def test_resampling_blur_does_not_tell_a_fake_from_its_real():
     faces = _faces(n, seed=4)
     lm, box = _lm(n, jitter=0.02, seed=4)
     plain = SBIConfig(sharpness=(0.0, 0.0), rgb_shift=0, hue=0, saturation=0, value=0,
-                      brightness=0, contrast=0, blend_ratios=(1.0,))
+                      brightness=0, contrast=0, blend_ratios=(1.0,), move_target=True)
     blend = self_blend(faces, lm, box, (5, 5), plain)
     blurrier = []
     for f, r, m in zip(blend.fake.numpy(), blend.real.numpy(), blend.weight.numpy()):
@@ -90,7 +94,7 @@ def test_resampling_blur_does_not_tell_a_fake_from_its_real():
         core = core[:, 1:] & core[:, :-1]
         blurrier.append(_step(f, core) < _step(r, core))
     assert 0.25 <= np.mean(blurrier) <= 0.75, np.mean(blurrier)
-    # the published recipe (move_target=False): the REAL example is the face itself, and the
+    # the published recipe (move_target=False, the default): the REAL example is the face, the
     # resampled source makes the fake's inner face the blurrier in (nearly) every pair
     still = SBIConfig(**{**plain.__dict__, "move_target": False})
     blend = self_blend(faces, lm, box, (5, 5), still)
@@ -183,11 +187,11 @@ def test_replace_swaps_fakes_for_self_blends_of_the_batch_reals():
     w = np.ones(4, np.float32)
     out, y2, _ = replace_batch(x, y, w, (4, 4), ratio=1.0)
     out = out.numpy()
-    # reals: moved copies of themselves (resampled once, as the self-blended fakes are)
-    assert not np.array_equal(out[[0, 2]], faces[[0, 2]])
-    assert np.abs(out[[0, 2]].astype(int) - faces[[0, 2]]).mean() < 20
-    still, _, _ = replace_batch(x, y, w, (4, 4), ratio=1.0, cfg=SBIConfig(move_target=False))
-    np.testing.assert_array_equal(still.numpy()[[0, 2]], faces[[0, 2]])  # reals as they are
+    np.testing.assert_array_equal(out[[0, 2]], faces[[0, 2]])  # reals as they are
+    moved, _, _ = replace_batch(x, y, w, (4, 4), ratio=1.0, cfg=SBIConfig(move_target=True))
+    moved = moved.numpy()  # with move_target: moved copies, resampled once as the fakes are
+    assert not np.array_equal(moved[[0, 2]], faces[[0, 2]])
+    assert np.abs(moved[[0, 2]].astype(int) - faces[[0, 2]]).mean() < 20
     assert (out[[1, 3]] != 250).any(axis=(1, 2, 3)).all()  # both fakes replaced
     assert list(np.asarray(y2)) == [0, 1, 0, 1]
     kept, _, _ = replace_batch(x, y, w, (4, 4), ratio=0.0)

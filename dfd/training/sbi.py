@@ -10,11 +10,13 @@ stateless random ops: the same ``seed`` gives the same images.
 How one fake is built from a face, its five landmarks and its face box (:mod:`dfd.schema`'s
 ``landmarks`` / ``crop_box``, [0, 1] crop coordinates), with :class:`SBIConfig`'s ranges:
 
-* **target** = the face moved by its own small shift and scale (``shift``, ``scale``; one
-  bilinear resampling; ``move_target``). It is also the REAL example of the pair: outside
-  the mask the fake equals it exactly, and both have been resampled once, so that
-  resampling blur says nothing about the label (a source resampled against an untouched
-  target, ``move_target=False``, makes 98% of fakes' inner faces blurrier than their real);
+* **target** = the face itself, the REAL example of the pair: outside the mask the fake
+  equals it exactly. With ``move_target`` it is first moved by its own small shift and
+  scale (one bilinear resampling, as the source's), so that both classes are resampled
+  once; by default it is not (the published recipe), and the resampled source makes the
+  fake's inner face the blurrier in most pairs (98% with no other change), as a face swap's
+  warped face usually is. Moving the target lost 0.07 ROC-AUC on DFDC's unseen fakes
+  (docs/generalisation.md): that blur is part of what transfers;
 * **source** = a copy of the face itself with other colour (per-channel RGB shift, hue / saturation /
   value as one 3x3 colour matrix, brightness / contrast), other sharpness (unsharp mask with a random amount; a
   negative amount blurs) or, with probability ``downscale_prob``, lower resolution (shrunk
@@ -36,10 +38,10 @@ box is :data:`DEFAULT_BOX` (the middle of an aligned crop), so their mask is a f
 outline inside that box.
 
 Training wiring (``TrainConfig.fakes``, see :func:`apply_sbi`): ``"sbi"`` keeps the REAL
-faces only and emits each (as its moved target) with its self-blended fake (paired batches:
-the two side by side); ``"both"`` replaces a ``sbi_ratio`` share of the FAKE examples of
-each batch with self-blended fakes of the batch's REAL faces, and every REAL face of the
-batch with a moved copy of itself.
+faces only and emits each (its target) with its self-blended fake (paired batches: the two
+side by side); ``"both"`` replaces a ``sbi_ratio`` share of the FAKE examples of each batch
+with self-blended fakes of the batch's REAL faces (and, with ``move_target``, every REAL
+face of the batch with a moved copy of itself).
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ def _sub_seeds(seed, n: int):
 
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     return tf.unstack(tf.random.experimental.stateless_split(seed, num=n))
+
+
+def _folded(seed):
+    """A stateless seed derived from ``seed`` apart from its :func:`_sub_seeds` splits."""
+    import tensorflow as tf
+
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    return tf.random.experimental.stateless_fold_in(seed, 7)
 
 
 def _uniform(seed, shape, lo, hi):
@@ -228,7 +238,7 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     cfg = cfg or SBIConfig()
     x = tf.image.convert_image_dtype(faces, tf.float32)
     b = tf.shape(x)[0]
-    ss = _sub_seeds(seed, 8)
+    ss = _sub_seeds(seed, 9)
     # colour: RGB shift, then hue / saturation / value as one 3x3 matrix per image (a hue
     # rotation about the grey axis, a blend towards the luma, a scale), then contrast /
     # brightness. Linear, so it costs one small matmul instead of an HSV round trip.
@@ -249,19 +259,20 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
         s_use, s_factor = _sub_seeds(ss[6], 2)
         use = _uniform(s_use, [b, 1, 1, 1], 0.0, 1.0) < cfg.downscale_prob
         sharpened = tf.where(use, downscaled(x, cfg.downscale_factors, s_factor), sharpened)
-    return moved(sharpened, ss[7], cfg)[0]
+    return moved(sharpened, (ss[7], ss[8]), cfg)[0]
 
 
-def moved(x, seed, cfg: SBIConfig | None = None):
+def moved(x, seeds, cfg: SBIConfig | None = None):
     """Float images ``[B, S, S, C]`` shifted by up to ``cfg.shift`` of their side and scaled
     by a factor from ``1 -+ cfg.scale`` about the centre (one bilinear resampling of a
     reflect-padded copy; 3x faster here than a projective transform): ``(images, scale [B, 1],
-    shift [B, 2] pixels)``. Output pixel i shows input pixel cen + (i - cen - shift) / scale."""
+    shift [B, 2] pixels)``. Output pixel i shows input pixel cen + (i - cen - shift) / scale.
+    ``seeds``: two stateless seeds, the scale's and the shift's."""
     import tensorflow as tf
 
     cfg = cfg or SBIConfig()
     b, size = tf.shape(x)[0], x.shape[1]
-    s_scale, s_shift = _sub_seeds(seed, 2)
+    s_scale, s_shift = seeds
     pad = int(math.ceil(size * (cfg.shift + cfg.scale))) + 2
     scale = _uniform(s_scale, [b, 1], 1.0 - cfg.scale, 1.0 + cfg.scale)
     t = _uniform(s_shift, [b, 2], -cfg.shift, cfg.shift) * size  # (tx, ty) pixels
@@ -299,11 +310,11 @@ def self_blend(faces, landmarks, crop_box, seed, cfg: SBIConfig | None = None) -
     size = faces.shape[1]
     if size is None or faces.shape[2] != size:
         raise ValueError(f"self_blend needs square faces of a static size, got {faces.shape}")
-    s_src, s_mask, s_ratio, s_target = _sub_seeds(seed, 4)
+    s_src, s_mask, s_ratio = _sub_seeds(seed, 3)
     source = source_copy(faces, s_src, cfg) * 255.0
     target, move = tf.cast(faces, tf.float32), None
-    if cfg.move_target:
-        target, scale, shift = moved(target, s_target, cfg)
+    if cfg.move_target:  # its seeds folded from ``seed``: the other draws stay as they were
+        target, scale, shift = moved(target, _sub_seeds(_folded(seed), 2), cfg)
         move = (scale, shift)
     mask = face_mask(landmarks, crop_box, size, s_mask, cfg, move=move)
     ratios = tf.constant(cfg.blend_ratios, tf.float32)
@@ -344,15 +355,15 @@ def pair_batch(x, y, weight, seed, cfg: SBIConfig | None = None):
 def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None):
     """``fakes="both"``: each FAKE example of the batch is, with probability ``ratio``,
     replaced by a self-blended fake of a random REAL face of the same batch (kept as it is
-    when the batch holds no REAL face), and each REAL face by a moved copy of itself (so that
-    both classes are resampled once, as in :func:`self_blend`). Labels and weights are
-    unchanged."""
+    when the batch holds no REAL face), and with ``cfg.move_target`` each REAL face by a moved
+    copy of itself (so that both classes are resampled once, as in :func:`self_blend`).
+    Labels and weights are unchanged."""
     import tensorflow as tf
 
     cfg = cfg or SBIConfig()
     faces = x["face"]
     b = tf.shape(faces)[0]
-    s_pick, s_use, s_blend, s_move = _sub_seeds(seed, 4)
+    s_pick, s_use, s_blend = _sub_seeds(seed, 3)
     is_real = y < 0.5
     real_idx = tf.cast(tf.where(is_real)[:, 0], tf.int32)
     n_real = tf.shape(real_idx)[0]
@@ -363,7 +374,7 @@ def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None
     fakes = self_blend(tf.gather(faces, src), tf.gather(x["landmarks"], src),
                        tf.gather(x["crop_box"], src), s_blend, cfg).fake
     use = ((~is_real) & (tf.random.stateless_uniform([b], s_use) < ratio) & (n_real > 0))
-    reals = moved(tf.cast(faces, tf.float32), s_move, cfg)[0]
+    reals = moved(tf.cast(faces, tf.float32), _sub_seeds(_folded(seed), 2), cfg)[0]
     reals = tf.cast(tf.clip_by_value(tf.round(reals), 0.0, 255.0), tf.uint8)
     if ratio > 0 and cfg.move_target:  # no self-blend at all: every face stays as it is
         faces = tf.where(is_real[:, None, None, None], reals, faces)
