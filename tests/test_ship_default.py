@@ -111,6 +111,16 @@ def test_a_candidate_that_trained_on_ffpp_real_faces_moves_everyone_to_ffpp_val(
     assert set(checks["kind"]) == {"cross-source"}
 
 
+def test_a_tie_goes_to_the_candidate_given_first(tool, tmp_path):
+    for name in ("b", "a", "c"):  # the same scores for all three
+        _cache(tmp_path, name, 1.0, 1.0, 0)
+    held = tool.Held(str(tmp_path / "no-shards"), tmp_path)
+    for order in (("b", "a", "c"), ("c", "a", "b"), ("a", "c", "b")):
+        name, table = tool.choose({n: f"{n}.keras" for n in order}, {n: SBI for n in order},
+                                  held, ("stored",))
+        assert name == order[0] and list(table["model"]) == list(order)
+
+
 def test_a_candidate_that_may_have_trained_on_its_validation_faces_is_refused(tool, tmp_path):
     _cache(tmp_path, "x", 1.0, 1.0, 0)
     held = tool.Held("no-shards", tmp_path)

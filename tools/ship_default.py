@@ -200,8 +200,10 @@ def choose(candidates: dict, trained: dict, held: Held,
     """The candidate with the best mean cross-source validation ROC-AUC, and the table of all.
 
     A source's figure is the mean of its ROC-AUC under each of ``conditions`` (the videos as
-    stored and re-coded as uploads are: :data:`UPLOAD_CONDITIONS`); the mean is over sources.
-    Every candidate is judged on the same videos (:func:`selection_parts`).
+    stored and re-coded as uploads are: :data:`UPLOAD_CONDITIONS`); the mean is over the
+    sources whose fakes it never saw, so a candidate that saw one source's fakes is judged on
+    the others alone. Each source's videos are the same for every candidate
+    (:func:`selection_parts`). An exact tie goes to the candidate given first.
     """
     for name in candidates:
         check_judgeable(name, trained[name])
@@ -219,7 +221,10 @@ def choose(candidates: dict, trained: dict, held: Held,
         for s, sub in cross.items():
             aucs = []
             for c in conditions:
-                got = by_condition[c][s]
+                got = by_condition[c].get(s)
+                if got is None:
+                    raise SystemExit(f"{name}: no scores of {s} under {c!r}, though there are "
+                                     f"under {conditions[0]!r}")
                 aucs.append(auc_ci(got["label"], got["p_fake"], 0)[0])
                 row[f"{s} {c}"] = aucs[-1]
             row[s] = float(np.mean(aucs))
@@ -228,7 +233,8 @@ def choose(candidates: dict, trained: dict, held: Held,
         rows.append(row)
     if not rows:
         raise SystemExit("no candidate has a source it never trained on")
-    table = pd.DataFrame(rows).sort_values("mean", ascending=False, ignore_index=True)
+    table = pd.DataFrame(rows).sort_values("mean", ascending=False, ignore_index=True,
+                                           kind="stable")
     return str(table["model"].iloc[0]), table
 
 
