@@ -77,6 +77,13 @@ def _sub_seeds(seed, n: int):
     return tf.unstack(tf.random.experimental.stateless_split(seed, num=n))
 
 
+def _to_uint8(x):
+    """Float pixels in [0, 255] (any shape) as uint8, rounded and clipped."""
+    import tensorflow as tf
+
+    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+
+
 def _folded(seed):
     """A stateless seed derived from ``seed`` apart from its :func:`_sub_seeds` splits."""
     import tensorflow as tf
@@ -323,11 +330,8 @@ def self_blend(faces, landmarks, crop_box, seed, cfg: SBIConfig | None = None) -
     w = mask * tf.gather(ratios, pick)[:, None, None]
     out = target + w[..., None] * (source - target)
 
-    def as_uint8(x):
-        return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8),
-                               faces.shape)
-
-    return Blend(as_uint8(target), as_uint8(out), w)
+    real = tf.ensure_shape(_to_uint8(target), faces.shape) if cfg.move_target else faces
+    return Blend(real, tf.ensure_shape(_to_uint8(out), faces.shape), w)
 
 
 # ------------------------------------------------------------------ training wiring
@@ -374,9 +378,9 @@ def replace_batch(x, y, weight, seed, ratio: float, cfg: SBIConfig | None = None
     fakes = self_blend(tf.gather(faces, src), tf.gather(x["landmarks"], src),
                        tf.gather(x["crop_box"], src), s_blend, cfg).fake
     use = ((~is_real) & (tf.random.stateless_uniform([b], s_use) < ratio) & (n_real > 0))
-    reals = moved(tf.cast(faces, tf.float32), _sub_seeds(_folded(seed), 2), cfg)[0]
-    reals = tf.cast(tf.clip_by_value(tf.round(reals), 0.0, 255.0), tf.uint8)
     if ratio > 0 and cfg.move_target:  # no self-blend at all: every face stays as it is
+        reals = _to_uint8(moved(tf.cast(faces, tf.float32), _sub_seeds(_folded(seed), 2),
+                                cfg)[0])
         faces = tf.where(is_real[:, None, None, None], reals, faces)
     return tf.where(use[:, None, None, None], fakes, faces), y, weight
 
