@@ -137,6 +137,37 @@ def test_downscaled_sources_lose_resolution_inside_the_mask_only():
         assert _step(f, core) < 0.9 * _step(r, core)  # the inner face is the blurrier
 
 
+def test_keep_range_maps_bright_sources_back_instead_of_clipping():
+    from dfd.training.sbi import source_copy
+
+    # bright faces (none at 255 yet): a +10% brightness and a x1.2 value push their
+    # highlights past 255
+    faces = np.round(_faces(16) * 0.6 + 100).astype(np.uint8)
+    assert faces.max() < 255
+    bright = dict(sharpness=(0.0, 0.0), rgb_shift=0, hue=0, saturation=0, value=0.2,
+                  brightness=0.1, contrast=0, shift=0, scale=0)
+    clipped = source_copy(faces, (7, 3), SBIConfig(**bright)).numpy()
+    kept = source_copy(faces, (7, 3), SBIConfig(**bright, keep_range=True)).numpy()
+    assert (clipped >= 1.0).mean() > 0.01  # the published recipe flattens the highlights
+    # kept: only the brightest value of an image reaches the bound (and its ties)
+    assert (kept >= 1.0 - 1e-6).sum(axis=(1, 2, 3)).max() <= 3
+    assert kept.min() >= 0.0 and kept.max() <= 1.0
+    # a linear map per image: the values keep their order and relative spacing
+    slopes = []
+    for c, k in zip(clipped, kept):
+        inside = c < 0.999  # where the clip did nothing
+        fit = np.polyfit(c[inside], k[inside], 1)
+        assert np.abs(np.polyval(fit, c[inside]) - k[inside]).max() < 1e-4
+        slopes.append(fit[0])
+    assert max(slopes) < 1.0 + 1e-4 and min(slopes) < 0.95  # squeezed where it left the range
+    # a change that stays in range is the same either way; the default draws are unchanged
+    calm = dict(bright, value=0.0, brightness=0.0)
+    np.testing.assert_allclose(source_copy(_faces(3), (1, 1), SBIConfig(**calm)).numpy(),
+                               source_copy(_faces(3), (1, 1),
+                                           SBIConfig(**calm, keep_range=True)).numpy(), atol=1e-6)
+    assert SBIConfig().keep_range is False
+
+
 def _step(img, where):
     """Mean absolute horizontal step of ``img`` over the pixel pairs ``where``."""
     return np.abs(np.diff(img.astype(float), axis=1)).mean(-1)[where].mean()

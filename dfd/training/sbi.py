@@ -238,6 +238,27 @@ def downscaled(x, factors, seed):
     return tf.gather_nd(versions, tf.stack([pick, tf.range(b)], axis=1))
 
 
+def _clipped(x):
+    """Float images clipped to [0, 1] (values outside are flattened onto the bounds)."""
+    import tensorflow as tf
+
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def _squeezed(x):
+    """Float images ``[B, H, W, C]`` mapped into [0, 1] without clipping: an image whose
+    values leave [0, 1] is moved back by one linear map of its own (its range ``[lo, hi]``
+    onto ``[max(lo, 0), min(hi, 1)]``), so the order and the relative size of its values,
+    and every value of an image already inside, are kept."""
+    import tensorflow as tf
+
+    lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+    hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    new_lo, new_hi = tf.maximum(lo, 0.0), tf.minimum(hi, 1.0)
+    gain = (new_hi - new_lo) / tf.maximum(hi - lo, 1e-6)
+    return tf.clip_by_value(new_lo + (x - lo) * gain, 0.0, 1.0)  # the clip: rounding only
+
+
 def source_copy(faces, seed, cfg: SBIConfig | None = None):
     """The altered source copy of ``faces`` (float32 [B, S, S, 3] in [0, 1])."""
     import tensorflow as tf
@@ -257,11 +278,12 @@ def source_copy(faces, seed, cfg: SBIConfig | None = None):
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     c = _uniform(ss[4], [b, 1, 1, 1], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
     d = _uniform(ss[5], [b, 1, 1, 1], -cfg.brightness, cfg.brightness)
-    x = tf.clip_by_value((x - mean) * c + mean + d, 0.0, 1.0)
+    into_range = _squeezed if cfg.keep_range else _clipped
+    x = into_range((x - mean) * c + mean + d)
     # sharpness: unsharp mask with a random amount (-1: the blurred image), or (with
     # probability downscale_prob) a loss of resolution instead
     amount = _uniform(ss[6], [b, 1, 1, 1], *cfg.sharpness)
-    sharpened = tf.clip_by_value(x + amount * (x - _gaussian_blur(x)), 0.0, 1.0)
+    sharpened = into_range(x + amount * (x - _gaussian_blur(x)))
     if cfg.downscale_prob > 0:
         s_use, s_factor = _sub_seeds(ss[6], 2)
         use = _uniform(s_use, [b, 1, 1, 1], 0.0, 1.0) < cfg.downscale_prob
