@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -97,8 +98,6 @@ def jpeg_luma_quant(data: bytes) -> float | None:
 def image_stats(bgr: np.ndarray, data: bytes | None = None) -> dict:
     """The figures of :data:`STATS` for one decoded BGR image (``data``: its file's bytes, for
     the JPEG table)."""
-    import cv2
-
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or min(bgr.shape[:2]) < 8:
         raise ValueError(f"expected a colour image of at least 8 x 8 pixels, got shape "
                          f"{getattr(bgr, 'shape', None)}")
@@ -184,8 +183,6 @@ def audit_items(items: pd.DataFrame, split: str | None = None, sample: int | Non
 
 def _measure(item: dict, data: bytes | None, reason: str) -> dict:
     """One image's row: its figures, or its ``error`` (never raises for a bad image)."""
-    import cv2
-
     video = str(item.get("video") or "")
     row = {"video_id": item["video_id"], "video": video if video and video != "nan" else
            item["video_id"], "source": item["source"], "label": int(item["label"]),

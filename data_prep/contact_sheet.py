@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from dfd import schema
@@ -16,7 +17,6 @@ log = logging.getLogger(__name__)
 def contact_sheet(source, out_png: str | Path, per_record: int = 8, max_records: int = 24,
                   thumb: int = 96) -> Path:
     """Write one row per record (video track): its id, label, track and ``per_record`` faces."""
-    import cv2
     import tensorflow as tf
 
     rows = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing as mp
 import os
 import signal
 import threading
@@ -83,8 +84,6 @@ def run_jobs(job, items: Iterable[dict], engine: str = "process", workers: int =
         for item in items:
             yield run_job(job, item)
         return
-    import multiprocessing as mp
-
     with mp.get_context("spawn").Pool(workers, initializer=_preload, initargs=(job,)) as pool:
         yield from pool.imap_unordered(functools.partial(run_job, job), items)
 

@@ -27,8 +27,8 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import cv2
 import numpy as np
 
 from data_prep.faces.align import align_face
@@ -41,7 +41,7 @@ from data_prep.faces.detectors import (
 )
 from data_prep.faces.tracks import SCENE_CUT_DISTANCE, box_iou, build_tracks, scene_cuts
 from data_prep.landmarks import crop_coordinates
-from data_prep.sampling import SAMPLER_MODES, SampledFrames, iter_frames
+from data_prep.sampling import SAMPLER_MODES, iter_frames
 from dfd import framing, schema
 from dfd.priority import run_lowered
 
@@ -65,7 +65,7 @@ class ExtractConfig:
     detect_side: int | None = 640  # detect on frames whose long side is this (None: full size)
     min_face: float = 40.0  # smallest face side kept, source pixels
     all_faces: bool = False  # False: largest face per frame, one track
-    face_size: int = 256
+    face_size: int = schema.FACE_SIZE
     margin: float = framing.MESONET_MARGIN
     centre: float = 0.0  # the crop centre moved this many face scales down (dfd.framing)
     min_confidence: float = 0.9
@@ -179,8 +179,6 @@ class _TrackedDetector:
     def _cut(self, frame: np.ndarray) -> bool:
         """Whether ``frame`` starts a new shot (hue-saturation histogram distance to the
         previous frame, as :func:`~data_prep.faces.tracks.scene_cuts`, on a strided thumbnail)."""
-        import cv2
-
         step = max(1, min(frame.shape[:2]) // 90)
         thumb = np.ascontiguousarray(frame[::step, ::step])
         h = cv2.calcHist([cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)], [0, 1], None, [16, 8],
@@ -194,8 +192,6 @@ class _TrackedDetector:
     def _region(frame: np.ndarray, s: float, ox: int, oy: int, wx: int, wy: int) -> np.ndarray:
         """Pixels ``[oy:oy+wy, ox:ox+wx]`` of the frame downscaled by ``s``, made from that
         region alone (the same pixels when ``1/s`` is a whole number, as for 1080p -> 640)."""
-        import cv2
-
         if s >= 1.0:
             return frame[oy:oy + wy, ox:ox + wx]
         h, w = frame.shape[:2]
@@ -321,25 +317,6 @@ class _Drain:
             self._stop.set()  # no join here: the collector may run in any thread
 
 
-def faces_from_frames(sampled: SampledFrames, detector: FaceDetector, cfg: ExtractConfig,
-                      path: str | Path = "<frames>", timings: dict | None = None) -> VideoFaces:
-    """Detect, track and align faces in already sampled frames (see :func:`extract_faces`)."""
-    timings = {} if timings is None else timings
-    t = time.perf_counter()
-    if cfg.detect_every > 1 and not cfg.all_faces:
-        tracker = _TrackedDetector(detector, cfg)
-        for f in sampled.frames:
-            tracker.add(f, sampled.scale)
-        dets = tracker.dets
-    else:
-        dets = _detect_all(sampled.frames, detector, cfg, sampled.scale)
-    timings["detect"] = time.perf_counter() - t
-    info = {k: getattr(sampled, k) for k in (
-        "fps", "frame_count", "width", "height", "sampler", "rotation", "scale",
-        "frames_claimed", "frames_decoded")}
-    return _faces(sampled.frames, sampled.indices, dets, info, cfg, path, timings)
-
-
 def _detect_all(frames, detector: FaceDetector, cfg: ExtractConfig, scale: float):
     return detector.detect(frames, detect_side=cfg.detect_side, min_face=cfg.min_face * scale,
                            min_confidence=cfg.min_confidence)
@@ -461,8 +438,6 @@ def _start_cv2_pool() -> None:
     with _CV2_POOL:
         if _cv2_pool_started:
             return
-        import cv2
-
         cv2.resize(np.zeros((1080, 1920, 3), np.uint8), (640, 360),
                    interpolation=cv2.INTER_AREA)
         _cv2_pool_started = True

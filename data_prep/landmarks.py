@@ -29,22 +29,22 @@ download their weights at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from data_prep.faces.align import alignment_geometry
 from data_prep.faces.detectors import KEYPOINTS, Detection, FaceDetector, get_detector
-from dfd import framing
+from dfd import framing, schema
 
 log = logging.getLogger(__name__)
 
 
 def _frame_to_crop(margin: float, det: Detection, centre: float = 0.0) -> np.ndarray:
     """The 2x3 affine map from frame pixels to [0, 1] coordinates of ``det``'s aligned crop."""
-    import cv2
-
     cx, cy, side, roll = alignment_geometry(det, margin, centre)
     m = cv2.getRotationMatrix2D((cx, cy), roll, 1.0 / side)
     m[0, 2] += 0.5 - cx
@@ -103,10 +103,6 @@ class CropLandmarker:
     def add_to(self, rec):
         """``rec`` (a :class:`dfd.schema.FaceRecord` of encoded crops) with the landmarks and
         face box of each of its crops filled in (None where no face was found)."""
-        import dataclasses
-
-        from dfd import schema
-
         found = self([schema.decode_image(f) for f in rec.faces])
         return dataclasses.replace(rec, landmarks=[lm for lm, _ in found],
                                    crop_boxes=[box for _, box in found])

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfd.labels import UNKNOWN, parse_label
+from dfd.labels import FAKE, REAL, UNKNOWN, parse_label
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _load_dfdc(root: Path, col: _Collector) -> None:
         for name, info in sorted(entries.items()):
             label, original = info.get("label"), info.get("original") or ""
             group = original or name
-            if parse_label_safe(label) == 1 and not original:
+            if parse_label_safe(label) == FAKE and not original:
                 col.problem(name, "FAKE without 'original': grouped by its own name", "warning")
             col.add(name, meta.parent / name, label, group, split=info.get("split", ""),
                     original=original or name)
@@ -297,9 +297,9 @@ def _load_ffpp(root: Path, col: _Collector) -> None:
         real_re, fake_re = (_DFD_REAL, _DFD_FAKE) if actors else (_FF_REAL, _FF_FAKE)
         prefix = "ffpp-actor-" if actors else "ffpp-yt-"
         if kind == "original_sequences":
-            label, m = "REAL", real_re.match(stem)
+            label, m = REAL, real_re.match(stem)
         elif kind == "manipulated_sequences":
-            label, m = "FAKE", fake_re.match(stem)
+            label, m = FAKE, fake_re.match(stem)
         else:
             continue
         if m is None:
@@ -309,7 +309,7 @@ def _load_ffpp(root: Path, col: _Collector) -> None:
             original = keys[0]
         else:
             keys = [prefix + g for g in m.groups()]
-            original = _ffpp_original(rel, stem, m, label == "REAL", actors)
+            original = _ffpp_original(rel, stem, m, label == REAL, actors)
         uf.union(*keys)
         found.append((rel, f, label, keys[0], original))
     for rel, f, label, key, original in found:
@@ -383,7 +383,7 @@ def _video_of(r: dict, name: str, label, video_c, target_c, donor_c, frame_c) ->
         return r[video_c].strip()
     target = r[target_c].strip() if target_c else ""
     donor = r[donor_c].strip() if donor_c else ""
-    if target and parse_label_safe(label) == 0:
+    if target and parse_label_safe(label) == REAL:
         return target
     if target and donor:
         return f"{target}_{donor.rsplit(':', 1)[-1]}"
@@ -395,7 +395,7 @@ def _folder_label(p: Path) -> int | None:
     if not p.is_dir():
         return None
     lab = parse_label_safe(p.name)
-    return lab if lab in (0, 1) else None
+    return lab if lab in (REAL, FAKE) else None
 
 
 def _load_real_fake(root: Path, col: _Collector) -> None:

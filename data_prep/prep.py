@@ -30,11 +30,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
 from data_prep import crop_videos, engines, faces, journal, manifests, shard_writer
 from data_prep.extract import ExtractConfig, NoFaceError, extract_faces
+from data_prep.landmarks import CropLandmarker
 from data_prep.sampling import VideoReadError
 from dfd import config as dfd_config
 from dfd import framing, progress, schema
@@ -64,7 +66,7 @@ class PrepConfig:
     detector: str = "default"
     detect_side: int = 640
     all_faces: bool = False
-    face_size: int = 256
+    face_size: int = schema.FACE_SIZE
     margin: float = framing.MESONET_MARGIN  # framing of the crops cut from videos (dfd.framing)
     crop_margin: float | None = None  # framing of a crop set's given images, when known
     shard_records: int = 64
@@ -169,8 +171,6 @@ def process_video(item: dict, detector, extract_cfg) -> dict:
 
 
 def _image_record(item: dict, data: bytes) -> schema.FaceRecord:
-    import cv2
-
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"{len(data)} bytes are not a decodable image")
@@ -258,8 +258,6 @@ def run_prep(cfg: PrepConfig, manifest=None) -> PrepResult:
     try:
         images = todo[todo["kind"] == "image"]
         if len(images):
-            from data_prep.landmarks import CropLandmarker
-
             landmarker = CropLandmarker(cfg.detector) if cfg.crop_landmarks != "none" else None
             with shard_writer.ShardWriter(out, "crops", max_records=cfg.image_shard_records) as w, \
                     _progress(len(images), "crops") as bar:

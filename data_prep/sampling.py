@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -109,15 +110,11 @@ def uniform_indices(frame_count: int, n: int) -> list[int]:
 
 
 def _is_picture(stream) -> bool:
-    import av
-
     flags = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
     return bool(int(stream.disposition) & int(flags))
 
 
 def _open(path: Path, threads: int = 0):
-    import av
-
     if not path.exists():
         raise VideoReadError(path, "file does not exist")
     if path.is_dir():
@@ -154,8 +151,6 @@ def _open(path: Path, threads: int = 0):
 def _probe(path: Path) -> dict:
     """Presentation timestamps of every video packet (the frames that exist), fps, size, and
     the frames the container claims."""
-    import av
-
     container, stream = _open(path)
     pts: list[int | None] = []
     try:
@@ -182,8 +177,6 @@ def _probe(path: Path) -> dict:
 def _decode(path: Path, skip: str | None = None, stats: dict | None = None,
             threads: int = 0) -> Iterator:
     """Yield decoded ``av.VideoFrame`` s in presentation order, skipping undecodable packets."""
-    import av
-
     container, stream = _open(path, threads)
     if skip:
         stream.codec_context.skip_frame = skip

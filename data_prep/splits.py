@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dfd.labels import LABEL_NAMES
+from dfd.labels import FAKE, LABEL_NAMES, REAL, UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def source_split_counts(items: pd.DataFrame, split_col: str = "split",
     labels = df[label_col].astype(str).map(
         lambda v: LABEL_NAMES.get(int(v), v) if v.lstrip("-").isdigit() else v.upper())
     table = pd.crosstab([df[source_col], df[split_col]], labels)
-    cols = [c for c in ("REAL", "FAKE", "UNKNOWN") if c in table.columns]
+    cols = [c for c in (LABEL_NAMES[k] for k in (REAL, FAKE, UNKNOWN)) if c in table.columns]
     table = table.reindex(columns=cols, fill_value=0)
     table["total"] = table.sum(axis=1)
     if group_col in df.columns:
@@ -214,7 +214,7 @@ def split_counts(items: pd.DataFrame, split_col: str = "split",
     """Items per split (rows) and label (columns REAL / FAKE / UNKNOWN / total)."""
     labels = items[label_col].map(lambda v: LABEL_NAMES.get(int(v), str(v)))
     table = pd.crosstab(items[split_col].astype(str), labels)
-    cols = [c for c in ("REAL", "FAKE", "UNKNOWN") if c in table.columns]
+    cols = [c for c in (LABEL_NAMES[k] for k in (REAL, FAKE, UNKNOWN)) if c in table.columns]
     table = table.reindex(columns=cols, fill_value=0)
     table["total"] = table.sum(axis=1)
     table["groups"] = items.groupby(items[split_col].astype(str))["group"].nunique() \

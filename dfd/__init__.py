@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 import os as _os
 import platform as _platform
+import sys as _sys
 
 # TensorFlow's C++ start-up chatter is not useful to users; set before TF is imported.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,9 +32,7 @@ if _platform.machine().lower() in ONEDNN_MACHINES:
 def onednn_enabled() -> bool | None:
     """Whether TensorFlow runs its oneDNN CPU kernels in this process; None while TensorFlow
     is not imported yet (the choice is made then) or where this TensorFlow cannot say."""
-    import sys
-
-    if "tensorflow" not in sys.modules:
+    if "tensorflow" not in _sys.modules:
         return None
     try:
         from tensorflow.python.util import _pywrap_util_port

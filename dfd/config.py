@@ -12,6 +12,7 @@ import logging
 import math
 import platform
 import time
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,12 +57,93 @@ def json_safe(obj):
     return obj
 
 
+_JSON_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _fits(hint, value) -> bool | None:
+    """Whether a JSON ``value`` fits the annotation ``hint``: True, False, or None where the
+    annotation is not one this check reads (it then passes)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return type(None) in args or None
+        found = [_fits(a, value) for a in args if a is not type(None)]
+        return True if any(found) else (None if None in found else False)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if args and args[-1] is not Ellipsis and len(args) != len(value):
+            return False
+        each = args[:1] * len(value) if args and args[-1] is Ellipsis else args
+        return all(_fits(a, v) is not False for a, v in zip(each, value))
+    if hint is list or origin is list:  # a single string is taken for a one-item list
+        return isinstance(value, (list, tuple, str))
+    if hint is dict or origin is dict:  # a string may be a field's own text form
+        return isinstance(value, (dict, str))
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return None
+
+
+def _expected(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _expected(a) for a in args)
+    if hint in _JSON_NAMES:
+        return _JSON_NAMES[hint]
+    if hint is tuple or origin is tuple:
+        if args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} ({', '.join(_expected(a) for a in args)})"
+        return "a list" + (f" of {_expected(args[0])}s" if args else "")
+    if hint is list or origin is list:
+        return "a list"
+    if hint is dict or origin is dict:
+        return "an object"
+    if dataclasses.is_dataclass(hint):
+        return f"an object of {hint.__name__} fields"
+    return str(hint)
+
+
+def check_types(cls, data: dict[str, Any], where: str = "") -> None:
+    """A ValueError naming the field, its value and the type it needs, for the first value of
+    ``data`` (as read from JSON or the command line) that does not fit its field of the
+    dataclass ``cls``; nested sections (a dataclass field, a list of them) are checked too.
+    Fields whose annotations this check cannot read pass."""
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        hint = hints.get(name)
+        if hint is None:
+            continue
+        if _fits(hint, value) is False:
+            raise ValueError(f"{where}{name} must be {_expected(hint)}, got {value!r}")
+        inner = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            check_types(hint, value, f"{where}{name}.")
+        elif typing.get_origin(hint) is list and inner and isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    check_types(inner[0], item, f"{where}{name}[{i}].")
+                elif not isinstance(item, inner[0]):
+                    raise ValueError(f"{where}{name}[{i}] must be {_expected(inner[0])}, "
+                                     f"got {item!r}")
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build ``cls`` from a dict, refusing keys the dataclass does not have."""
+    """Build ``cls`` from a dict, refusing keys the dataclass does not have and values of the
+    wrong type (:func:`check_types`)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(fields)}")
+    check_types(cls, data)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():

@@ -51,7 +51,6 @@ from dfd.inference.loading import (
 
 log = logging.getLogger(__name__)
 
-INFO_FILE = presets.PRESET_FILE
 INFO_VERSION = 3
 DEFAULT_VERSION = 1
 

@@ -37,6 +37,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from dfd import schema
@@ -86,8 +87,6 @@ def recrop_margin(faces: np.ndarray, have: float, want: float, size: int | None 
     square, ``S * shift / have`` below the middle, area-resampled. A square the faces do not
     hold cannot be made (the border was never cropped): ``ValueError`` naming the framings.
     """
-    import cv2
-
     faces = np.asarray(faces)
     if faces.ndim != 4 or faces.shape[1] != faces.shape[2] or faces.shape[3] != 3:
         raise ValueError(f"faces must be [N, S, S, 3] squares, got shape {faces.shape}")

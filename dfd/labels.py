@@ -5,8 +5,10 @@
 * Every score the package produces is **P(fake)**, a probability in [0, 1].
 
 Conversion happens at the boundary: the original MesoNet release outputs P(real) (its
-classes were indexed alphabetically, ``df`` = 0, ``real`` = 1), so its weights are wrapped
-by :func:`p_fake_from_p_real` where they enter the package.
+classes were indexed alphabetically, ``df`` = 0, ``real`` = 1), so the model package that
+loads those weights turns the output around where they enter the package (a frozen layer
+computing ``sigmoid(-z) = 1 - P(real)``, or the flip folded into the last layer); nothing
+downstream ever sees P(real).
 """
 
 from __future__ import annotations
@@ -65,11 +67,6 @@ def label_name(label: int) -> str:
         raise ValueError(f"not a label value: {label!r} (expected 1, 0 or -1)") from None
 
 
-def p_fake_from_p_real(p_real):
-    """Convert a P(real) output (the original MesoNet's) to the package's P(fake)."""
-    return 1.0 - np.asarray(p_real, dtype=np.float64)
-
-
 UNCERTAIN = "UNCERTAIN"
 
 
@@ -82,12 +79,12 @@ def verdict(p_fake: float | None, threshold: float, uncertain: dict | None = Non
     ``p_fake < L``, ``"UNCERTAIN"`` in between. ``"UNKNOWN"`` without a score.
     """
     if p_fake is None or (isinstance(p_fake, float) and np.isnan(p_fake)):
-        return "UNKNOWN"
+        return LABEL_NAMES[UNKNOWN]
     if not uncertain:
-        return "FAKE" if p_fake >= threshold else "REAL"
+        return LABEL_NAMES[FAKE] if p_fake >= threshold else LABEL_NAMES[REAL]
     high, low = uncertain.get("high"), uncertain.get("low")
     if high is not None and p_fake >= high:
-        return "FAKE"
+        return LABEL_NAMES[FAKE]
     if low is not None and p_fake < low:
-        return "REAL"
+        return LABEL_NAMES[REAL]
     return UNCERTAIN

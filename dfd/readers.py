@@ -29,6 +29,8 @@ from pathlib import Path
 from dfd import schema
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE
+#: faces per clip of a clip (temporal) model when neither the caller nor the model says
+CLIP_LEN = 16
 
 
 class DamagedShardError(ValueError):
@@ -305,7 +307,7 @@ def segment_clip(n, j, k, clip_len: int):
 
 def clip_dataset(
     source: str | Path | Sequence[str | Path],
-    clip_len: int = 16,
+    clip_len: int = CLIP_LEN,
     face_size: int = schema.FACE_SIZE,
     mode: str = "uniform",
     shuffle: bool = False,
@@ -374,20 +376,19 @@ def as_xy(ds, input_key: str = "face", with_mask: bool = False):
     return ds.map(pick, num_parallel_calls=AUTOTUNE)
 
 
-def count_records(source) -> int:
-    """Number of records in the shards (read from the index when given a directory)."""
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
-        return int(schema.read_index(source)["records"])
-    import tensorflow as tf
-
+def _distinct(source, key: str) -> list[str]:
+    """The distinct non-empty values of a text field of the shards' records, sorted (every
+    record is read)."""
+    ds = records(source, keep_unknown=True).map(lambda r: r[key])
     with damaged_shards_named(source):
-        return sum(1 for f in schema.resolve_shards(source)
-                   for _ in tf.data.TFRecordDataset(str(f)))
+        return sorted({v.decode() for v in ds.as_numpy_iterator()} - {""})
 
 
 def source_names(source) -> list[str]:
-    """The distinct non-empty ``source`` values of the shards' records, sorted (every record
-    is read)."""
-    ds = records(source, keep_unknown=True).map(lambda r: r[schema.SOURCE])
-    with damaged_shards_named(source):
-        return sorted({v.decode() for v in ds.as_numpy_iterator()} - {""})
+    """The distinct non-empty ``source`` values of the shards' records, sorted."""
+    return _distinct(source, schema.SOURCE)
+
+
+def split_names(source) -> list[str]:
+    """The distinct non-empty manifest ``split`` values of the shards' records, sorted."""
+    return _distinct(source, schema.SPLIT)

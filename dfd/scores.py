@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dfd.labels import UNKNOWN
+
 FRAME_COLUMNS = ["video_id", "track", "frame_index", "p_fake", "model"]
 #: optional column of video tables scored from shards: the record's source (shards' context)
 SOURCE_COLUMN = "source"
@@ -104,7 +106,7 @@ def video_scores(frames: pd.DataFrame, how: str = "mean", labels: dict | None = 
         p = float(np.nanmax(per_track)) if track == "max" else float(np.nanmean(per_track))
         rows.append({
             "video_id": vid,
-            "label": int(labels.get(vid, -1)) if labels else -1,
+            "label": int(labels.get(vid, UNKNOWN)) if labels else UNKNOWN,
             "p_fake": p,
             "n_frames": int(g["frame_index"].nunique()),
             "n_faces": int(len(g)),
@@ -116,7 +118,7 @@ def video_scores(frames: pd.DataFrame, how: str = "mean", labels: dict | None = 
     return pd.DataFrame(rows, columns=VIDEO_COLUMNS)
 
 
-def failure_row(video_id: str, status: str, error: str, label: int = -1, model: str = "",
+def failure_row(video_id: str, status: str, error: str, label: int = UNKNOWN, model: str = "",
                 aggregation: str = "", n_frames: int = 0) -> dict:
     """A video-table row for a video without a score (``p_fake`` NaN, never 0.5)."""
     if status not in (STATUS_NO_FACE, STATUS_ERROR):

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 import mesonet_tf.weights as weights_mod
 from dfd import presets
 
@@ -67,8 +69,6 @@ def _input_filter(layers, x, kind: str):
     """The layers of ``input_filter`` after the [0, 1] scaling (nothing for ``"none"``)."""
     if kind == "none":
         return x
-    import numpy as np
-
     highpass = layers.DepthwiseConv2D((3, 3), padding="valid", use_bias=False, trainable=False,
                                       name="highpass")
     x = highpass(x)
@@ -206,8 +206,6 @@ def MesoNet(
 
 
 def _ones(shape):
-    import numpy as np
-
     return np.ones(shape, dtype="float32")
 
 

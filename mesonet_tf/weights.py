@@ -29,6 +29,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
+
 from dfd import framing, presets
 from dfd.presets import ModelPreset
 
@@ -151,8 +153,6 @@ def resolve_weights(weights, weights_dir=None, download: bool = True) -> Resolve
 
 def is_legacy_h5(path) -> bool:
     """True for a Keras 2 HDF5 file (weights-only or full model, ``layer_names`` layout)."""
-    import h5py
-
     path = Path(path)
     if path.suffix != ".h5" or path.name.endswith(".weights.h5"):
         return False
@@ -184,8 +184,6 @@ def load_legacy_h5(model, path, variant: str, skip_top: bool = False) -> int:
     authors' creation order (:func:`mesonet_tf.models.authors_layer_ranks`). Every shape is
     checked; a missing or extra layer is an error.
     """
-    import h5py
-
     ranks = authors_layer_ranks(variant)
     with h5py.File(path, "r") as f:
         g = f["model_weights"] if "model_weights" in f else f

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.error
 from pathlib import Path
+
+import numpy as np
 
 import temporal_tf.resnext as resnext
 from dfd import presets
@@ -59,8 +62,6 @@ def keras_cache() -> Path:
 
 
 def _is_fetch_failure(err: BaseException) -> bool:
-    import urllib.error
-
     return ("fetch failure" in str(err).lower()
             or isinstance(err, (urllib.error.URLError, ConnectionError, TimeoutError)))
 
@@ -159,8 +160,6 @@ def channel_affine(kind: str):
     for ResNet). ``torch``: ``(x/255 - mean) / std`` per RGB channel. Used as a frozen 1x1
     convolution inside the model, so exported models need no preprocessing code.
     """
-    import numpy as np
-
     if kind == "caffe":
         kernel = np.eye(3, dtype=np.float32)[::-1].copy()  # out BGR channel j <- in RGB 2-j
         bias = -np.asarray(CAFFE_MEAN_BGR, np.float32)

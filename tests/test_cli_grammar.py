@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dfd_app.cli import common
 from dfd_app.cli import main as cli
 from dfd_app.cli.common import DEPRECATED_DEST, DeprecatedAlias
 
@@ -168,11 +169,17 @@ def _options(p):
             yield a
 
 
+#: the checked number types of dfd_app.cli.common, by the kind of number they take
+CHECKED_NUMBERS = {common.probability: "float", common.clip_eps: "float", common.count: "int"}
+
+
 def _kind(a) -> str:
     if a.nargs == 0:
         return "switch"
     if a.type in (int, float):
         return a.type.__name__
+    if a.type in CHECKED_NUMBERS:
+        return CHECKED_NUMBERS[a.type]
     return "text"
 
 
@@ -336,3 +343,14 @@ def test_detect_counts_its_inputs_for_the_bar(tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "bar", lambda total=None, *a, **k: real_bar(total, *a, **k))
     assert cli.main(["detect", str(tmp_path), "--no-progress"]) == 0
     assert totals == [(3, 3)]
+
+
+def test_shared_option_helpers_load_no_heavy_library():
+    """Every command's parser uses dfd_app.cli.common: its help must not wait for
+    scikit-learn, pandas or TensorFlow (the evaluation's choices live in a light module)."""
+    code = ("import sys, dfd_app.cli.common; "
+            "print(sorted(m for m in ('sklearn', 'pandas', 'tensorflow') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from dfd.labels import verdict
 from dfd_app.detect import pipeline
 from dfd_app.serve.service import ServiceSettings, create_app
 from dfd_app.serve.uploads import display_name, sniff_container
@@ -65,6 +66,8 @@ def test_detect_returns_the_cli_json(tmp_root):
     assert base64.b64decode(body["plot_png"])[:4] == b"\x89PNG"
     assert len(body["thumbnails"]) == 2
     assert base64.b64decode(body["thumbnails"][0]["jpeg_base64"])[:2] == b"\xff\xd8"
+    for thumb in body["thumbnails"]:  # each face carries its verdict by the video's rule
+        assert thumb["label"] == verdict(thumb["p_fake"], body["threshold"], None)
     assert list(tmp_root.iterdir()) == []  # the private upload folder is gone
 
 

@@ -111,6 +111,11 @@ def test_oof_scores_cover_labelled_videos():
     oof = S.oof_predict(feats, ytr, n_splits=4)
     assert len(oof) == 120 and oof.between(0, 1).all()
     assert roc_auc_score(ytr.loc[oof.index], oof) > 0.8
+    assert oof.attrs["folds"] == 4
+    # more folds asked than the smaller class has videos: as many as it has, and said so
+    few = ytr.copy()
+    few[few.index[few == 1][7:]] = 0  # 7 FAKE videos left
+    assert S.oof_predict(feats, few, n_splits=50).attrs["folds"] == 7
 
 
 def test_fit_needs_both_classes():

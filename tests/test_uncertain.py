@@ -229,7 +229,9 @@ def test_calibrate_records_the_band_in_the_export(tmp_path):
     point = presets.read_preset(tmp_path / "cal0").uncertain
     assert point["confidence"] is None and point["low"] <= 0.5 <= point["high"]
     assert point["coverage"] >= band["coverage"]
-    assert cli.main(base + ["--out", str(tmp_path / "bad"), "--precision-confidence", "1.5"]) != 0
+    with pytest.raises(SystemExit) as exc:  # refused as it is parsed, before any fitting
+        cli.main(base + ["--out", str(tmp_path / "bad"), "--precision-confidence", "1.5"])
+    assert exc.value.code == 2 and not (tmp_path / "bad").exists()
 
 
 def test_a_band_with_one_verdict_says_which_is_never_given(caplog):

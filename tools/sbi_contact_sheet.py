@@ -36,6 +36,7 @@ def public_faces(n_video: int = 5):
     from data_prep.extract import ExtractConfig, extract_faces
     from data_prep.faces import align_face, get_detector
     from data_prep.landmarks import crop_coordinates
+    from dfd import framing
 
     faces, lms, boxes = [], [], []
     vf = extract_faces(SAMPLE, "retinaface",
@@ -48,8 +49,8 @@ def public_faces(n_video: int = 5):
             boxes.append(box)
     img = astronaut()
     (det,) = get_detector("retinaface").detect([img])[0][:1]
-    lm, box = crop_coordinates(det, 1.3)
-    faces.append(align_face(img, det, SIZE, 1.3))
+    lm, box = crop_coordinates(det, framing.MESONET_MARGIN)  # as the video's faces
+    faces.append(align_face(img, det, SIZE, framing.MESONET_MARGIN))
     lms.append(lm)
     boxes.append(box)
     return np.stack(faces), np.stack(lms), np.stack(boxes)

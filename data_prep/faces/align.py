@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from data_prep.faces.detectors import Detection
-from dfd import framing
+from dfd import framing, schema
 
 K_FACE = 2.2
 
@@ -63,11 +64,9 @@ def alignment_geometry(det: Detection, margin: float = framing.MESONET_MARGIN,
     return (x0 + x1) / 2, (y0 + y1) / 2 + centre * scale, float(side), 0.0
 
 
-def align_face(frame: np.ndarray, detection: Detection, size: int = 256,
+def align_face(frame: np.ndarray, detection: Detection, size: int = schema.FACE_SIZE,
                margin: float = framing.MESONET_MARGIN, centre: float = 0.0) -> np.ndarray:
     """The aligned ``size`` x ``size`` x 3 uint8 RGB crop of ``detection`` in ``frame``."""
-    import cv2
-
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be HxWx3, got shape {frame.shape}")
     cx, cy, side, roll = alignment_geometry(detection, margin, centre)

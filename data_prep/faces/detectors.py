@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ def detection_scale(shape: Sequence[int], side: int | None) -> float:
 def downscale(frame: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
     """``frame`` shrunk (area-averaged, never enlarged) so its long side is ``side``, and the
     factor: the copy every detector runs on."""
-    import cv2
-
     s = detection_scale(frame.shape, side)
     if s < 1.0:
         size = (max(1, round(frame.shape[1] * s)), max(1, round(frame.shape[0] * s)))
@@ -220,8 +219,6 @@ class RetinaFaceDetector(FaceDetector):
         float32 ``[N, 3, H, W]``. One pass per plane (the values are whole numbers, so this is
         exactly the stack / flip / subtract / transpose it replaces, at a tenth of the time:
         1.5 ms of each window's 5 ms before)."""
-        import cv2
-
         h, w = frames[0].shape[:2]
         x = np.empty((len(frames), 3, h, w), np.float32)
         for b, f in enumerate(frames):
@@ -250,8 +247,6 @@ class RetinaFaceDetector(FaceDetector):
         return self._anchor_cache[key]
 
     def _detect_batch(self, frames, min_face):
-        import cv2
-
         x = self._blob(frames)
         h, w = frames[0].shape[:2]
         sess = self._sess_small if x[0, 0].size * len(frames) <= self.SMALL_INPUT else self._sess

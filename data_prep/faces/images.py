@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: EXIF tag 0x0112; values 2..8 mirror and/or rotate (1 = as stored)
 EXIF_ORIENTATION = 0x0112
@@ -43,8 +44,6 @@ def read_image(path, min_side: float = 1.0) -> ImageInput:
     same bytes would from a shard); a rotated one is re-encoded losslessly (PNG) upright.
     Raises :class:`ImageReadError`.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -76,7 +75,5 @@ def read_image(path, min_side: float = 1.0) -> ImageInput:
 
 def decode_rgb(image: ImageInput) -> np.ndarray:
     """The upright RGB uint8 array of ``image``."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(image.data)) as im:
         return np.asarray(im.convert("RGB"))

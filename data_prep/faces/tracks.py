@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from data_prep.faces.detectors import Detection
@@ -65,8 +66,6 @@ def _affinity(a: Detection, b: Detection, iou_threshold: float, centre_dist: flo
 
 def scene_cuts(frames: Sequence[np.ndarray], threshold: float = SCENE_CUT_DISTANCE) -> set[int]:
     """Positions ``p`` where frame ``p`` starts a new shot (it differs from frame ``p - 1``)."""
-    import cv2
-
     def hist(frame):
         small = cv2.resize(np.ascontiguousarray(frame), (160, 90), interpolation=cv2.INTER_AREA)
         h = cv2.calcHist([cv2.cvtColor(small, cv2.COLOR_RGB2HSV)], [0, 1], None, [16, 8],

@@ -25,12 +25,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from scipy.stats import beta
+from sklearn.linear_model import LogisticRegression
 
 from dfd import presets
 from dfd.export import DEFAULT_VERSION, ExportExistsError, export_savedmodel, version_dir
 from dfd.inference.loading import load_keras, preset_of
-from dfd.labels import parse_label
+from dfd.labels import FAKE, REAL, parse_label
 from dfd.scores import STATUS_OK, read_table, video_scores
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,7 @@ class PlattScaling:
     fitted_on: str = ""
 
     def apply(self, p) -> np.ndarray:
-        z = self.a * logit(p) + self.b
-        return 1.0 / (1.0 + np.exp(-z))
+        return expit(self.a * logit(p) + self.b)  # no overflow warning at extreme scores
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,17 +83,15 @@ def fit_platt(p_fake, labels, fitted_on: str = "") -> PlattScaling:
     ``a <= 0`` fit (scores that rank the classes backwards) is refused, since folding it would
     turn the detector around.
     """
-    from sklearn.linear_model import LogisticRegression
-
     p = np.asarray(p_fake, np.float64).reshape(-1)
     y = np.array([parse_label(v) for v in np.asarray(labels, dtype=object).reshape(-1)])
     if p.shape != y.shape:
         raise ValueError(f"{p.size} scores but {y.size} labels")
-    keep = np.isfinite(p) & np.isin(y, (0, 1))
+    keep = np.isfinite(p) & np.isin(y, (REAL, FAKE))
     p, y = p[keep], y[keep].astype(int)
     if np.any((p < 0) | (p > 1)):
         raise ValueError(f"scores must be within [0, 1], got min {p.min()} max {p.max()}")
-    n_fake = int(y.sum())
+    n_fake = int((y == FAKE).sum())
     if len(y) == 0 or n_fake in (0, len(y)):
         raise ValueError(f"calibration needs REAL and FAKE examples, got {len(y) - n_fake} REAL "
                          f"and {n_fake} FAKE (after dropping unscored / unlabelled rows)")
@@ -189,7 +188,7 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
         if len(g) != len(y):
             raise ValueError(f"groups must give one group per video: {len(g)} for {len(y)} "
                              "videos")
-    ok = np.isfinite(p) & np.isin(y, (0, 1))
+    ok = np.isfinite(p) & np.isin(y, (REAL, FAKE))
     y, p, g, vid = y[ok], p[ok], g[ok], vid[ok]
     if not 0.5 <= min_precision <= 1.0:
         raise ValueError(f"min_precision must be within [0.5, 1], got {min_precision!r}")
@@ -212,15 +211,15 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
     high = fake_prec = None
     for h in np.unique(p[p >= threshold]):  # ascending: the first that holds is the widest FAKE
         sel = p >= h
-        if holds(sel, 1):
-            high, fake_prec = float(h), worst(sel, 1)
+        if holds(sel, FAKE):
+            high, fake_prec = float(h), worst(sel, FAKE)
             break
     low = real_prec = None
     # descending: widest REAL first (the threshold itself too: every video below it is REAL)
     for lo in np.unique(np.append(p[p <= threshold], float(threshold)))[::-1]:
         sel = p < lo
-        if holds(sel, 0):
-            low, real_prec = float(lo), worst(sel, 0)
+        if holds(sel, REAL):
+            low, real_prec = float(lo), worst(sel, REAL)
             break
     decided = np.zeros(len(p), bool)
     if high is not None:
@@ -231,7 +230,7 @@ def choose_uncertain_band(y, p, threshold: float = 0.5, min_precision: float = 0
             "min_precision": float(min_precision), "confidence": confidence,
             "fake_precision": fake_prec,
             "real_precision": real_prec, "coverage": float(decided.mean()), "n": int(len(y)),
-            "n_fake": int(y.sum()), "n_videos": int(len(np.unique(vid))), "fitted_on": fitted_on}
+            "n_fake": int((y == FAKE).sum()), "n_videos": int(len(np.unique(vid))), "fitted_on": fitted_on}
     if names is not None:  # per group: [verdicts given, their precision], None if none
         band["group_precision"] = verdict_precision(y, p, band, names[g])
     return band
@@ -259,7 +258,7 @@ def verdict_precision(y, p, band: dict, groups) -> dict:
     if not len(y) == len(p) == len(groups):
         raise ValueError(f"verdict_precision needs one label, score and group per video: "
                          f"{len(y)}, {len(p)}, {len(groups)}")
-    ok = np.isin(y, (0, 1)) & np.isfinite(p)
+    ok = np.isin(y, (REAL, FAKE)) & np.isfinite(p)
     y, p, groups = y[ok].astype(int), p[ok], groups[ok]
     low, high = band.get("low"), band.get("high")
 
@@ -270,8 +269,8 @@ def verdict_precision(y, p, band: dict, groups) -> dict:
     for name in np.unique(groups):
         here = groups == name
         out[str(name)] = {"n": int(here.sum()),
-                          "real": None if low is None else given((p < low) & here, 0),
-                          "fake": None if high is None else given((p >= high) & here, 1)}
+                          "real": None if low is None else given((p < low) & here, REAL),
+                          "fake": None if high is None else given((p >= high) & here, FAKE)}
     return out
 
 

@@ -18,7 +18,8 @@ from sklearn.metrics import roc_auc_score
 
 from dfd import presets, schema
 from dfd.evaluation import report
-from dfd.evaluation.metrics import DEFAULT_CLIP, apply_labels, evaluate, prepare
+from dfd.evaluation.metrics import apply_labels, evaluate, prepare
+from dfd.evaluation.policies import DEFAULT_CLIP
 from dfd.evaluation.stacker import (
     Stacker,
     average_scores,
@@ -29,7 +30,7 @@ from dfd.evaluation.stacker import (
     stacked_table,
     video_labels,
 )
-from dfd.labels import parse_label
+from dfd.labels import FAKE, REAL, UNKNOWN, parse_label
 from dfd.scores import read_table, video_scores
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ def read_models(specs: list[tuple[str, Path]], labels_path=None) -> tuple[dict, 
         extra = pd.read_csv(labels_path, dtype={"video_id": str})
         extra = pd.Series([parse_label(v) for v in extra["label"]], index=extra["video_id"])
         both = extra.index.intersection(labels.index)
-        clash = [v for v in both if extra[v] != -1 and extra[v] != labels[v]]
+        clash = [v for v in both if extra[v] != UNKNOWN and extra[v] != labels[v]]
         if clash:
             raise ValueError(f"labels file {labels_path} disagrees with the score tables for "
                              f"{len(clash)} video(s): {clash[:10]}")
-        labels = extra[extra != -1].combine_first(labels).astype(int)
+        labels = extra[extra != UNKNOWN].combine_first(labels).astype(int)
     return tables, labels
 
 
@@ -220,14 +221,14 @@ def fit_stacker(models, labels_path=None, C: float = 1.0, seed: int = 0, oof: in
     feats = build_features(tables)
     st = Stacker.fit(feats, labels, C=C, seed=seed)
     y = labels.reindex(feats.index)
-    lab = y.isin([0, 1]).to_numpy()
+    lab = y.isin([REAL, FAKE]).to_numpy()
     report = {"input_auc": {c: _auc(y[lab], feats.loc[lab, c].to_numpy(float)) for c in feats.columns}}
     report["input_auc"]["average"] = _auc(y[lab], average_scores(feats)[lab].to_numpy(float))
     oof_table = None
     if oof:
         scores = oof_predict(feats, labels, oof, C, seed)
         report["oof_auc"] = _auc(labels.reindex(scores.index).to_numpy(int), scores.to_numpy())
-        report["oof_folds"] = oof
+        report["oof_folds"] = scores.attrs["folds"]  # fewer than asked where a class is small
         oof_table = stacked_table(feats.loc[scores.index], scores, labels, aggregation="stack-oof")
     st.fit_report = report
     if out is not None:
@@ -331,7 +332,7 @@ def per_source_table(tests: dict, trained: dict | None = None, bootstrap: int = 
                     else CROSS_SOURCE
             rows.append({"model": name, "source": source or "(none)", "kind": kind,
                          "roc_auc": auc, "roc_auc_95ci": _ci_text(lo, hi), "n": int(len(sub)),
-                         "n_fake": int((sub["label"] == 1).sum())})
+                         "n_fake": int((sub["label"] == FAKE).sum())})
     return pd.DataFrame(rows, columns=PER_SOURCE_COLUMNS)
 
 
@@ -444,8 +445,8 @@ def clip_table(detect_tables: dict, labels: pd.Series, threshold: float = 0.5,
         yy, pp = y[ok.to_numpy()], p[ok].to_numpy(float)
         auc, lo, hi = auc_ci(yy, pp, bootstrap, seed)
         rows.append({"model": name, "roc_auc": auc, "roc_auc_95ci": _ci_text(lo, hi),
-                     "accuracy": float(((pp >= threshold) == (yy == 1)).mean()) if len(yy) else None,
-                     "n": int(len(yy)), "n_fake": int((yy == 1).sum()),
+                     "accuracy": float(((pp >= threshold) == (yy == FAKE)).mean()) if len(yy) else None,
+                     "n": int(len(yy)), "n_fake": int((yy == FAKE).sum()),
                      "n_unscored": int((~ok).sum() + len(set(labels.index) - set(t["file"])))})
     return pd.DataFrame(rows, columns=CLIP_COLUMNS)
 

@@ -26,14 +26,12 @@ from sklearn import metrics as skm
 
 from dfd import progress
 from dfd.config import json_safe
-from dfd.labels import FAKE, REAL, UNKNOWN, parse_label
+from dfd.evaluation.policies import DEFAULT_CLIP, MISSING_POLICIES, THRESHOLD_POLICIES
+from dfd.labels import FAKE, REAL, UNKNOWN, label_name, parse_label
 from dfd.scores import STATUS_OK
 
 log = logging.getLogger(__name__)
 
-MISSING_POLICIES = {"exclude": None, "as_real": 0.0, "as_fake": 1.0, "as_half": 0.5}
-THRESHOLD_POLICIES = ("fixed", "f1", "youden")
-DEFAULT_CLIP = 1e-15
 SCORE_METRICS = ("roc_auc", "average_precision", "log_loss", "eer")
 THRESHOLD_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
 
@@ -144,7 +142,7 @@ def threshold_metrics(y, p, threshold: float = 0.5) -> dict:
         y, pred, labels=[REAL, FAKE], zero_division=np.nan)
     res["per_class"] = {
         name: {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": int(sup[i])}
-        for i, name in enumerate(("REAL", "FAKE"))
+        for i, name in enumerate(map(label_name, (REAL, FAKE)))
     }
     res["precision"], res["recall"], res["f1"] = prec[1], rec[1], f1[1]
     if np.isnan(prec[1]):

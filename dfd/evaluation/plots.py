@@ -12,6 +12,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+from dfd.labels import FAKE, REAL, label_name, verdict
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +67,9 @@ def plot_confusion(cm, path, threshold: float, title: str = "Confusion matrix") 
                 txt = "n/a" if sub != "counts" and rows[i, 0] == 0 else fmt.format(mat[i, j])
                 ax.text(j, i, txt, ha="center", va="center", fontsize=13,
                         color="white" if norm[i, j] > 0.6 else "black")
-        ax.set_xticks([0, 1], ["REAL", "FAKE"])
-        ax.set_yticks([0, 1], ["REAL", "FAKE"])
+        names = [label_name(REAL), label_name(FAKE)]  # the order of metrics.confusion_matrix
+        ax.set_xticks([0, 1], names)
+        ax.set_yticks([0, 1], names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(sub, fontsize=10)
@@ -71,8 +80,6 @@ def plot_confusion(cm, path, threshold: float, title: str = "Confusion matrix") 
 
 def plot_roc(curves: dict, path, title: str = "ROC curves (video level)") -> Path:
     """``curves`` maps a model name to ``(labels, scores)``; one line each, AUC in the legend."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance (AUC 0.500)")
@@ -95,8 +102,6 @@ def plot_roc(curves: dict, path, title: str = "ROC curves (video level)") -> Pat
 
 def plot_pr(curves: dict, path, title: str = "Precision-recall curves (FAKE positive)") -> Path:
     """Precision-recall curves, AP in the legend, the FAKE prevalence as the chance line."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     prevalence = None
@@ -126,8 +131,8 @@ def plot_hist(y, p, path, threshold: float, title: str = "Scores by class") -> P
     y, p = np.asarray(y), np.asarray(p, dtype=float)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     bins = np.linspace(0, 1, 26)
-    for lab, name, color in ((0, "REAL", REAL_COLOR), (1, "FAKE", FAKE_COLOR)):
-        sel = p[y == lab]
+    for lab, color in ((REAL, REAL_COLOR), (FAKE, FAKE_COLOR)):
+        sel, name = p[y == lab], label_name(lab)
         ax.hist(sel, bins=bins, alpha=0.55, color=color, label=f"{name} (n={len(sel)})")
     ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     ax.set(xlim=(0, 1), xlabel="P(fake)", ylabel="videos", title=title)
@@ -153,7 +158,7 @@ def plot_timeline(frame_index, p, path, threshold: float, video_id: str, label: 
     ax.set(ylim=(-0.02, 1.02), xlabel="frame index", ylabel="P(fake)")
     called = ""
     if video_score is not None and np.isfinite(video_score):
-        called = f", called {'FAKE' if video_score >= threshold else 'REAL'}"
+        called = f", called {verdict(video_score, threshold)}"
     ax.set_title(f"Per-frame scores of {video_id}" + (f" (true {label}{called})" if label else ""),
                  fontsize=10)
     ax.grid(alpha=0.3)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from dfd.evaluation import plots
 from dfd.evaluation.metrics import SCORE_METRICS, THRESHOLD_METRICS
-from dfd.labels import label_name
+from dfd.labels import FAKE, label_name
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def render_figures(out_dir, curves: dict, main: str, metrics: dict, frames: pd.D
         figs["hist"] = plots.plot_hist(y, p, out / "hist.png", thr, f"Video scores by class: {main}")
     if frames is not None and videos is not None and n_timelines and len(videos):
         v = videos.dropna(subset=["p_fake"])
-        wrong = v[(v["p_fake"] >= thr) != (v["label"] == 1)]
+        wrong = v[(v["p_fake"] >= thr) != (v["label"] == FAKE)]
         pick = wrong.assign(err=(wrong["p_fake"] - thr).abs()).nlargest(n_timelines, "err") \
             if len(wrong) else v.nlargest(n_timelines, "p_fake")
         fvid = frames["video_id"].astype(str)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -68,8 +69,6 @@ def parse_condition(text: str) -> tuple[str, float | int | None]:
 
 def degrade(faces: np.ndarray, condition: str) -> np.ndarray:
     """One video's faces (uint8 ``[N, H, W, 3]`` RGB) under ``condition``."""
-    import cv2
-
     kind, value = parse_condition(condition)
     faces = np.asarray(faces)
     if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[-1] != 3:

@@ -17,15 +17,23 @@ The original study's plain average is kept as the named baseline ``average``
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sklearn
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
-from dfd.labels import UNKNOWN, parse_label
+from dfd.labels import FAKE, REAL, UNKNOWN, parse_label
 from dfd.scores import STATUS_OK, VIDEO_COLUMNS, aggregate
 
 log = logging.getLogger(__name__)
@@ -111,10 +119,7 @@ def average_scores(feats: pd.DataFrame) -> pd.Series:
 
 
 def _versions() -> dict:
-    import sklearn
-
     try:
-        from importlib.metadata import version
         pkg = version("dfd-tf")
     except Exception:  # noqa: BLE001 - not installed (source checkout)
         pkg = "unknown"
@@ -122,10 +127,6 @@ def _versions() -> dict:
 
 
 def make_pipeline(C: float = 1.0, seed: int = 0):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
     return Pipeline([("scale", StandardScaler()),
                      ("lr", LogisticRegression(C=C, max_iter=1000, random_state=seed))])
 
@@ -134,7 +135,7 @@ def _usable(feats: pd.DataFrame, y) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     if isinstance(y, dict):
         y = pd.Series(y)
     y = y.reindex(feats.index) if isinstance(y, pd.Series) else pd.Series(np.asarray(y), feats.index)
-    ok = feats.notna().all(axis=1) & y.isin([0, 1])
+    ok = feats.notna().all(axis=1) & y.isin([REAL, FAKE])
     n_nan = int((~feats.notna().all(axis=1)).sum())
     if n_nan:
         log.warning("stacker: %d video(s) without a score from every model left out", n_nan)
@@ -172,7 +173,7 @@ class Stacker:
         return cls(feature_names=list(map(str, feats.columns)), coef=lr.coef_[0].tolist(),
                    intercept=float(lr.intercept_[0]), scaler_mean=sc.mean_.tolist(),
                    scaler_scale=sc.scale_.tolist(), n_train=int(len(yy)),
-                   n_train_fake=int(yy.sum()), C=float(C), versions=_versions(),
+                   n_train_fake=int((yy == FAKE).sum()), C=float(C), versions=_versions(),
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    fit_videos=videos_fingerprint(idx))
 
@@ -194,8 +195,6 @@ class Stacker:
 
     def predict_proba(self, X) -> np.ndarray:
         """P(fake) per row; rows with a NaN feature give NaN."""
-        from scipy.special import expit
-
         return expit(self.decision(X))
 
     def predict_features(self, feats: pd.DataFrame) -> pd.Series:
@@ -218,10 +217,28 @@ class Stacker:
 
     @classmethod
     def load(cls, path: str | Path) -> Stacker:
+        """Read a stacker JSON; a ValueError naming the file and what is wrong with it (not
+        JSON, another format, unknown or missing fields, numbers that do not fit)."""
         path = Path(path)
-        d = json.loads(path.read_text())
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"stacker file {path} is not valid JSON: {err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"stacker file {path} is not a text (JSON) file") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"stacker file {path} holds a JSON {type(d).__name__}, not an object")
         if d.get("format") != FORMAT:
             raise ValueError(f"{path} is not a stacker file (format {d.get('format')!r}, expected {FORMAT!r})")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"stacker file {path}: unknown field(s) {unknown}; known: {sorted(known)}")
+        missing = [f.name for f in fields(cls) if f.name not in d
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ValueError(f"stacker file {path} lacks field(s) {missing}")
+        _check_numbers(path, d)
         return cls(**d)
 
     @property
@@ -229,26 +246,54 @@ class Stacker:
         return sorted({c.split(":")[0] for c in self.feature_names})
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _check_numbers(path: Path, d: dict) -> None:
+    """The fields a stacker predicts with: names, and finite numbers of matching lengths."""
+    names = d["feature_names"]
+    if (not isinstance(names, list) or not names
+            or not all(isinstance(n, str) and n for n in names)):
+        raise ValueError(f"stacker file {path}: feature_names must be a non-empty list of "
+                         f"names, got {names!r}")
+    for key in ("coef", "scaler_mean", "scaler_scale"):
+        v = d[key]
+        if not isinstance(v, list) or not all(_is_number(x) for x in v):
+            raise ValueError(f"stacker file {path}: {key} must be a list of numbers, got {v!r}")
+        if len(v) != len(names):
+            raise ValueError(f"stacker file {path}: {key} has {len(v)} value(s) for "
+                             f"{len(names)} feature(s) {names}")
+    if not all(x > 0 for x in d["scaler_scale"]):
+        raise ValueError(f"stacker file {path}: scaler_scale must be > 0, got {d['scaler_scale']!r}")
+    for key in ("intercept", "C"):
+        if key in d and not _is_number(d[key]):
+            raise ValueError(f"stacker file {path}: {key} must be a number, got {d[key]!r}")
+    for key in ("n_train", "n_train_fake"):
+        if not isinstance(d[key], int) or isinstance(d[key], bool) or d[key] < 0:
+            raise ValueError(f"stacker file {path}: {key} must be a whole number >= 0, got "
+                             f"{d[key]!r}")
+
+
 def videos_fingerprint(video_ids) -> str:
     """sha256 of the sorted video ids: names a fit set without storing it."""
-    import hashlib
-
     text = "\n".join(sorted(map(str, video_ids)))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def oof_predict(feats: pd.DataFrame, y, n_splits: int = 5, C: float = 1.0,
                 seed: int = 0) -> pd.Series:
-    """Out-of-fold stacker scores (stratified K-fold) for honest reporting on the fit set."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
+    """Out-of-fold stacker scores (stratified K-fold) for honest reporting on the fit set;
+    ``n_splits`` folds, or as many as the smaller class has videos (``.attrs["folds"]``)."""
     X, yy, idx = _usable(feats, y)
-    k = min(n_splits, int(np.bincount(yy).min()))
+    k = min(n_splits, int(np.bincount(yy, minlength=2).min()))
     if k < 2:
         raise ValueError(f"out-of-fold scores need >= 2 videos of each class; got {np.bincount(yy).tolist()}")
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     p = cross_val_predict(make_pipeline(C, seed), X, yy, cv=cv, method="predict_proba")[:, 1]
-    return pd.Series(p, index=idx, name="p_fake")
+    out = pd.Series(p, index=idx, name="p_fake")
+    out.attrs["folds"] = k
+    return out
 
 
 def input_status(tables: dict[str, pd.DataFrame]) -> pd.Series:

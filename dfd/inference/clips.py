@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 CLIP_COLUMNS = [*scores.FRAME_COLUMNS, "clip", "last_frame", "n_valid"]
 
 
-def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int = 16,
+def multi_clip_dataset(source: str | Path | Sequence[str | Path], clip_len: int = readers.CLIP_LEN,
                        max_clips: int = 4, face_size: int = schema.FACE_SIZE,
                        split: str | None = None, only_source: str | None = None):
     """Every record as ``k`` clips (unknown labels kept): ``clip_dataset``-style elements plus
@@ -102,7 +102,7 @@ def _predict_shards(model, source, clip_len, max_clips, batch_size, aggregation,
                     split, face_size, only_source=None):
     faces_shape = model.input["faces"].shape if hasattr(model, "input") else (None,) * 5
     if clip_len is None:
-        clip_len = int(faces_shape[1]) if faces_shape[1] else 16
+        clip_len = int(faces_shape[1]) if faces_shape[1] else readers.CLIP_LEN
     if face_size is None:
         face_size = int(faces_shape[2]) if faces_shape[2] else schema.FACE_SIZE
     if aggregation not in scores.AGGREGATIONS:

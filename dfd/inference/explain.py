@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,6 @@ def summarize(heat: np.ndarray, grid: int = GRID, evidence: bool = True) -> dict
 def overlay(face: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The face (uint8 RGB) with its heat map blended on top (JET colours, map scaled to its
     own maximum), uint8 RGB of the face's size."""
-    import cv2
-
     face = np.asarray(face, np.uint8)
     peak = float(heat.max())
     scaled = (heat / peak if peak > 0 else np.zeros_like(heat)) * 255.0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from dfd import framing, progress, readers, schema
 from dfd.inference.loading import load_any
@@ -99,7 +100,7 @@ def score_dataset(model, source, batch_size: int = 64, model_name: str | None = 
     if isinstance(source, tf.data.Dataset):
         ds = source
     else:
-        size = face_size or (input_size(scorer) or (None,))[0] or 256
+        size = face_size or (input_size(scorer) or (None,))[0] or schema.FACE_SIZE
         ds = readers.frame_dataset(source, face_size=size, keep_unknown=True, split=split,
                                    keep=readers.from_source(only_source))
         ds = ds.ignore_errors(log_warning=True)
@@ -254,8 +255,6 @@ def predict_cached(model, source, path, model_name: str | None = None,
 def load_face_images(paths, size: int = 256) -> np.ndarray:
     """Read face images as uint8 RGB ``[N, size, size, 3]``; other sizes are resized with
     nearest-neighbour interpolation, as the authors' ``ImageDataGenerator`` did."""
-    from PIL import Image
-
     out = []
     for p in paths:
         with Image.open(Path(p)) as im:

@@ -9,6 +9,7 @@ size and clip length.
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,9 @@ def load_keras(path_or_name, weights_dir=None):
     if p.is_dir() and (p / KERAS_FILE).exists():
         p = p / KERAS_FILE
     if p.is_file() and p.suffix == ".keras":
+        if not zipfile.is_zipfile(p):  # else Keras says "File not found" of a file that is there
+            raise ValueError(f"{p} is not a readable .keras model: not a zip archive (cut short, "
+                             f"damaged, or another kind of file; {p.stat().st_size} bytes)")
         return keras.models.load_model(str(p), compile=False)
     if p.is_file() and p.suffix == ".h5":
         known = presets.find_by_path(p)

@@ -17,6 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -146,8 +147,6 @@ class ClipScorer(ModelScorer):
 def _resize(faces: np.ndarray, side: int | None) -> np.ndarray:
     """Faces ``[N, H, W, 3]`` resized to ``side`` (area interpolation) when they differ."""
     if side and len(faces) and (faces.shape[1] != side or faces.shape[2] != side):
-        import cv2
-
         return np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
                          for f in faces])
     return faces

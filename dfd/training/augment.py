@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 
+import av
 import numpy as np
 
 from dfd.training.config import AugmentConfig
@@ -385,8 +386,6 @@ def h264(frames: np.ndarray, crf: int, intra_only: bool = False,
     frame on its own (for a batch of unrelated faces); otherwise the frames are predicted
     from each other (a clip of one video). Odd sizes are padded by edge repetition for the
     codec and cropped back. Deterministic: one thread, no randomness."""
-    import av
-
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"h264 expects uint8 frames [N, H, W, 3], got {frames.dtype} "

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from dfd import readers, schema
-from dfd.labels import FAKE, REAL
+from dfd.labels import FAKE, REAL, UNKNOWN, label_name
 from dfd.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def shard_table(source, split: str | None = None) -> pd.DataFrame:
 
     keys = (schema.VIDEO_ID, schema.SOURCE, schema.ORIGINAL, schema.SPLIT)
     ctx = {k: tf.io.FixedLenFeature([], tf.string, default_value="") for k in keys}
-    ctx[schema.LABEL] = tf.io.FixedLenFeature([], tf.int64, default_value=-1)
+    ctx[schema.LABEL] = tf.io.FixedLenFeature([], tf.int64, default_value=UNKNOWN)
     seq = {schema.FRAME_INDEX: tf.io.FixedLenSequenceFeature([], tf.int64)}
 
     def parse(s):
@@ -289,7 +289,7 @@ def training_examples(cfg: TrainConfig, examples: Callable, batch_size: int):
             n = int(counts.get(src, pd.Series(dtype=int)).sum() if lab is None
                     else counts.get((src, lab), 0))
             if n == 0:
-                what = "records" if lab is None else f"{'FAKE' if lab == FAKE else 'REAL'} records"
+                what = "records" if lab is None else f"{label_name(lab)} records"
                 raise ValueError(f"mix: source {src!r} has no {what} in the training shards "
                                  f"(split {cfg.train_split!r})")
             files, keep = source_records(table, src, lab)

@@ -17,12 +17,13 @@ is run. Exit status 0 whatever is found.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
 from data_prep import audit, manifests
 from dfd.evaluation import inputs
-from dfd_app.cli.common import add_no_progress, add_out
+from dfd_app.cli.common import add_no_progress, add_out, check_file_out
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def run(args) -> int:
         log.error("--flag must be in (0, 0.5], got %r", args.flag)
         return 2
     try:
+        # before the images are measured: an output that cannot be written loses that work
+        check_file_out(args.out, "--out")
+        check_file_out(args.items, "--items")
         loaded = [manifests.load_manifest(s) for s in args.sources]
         merged = manifests.merge_manifests(loaded)
         result = audit.audit_items(merged.items, split=args.split, sample=args.sample,
@@ -73,10 +77,10 @@ def run(args) -> int:
     except (OSError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    if args.out:
-        summary.to_csv(args.out, index=False)
-    if args.items:
-        result.items.to_csv(args.items, index=False)
+    for table, where in ((summary, args.out), (result.items, args.items)):
+        if where:
+            Path(where).parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(where, index=False)
     shown = summary.copy()
     for col in ("median_real", "median_fake"):
         shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dfd.evaluation.calibration import BAND_CONFIDENCE, calibrate_model, describe
 from dfd.export import DEFAULT_VERSION
-from dfd_app.cli.common import add_out, add_weights_dir
+from dfd_app.cli.common import add_out, add_weights_dir, probability
 
 
 def add_arguments(parser) -> None:
@@ -42,16 +42,16 @@ def add_arguments(parser) -> None:
                              "frames calibrated one by one and aggregated, as the calibrated "
                              "export scores them (without it, each video's score is calibrated: "
                              "exact for videos of one frame only)")
-    parser.add_argument("--min-precision", type=float, default=0.8,
+    parser.add_argument("--min-precision", type=probability, default=0.8,
                         help="precision the verdicts outside the uncertain band must reach on "
                              "--uncertain-scores (default: %(default)s)")
-    parser.add_argument("--precision-confidence", type=float, default=BAND_CONFIDENCE,
+    parser.add_argument("--precision-confidence", type=probability, default=BAND_CONFIDENCE,
                         help="the precision of each side's verdicts, over all its videos (each "
                              "video_id counted once, however many rows it has), must reach "
                              "--min-precision at this one-sided lower confidence bound, so a "
                              "verdict is not given on a handful of videos (default: "
                              "%(default)s; 0 for the point estimate only)")
-    parser.add_argument("--threshold", type=float, default=0.5,
+    parser.add_argument("--threshold", type=probability, default=0.5,
                         help="the verdict threshold the band is chosen around (default: %(default)s)")
 
 

@@ -16,7 +16,14 @@ from pathlib import Path
 from dfd import progress
 from dfd.inference.scorers import ModelLoadError
 from dfd_app.cli import streams
-from dfd_app.cli.common import add_no_progress, add_runtime, add_weights_dir, use_weights_dir
+from dfd_app.cli.common import (
+    add_no_progress,
+    add_runtime,
+    add_weights_dir,
+    check_dir_out,
+    probability,
+    use_weights_dir,
+)
 from dfd_app.detect import inputs as inputs_mod
 from dfd_app.detect import output, pipeline
 
@@ -32,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model: .keras file, SavedModel dir or registered weights name "
                              "(default: the shipped model); with --stacker: NAME=PATH, repeated")
     parser.add_argument("--stacker", metavar="JSON", help="stacker JSON from `dfd stack`")
-    parser.add_argument("--threshold", type=float, default=pipeline.DEFAULT_THRESHOLD,
+    parser.add_argument("--threshold", type=probability, default=pipeline.DEFAULT_THRESHOLD,
                         help="FAKE when P(fake) >= threshold (default: %(default)s)")
     parser.add_argument("--uncertain", default="auto", metavar="auto|off|LOW,HIGH",
                         help="verdict UNCERTAIN for scores in a band around the threshold: the "
@@ -96,6 +103,13 @@ def run(args) -> int:
         return 2
     if args.frames < 1:
         log.error("--frames must be >= 1, got %d", args.frames)
+        return 2
+    try:  # before the model loads: an artifact folder that cannot be is no silent loss later
+        for flag, where in (("--plot", args.plot), ("--faces", args.faces),
+                            ("--explain", args.explain)):
+            check_dir_out(where, flag)
+    except ValueError as err:
+        log.error("%s", err)
         return 2
     use_weights_dir(args.weights_dir)
     try:

@@ -10,11 +10,18 @@ import logging
 
 import numpy as np
 
+from dfd import readers
 from dfd.inference.clips import predict_shards
 from dfd.inference.frames import predict
 from dfd.inference.loading import load_any
 from dfd.scores import AGGREGATIONS, write_table
-from dfd_app.cli.common import add_no_progress, add_out, add_runtime, add_weights_dir
+from dfd_app.cli.common import (
+    add_no_progress,
+    add_out,
+    add_runtime,
+    add_weights_dir,
+    check_table_out,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,13 @@ def _predict_clips(scorer, source, args):
 def run(args) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_clips < 1:
+        raise SystemExit(f"--max-clips must be >= 1, got {args.max_clips}")
+    if args.clip_len is not None and args.clip_len < 1:
+        raise SystemExit(f"--clip-len must be >= 1, got {args.clip_len}")
+    # before any scoring: a table that cannot be written would lose the whole run
+    check_table_out(args.out, "--out")
+    check_table_out(args.frames_out, "--frames-out")
     source = args.shards[0] if len(args.shards) == 1 else args.shards
     scorer = load_any(args.model, weights_dir=args.weights_dir, batch_size=args.batch_size,
                       runtime=args.runtime)
@@ -82,6 +96,11 @@ def run(args) -> int:
                                  batch_size=args.batch_size, model_name=args.model_name,
                                  weights_dir=args.weights_dir, split=args.split,
                                  only_source=args.source)
+    if not len(videos) and args.split:
+        held = readers.split_names(source)
+        if args.split not in held:  # a mistyped split is an error, not an empty table
+            raise ValueError(f"no record of split {args.split!r} in {' '.join(args.shards)}; "
+                             f"the shards hold {', '.join(held) or 'no split names'}")
     write_table(videos, args.out)
     if args.frames_out:
         write_table(frames, args.frames_out)

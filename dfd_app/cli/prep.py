@@ -7,7 +7,8 @@ import logging
 
 from data_prep.contact_sheet import contact_sheet
 from data_prep.prep import PrepConfig, run_prep
-from dfd_app.cli.common import add_no_progress, add_out
+from data_prep.sampling import SAMPLER_MODES
+from dfd_app.cli.common import add_no_progress, add_out, check_dir_out
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_no_progress(p)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Options checked before anything is written: a bad one is one error naming the flag and
+    its value, not a half-made output folder whose items all wait (or all fail) for it."""
+    for flag, value, least in (("--frames", args.frames, 1), ("--shard-records", args.shard_records, 1),
+                               ("--workers", args.workers, 0), ("--detect-side", args.detect_side, 0),
+                               ("--limit", args.limit, 1), ("--stride", args.stride, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
+    if args.sampler not in SAMPLER_MODES:
+        raise ValueError(f"--sampler must be one of {', '.join(SAMPLER_MODES)}, got {args.sampler!r}")
+    if args.sampler == "stride" and args.stride is None:
+        raise ValueError("--sampler stride needs --stride N (the frame step)")
+    if not args.margin > 0:
+        raise ValueError(f"--margin must be > 0, got {args.margin}")
+    check_dir_out(args.out, "--out")
+
+
 def run(args: argparse.Namespace) -> int:
 
+    check_options(args)
     cfg = PrepConfig(
         sources=list(args.sources), out_dir=args.out, layout=args.layout, workers=args.workers,
         engine=args.engine or ("dask" if args.scheduler else "process"),

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 
 from dfd.inference.scorers import ModelLoadError
-from dfd_app.cli.common import add_runtime, add_weights_dir, use_weights_dir
+from dfd_app.cli.common import add_runtime, add_weights_dir, probability, use_weights_dir
 from dfd_app.detect import pipeline
 from dfd_app.serve.service import ServiceSettings, create_app
 
@@ -19,11 +20,12 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=8000,
+                        help="port, 0-65535 (0: any free one) (default: %(default)s)")
     parser.add_argument("--model", action="append", default=[], metavar="PATH|NAME",
                         help="model (default: the shipped model); with --stacker: NAME=PATH, repeated")
     parser.add_argument("--stacker", metavar="JSON", help="stacker JSON from `dfd stack`")
-    parser.add_argument("--threshold", type=float, default=pipeline.DEFAULT_THRESHOLD,
+    parser.add_argument("--threshold", type=probability, default=pipeline.DEFAULT_THRESHOLD,
                         help="FAKE when P(fake) >= threshold (default: %(default)s)")
     parser.add_argument("--aggregation", default=pipeline.DEFAULT_AGGREGATION,
                         choices=["mean", "vote", "confident", "max"],
@@ -53,12 +55,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_dir(parser)
 
 
+#: uvicorn's exit status when the server cannot start (e.g. its address cannot be bound)
+UVICORN_STARTUP_FAILURE = 3
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 0-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return value
+
+
+def check_bind(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go, so that an address that cannot be served (in use,
+    not this machine's, no such host) is one clear error before the model loads."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as err:
+        raise ValueError(f"cannot serve on --host {host!r}: {getattr(err, 'strerror', None) or err}") from None
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as err:
+        raise ValueError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+
+
 def settings_from_args(args):
 
     if not args.stacker and len(args.model) > 1:
         raise ValueError(f"several --model values need --stacker (got {args.model})")
-    if args.workers < 1 or args.max_queue < 0 or args.max_upload_mb <= 0 or args.timeout <= 0:
-        raise ValueError("--workers >= 1, --max-queue >= 0, --max-upload-mb > 0 and --timeout > 0")
+    for flag, value, ok, rule in (("--workers", args.workers, args.workers >= 1, ">= 1"),
+                                  ("--max-queue", args.max_queue, args.max_queue >= 0, ">= 0"),
+                                  ("--max-upload-mb", args.max_upload_mb, args.max_upload_mb > 0, "> 0"),
+                                  ("--timeout", args.timeout, args.timeout > 0, "> 0"),
+                                  ("--max-decoded-mpix", args.max_decoded_mpix,
+                                   args.max_decoded_mpix >= 0, ">= 0 (0: no cap)")):
+        if not ok:
+            raise ValueError(f"{flag} must be {rule}, got {value}")
     return ServiceSettings(
         model=None if args.stacker or not args.model else args.model[0], stacker=args.stacker,
         stack_models=args.model if args.stacker else None, detector=args.detector,
@@ -76,6 +115,7 @@ def run(args) -> int:
     use_weights_dir(args.weights_dir)
     try:
         settings = settings_from_args(args)
+        check_bind(args.host, args.port)  # an address in use fails before the model loads
         ctx = settings.build_context()  # fail here, before binding, when the model cannot load
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
@@ -88,5 +128,12 @@ def run(args) -> int:
     # signal is raised again, so Ctrl-C ends the command as in every other (one line, 130)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="warning", access_log=False))
-    server.run()
+    try:
+        server.run()
+    except SystemExit as err:  # uvicorn's own exit: it has logged why (e.g. the bind)
+        if err.code != UVICORN_STARTUP_FAILURE:
+            raise
+        log.error("the service could not start on %s:%d (see the error above)", args.host,
+                  args.port)
+        return 2
     return 0

@@ -22,7 +22,13 @@ from dfd.evaluation.stacker import (
     stacked_table,
 )
 from dfd.scores import write_table
-from dfd_app.cli.common import add_deprecated_alias, add_out, model_spec
+from dfd_app.cli.common import (
+    add_deprecated_alias,
+    add_out,
+    check_file_out,
+    check_table_out,
+    model_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,15 @@ def _scores(args) -> list:
 
 
 def fit(args) -> int:
+    if args.oof == 1 or args.oof < 0:
+        raise ValueError(f"--oof must be 0 (no out-of-fold report) or >= 2 folds, got {args.oof}")
+    if not args.C > 0:
+        raise ValueError(f"--C must be > 0, got {args.C}")
+    if args.oof_out and not args.oof:
+        raise ValueError(f"--oof-out {args.oof_out} needs out-of-fold scores: --oof K >= 2")
+    # before the fit: an output that cannot be written must not leave half of the results
+    check_file_out(args.out, "--out")
+    check_table_out(args.oof_out, "--oof-out")
     st, oof_table = fit_stacker(_scores(args), args.labels, C=args.C, seed=args.seed, oof=args.oof,
                                 out=args.out)
     report = st.fit_report
@@ -69,11 +84,12 @@ def fit(args) -> int:
         print(f"  {name:<24} coef {c:+.4f}   AUC alone {report['input_auc'][name] or float('nan'):.4f}")
     print(f"  {'average':<24} {'':>11}   AUC {report['input_auc']['average'] or float('nan'):.4f}")
     if "oof_auc" in report:
-        print(f"  stacker out-of-fold AUC ({args.oof} folds): {report['oof_auc'] or float('nan'):.4f}")
+        print(f"  stacker out-of-fold AUC ({report['oof_folds']} folds): {report['oof_auc'] or float('nan'):.4f}")
     return 0
 
 
 def predict(args) -> int:
+    check_table_out(args.out, "--out")
     st = Stacker.load(args.stacker)
     tables, labels = read_models(_scores(args), args.labels)
     lacking = sorted(set(st.models) - set(tables))

@@ -12,7 +12,17 @@ import logging
 
 from dfd.config import config_from_dict, config_to_dict, load_config
 from dfd.training import train
-from dfd.training.config import TrainConfig
+from dfd.training.config import (
+    CLASS_BALANCE,
+    FAKES,
+    INPUT_KINDS,
+    LOOPS,
+    LOSSES,
+    OPTIMIZERS,
+    REWEIGHT,
+    STRATEGIES,
+    TrainConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +38,6 @@ _SIMPLE = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dfd.training.config import (
-        CLASS_BALANCE,
-        INPUT_KINDS,
-        LOOPS,
-        LOSSES,
-        OPTIMIZERS,
-        REWEIGHT,
-        STRATEGIES,
-    )
-
     parser.add_argument("--config", help="TrainConfig JSON (a run's config.json works too)")
     parser.add_argument("--model", help="meso4 | mesoinception4 | efficientnetb0 | xception | temporal | "
                         "package.module:builder")
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "dfdc=0.5,ffpp=0.5 (names: the shards' source, or a unique part of it)")
     parser.add_argument("--paired", action=argparse.BooleanOptionalAction, default=None,
                         help="batches of (fake, its real original) pairs")
-    parser.add_argument("--fakes", choices=("real", "sbi", "both"),
+    parser.add_argument("--fakes", choices=FAKES,
                         help="FAKE examples: the shards' own (real, default), self-blended fakes "
                         "made from REAL faces only (sbi), or both mixed (see --sbi-ratio)")
     parser.add_argument("--sbi-ratio", type=float,
@@ -124,11 +124,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the resolved config and exit without training")
 
 
-def _json_arg(value: str, flag: str):
+def _json_arg(value: str, flag: str, kind: type = dict):
+    """``value`` parsed as JSON, which must be a ``kind`` (an object or a list): a ValueError
+    naming ``flag`` and the text otherwise."""
     try:
-        return json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError as err:
         raise ValueError(f"{flag} is not valid JSON ({err}): {value!r}") from None
+    if not isinstance(parsed, kind):
+        want = "object {...}" if kind is dict else "list [...]"
+        raise ValueError(f"{flag} must be a JSON {want}, got {value!r}")
+    return parsed
 
 
 def config_from_args(args):
@@ -145,7 +151,7 @@ def config_from_args(args):
     if args.model_kwargs:
         data["model_kwargs"] = _json_arg(args.model_kwargs, "--model-kwargs")
     if args.phases:
-        data["phases"] = _json_arg(args.phases, "--phases")
+        data["phases"] = _json_arg(args.phases, "--phases", list)
     augment = dict(data.get("augment") or {})
     if args.augment:
         augment.update(_json_arg(args.augment, "--augment"))

@@ -44,6 +44,7 @@ import numpy as np
 from data_prep.extract import ExtractConfig, extract_faces
 from data_prep.faces import get_detector
 from data_prep.faces.images import ImageReadError, read_image
+from dfd import schema
 from dfd.inference import explain as explain_mod
 from dfd.inference import scorers as models
 from dfd.labels import verdict
@@ -166,7 +167,7 @@ def build_context(model: str | None = None, stacker: str | None = None,
                                                          all_faces=bool(all_faces),
                                                          max_decoded_pixels=max_decoded_pixels,
                                                          face_size=models.face_size_of(scorer)
-                                                         or 256),
+                                                         or schema.FACE_SIZE),
                          **options)
 
 
@@ -211,7 +212,7 @@ def choose_band(scorer, uncertain, threshold: float) -> dict | None:
 def warm_up(ctx: DetectContext, face_size: int | None = None) -> None:
     """Run the scorer on blank faces, one and a batch of :data:`EARLY_BATCH`, so the first
     request does not pay for tracing."""
-    size = face_size or int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
+    size = face_size or int(getattr(ctx.extract_cfg, "face_size", 0) or schema.FACE_SIZE)
     for n in (1, EARLY_BATCH):
         ctx.scorer(np.zeros((n, size, size, 3), np.uint8))
 
@@ -514,7 +515,7 @@ def _detect_crop(path, ctx: DetectContext, rec: dict, timings: dict, t0: float) 
     """A face crop (an image file) scored as it is: decoded and resized to the model's face
     size by the shard reader's own function (so a crop scores as it would from shards), no
     detection, no re-framing."""
-    size = int(getattr(ctx.extract_cfg, "face_size", 256) or 256)
+    size = int(getattr(ctx.extract_cfg, "face_size", 0) or schema.FACE_SIZE)
     try:
         try:  # whole, upright (EXIF), at least the smallest face size
             img = read_image(path, min_side=getattr(ctx.extract_cfg, "min_face", 1.0) or 1.0)
@@ -613,6 +614,8 @@ def _write_extras(rec, ctx, path, faces, track_ids, frame_idx, p) -> None:
         if ctx.thumbnails:
             rec["thumbnails"] = artifacts.thumbnails(faces, track_ids, frame_idx, p,
                                                      ctx.thumbnails, ctx.thumb_size, overlays)
+            for thumb in rec["thumbnails"]:  # each face's own verdict, by the video's rule
+                thumb["label"] = verdict(thumb["p_fake"], ctx.threshold, ctx.uncertain)
     except Exception as err:  # noqa: BLE001 - outputs beside the verdict are best-effort
         log.warning("%s: could not write plot/faces: %s", rec["video"], err)
 

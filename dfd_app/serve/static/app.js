@@ -109,7 +109,7 @@ function drawThumbs(res) {
     img.src = "data:image/jpeg;base64," + (over ? t.overlay_jpeg_base64 : t.jpeg_base64);
     img.alt = over ? `face with heat map, frame ${t.frame_index}` : `face, frame ${t.frame_index}`;
     if (over) img.dataset.overlay = "1";
-    img.className = t.p_fake >= res.threshold ? "FAKE" : "REAL";
+    img.className = t.label;  // FAKE / REAL / UNCERTAIN: the video's rule applied to this face
     const cap = document.createElement("figcaption");
     cap.textContent = `frame ${t.frame_index} · ${fmt(t.p_fake)}`;
     fig.append(img, cap);
