@@ -343,6 +343,11 @@ def test_the_card_says_how_a_fine_tuned_run_trained(tool, tmp_path):
     assert last.endswith("the weights at the end of its last epoch (`unaveraged.keras`; the "
                          "run's `last.keras` is their mean over epochs 9-16, not this model)")
     assert "sharpness-aware" not in tool.training(dict(base, sam_rho=0.0))
+    # the self-blending settings that differ from the defaults, as the flag that sets them
+    sbi = dict(base, fakes="sbi", sbi={"keep_range": True, "sharpness": [-1.0, 1.5]})
+    assert ", self-blended fakes with `--sbi '{\"keep_range\": true}'`" in tool.training(sbi)
+    assert "--sbi" not in tool.training(dict(sbi, sbi={"sharpness": [-1.0, 1.5]}))
+    assert "--sbi" not in tool.training(dict(sbi, fakes="real"))
 
 
 def test_the_band_is_chosen_on_the_videos_as_the_shipped_file_scores_them(tool, tmp_path,

@@ -43,6 +43,7 @@ Scores are cached under ``--out/scores`` (delete a file to recompute it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -74,7 +75,7 @@ from dfd.inference.frames import predict_cached
 from dfd.labels import parse_label
 from dfd.scores import write_table
 from dfd.training import averaging
-from dfd.training.config import TrainConfig
+from dfd.training.config import SBIConfig, TrainConfig
 from dfd_app.detect import pipeline
 from mesonet_tf.weights import ASSETS_DIR
 
@@ -390,6 +391,11 @@ def training(cfg: dict, depth: int = 0, unaveraged: bool = False) -> str:
             f"loss {cfg.get('loss')}, seed {cfg.get('seed')}")
     if cfg.get("sam_rho"):
         here += f", sharpness-aware minimization (`--sam-rho {cfg['sam_rho']}`)"
+    if cfg.get("fakes") in ("sbi", "both"):  # the self-blending settings that differ
+        defaults = json.loads(json.dumps(dataclasses.asdict(SBIConfig())))
+        changed = {k: v for k, v in (cfg.get("sbi") or {}).items() if defaults.get(k) != v}
+        if changed:
+            here += f", self-blended fakes with `--sbi '{json.dumps(changed)}'`"
     if cfg.get("average_from"):
         last = TrainConfig(epochs=cfg.get("epochs") or 1, phases=cfg.get("phases") or []).total_epochs
         span = f"epochs {cfg['average_from']}-{last}"
