@@ -84,10 +84,11 @@ def _fits(hint, value) -> bool | None:
             return False
         each = args[:1] * len(value) if args and args[-1] is Ellipsis else args
         return all(_fits(a, v) is not False for a, v in zip(each, value))
+    # null for a list or a dict: left to the dataclass (TrainConfig reads it as empty)
     if hint is list or origin is list:  # a single string is taken for a one-item list
-        return isinstance(value, (list, tuple, str))
+        return value is None or isinstance(value, (list, tuple, str))
     if hint is dict or origin is dict:  # a string may be a field's own text form
-        return isinstance(value, (dict, str))
+        return value is None or isinstance(value, (dict, str))
     if dataclasses.is_dataclass(hint):
         return isinstance(value, (dict, hint))
     return None

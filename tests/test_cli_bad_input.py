@@ -63,6 +63,13 @@ def test_calibrate_probabilities_out_of_range_are_usage_errors(tmp_path, capsys,
     assert f"argument {flag}: must be within [0, 1], got '1.5'" in says
 
 
+def test_calibrate_min_precision_below_a_coin_is_a_usage_error(tmp_path, capsys):
+    scores = video_table(tmp_path / "s.csv")
+    says = usage_error(capsys, ["calibrate", "--model", "m.keras", "--scores", str(scores),
+                                "-o", str(tmp_path / "c"), "--min-precision", "0.3"])
+    assert "argument --min-precision: must be within [0.5, 1], got '0.3'" in says
+
+
 def test_platt_scaling_of_extreme_scores_warns_of_nothing():
     from dfd.evaluation.calibration import PlattScaling
 
@@ -223,6 +230,14 @@ def test_a_config_file_of_the_wrong_type_names_the_field(tmp_path, caplog):
         assert cli.main(["train", "--config", str(cfg), "--dry-run"]) == 2
     assert error_lines(caplog) == ["augment.jpeg_quality must be a list of 2 (a whole number, a "
                                    "whole number), got [40]"]
+
+
+def test_a_config_with_null_lists_is_read_as_empty():
+    from dfd.config import config_from_dict
+    from dfd.training.config import TrainConfig
+
+    cfg = config_from_dict(TrainConfig, {"train": ["x"], "val": None, "mix": None})
+    assert cfg.val == [] and cfg.mix == {}
 
 
 # ------------------------------------------------------------------ dfd serve

@@ -166,6 +166,11 @@ def test_keep_range_maps_bright_sources_back_instead_of_clipping():
                                source_copy(_faces(3), (1, 1),
                                            SBIConfig(**calm, keep_range=True)).numpy(), atol=1e-6)
     assert SBIConfig().keep_range is False
+    # an image wholly out of range is flattened onto the bound, never inverted
+    from dfd.training.sbi import _squeezed
+
+    over = _squeezed(np.linspace(1.1, 1.3, 12, dtype=np.float32).reshape(1, 2, 2, 3)).numpy()
+    np.testing.assert_array_equal(over, np.ones_like(over))
 
 
 def _step(img, where):

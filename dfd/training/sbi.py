@@ -254,7 +254,7 @@ def _squeezed(x):
 
     lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
     hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-    new_lo, new_hi = tf.maximum(lo, 0.0), tf.minimum(hi, 1.0)
+    new_lo, new_hi = tf.clip_by_value(lo, 0.0, 1.0), tf.clip_by_value(hi, 0.0, 1.0)
     gain = (new_hi - new_lo) / tf.maximum(hi - lo, 1e-6)
     return tf.clip_by_value(new_lo + (x - lo) * gain, 0.0, 1.0)  # the clip: rounding only
 

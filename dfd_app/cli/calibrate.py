@@ -13,9 +13,20 @@ scores of videos the model never trained on.
 
 from __future__ import annotations
 
+import argparse
+
 from dfd.evaluation.calibration import BAND_CONFIDENCE, calibrate_model, describe
 from dfd.export import DEFAULT_VERSION
 from dfd_app.cli.common import add_out, add_weights_dir, probability
+
+
+def verdict_precision(text: str) -> float:
+    """An argparse ``type``: the precision a verdict must reach, within [0.5, 1] (below 0.5 a
+    verdict would be right less often than a coin)."""
+    value = probability(text)
+    if value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be within [0.5, 1], got {text!r}")
+    return value
 
 
 def add_arguments(parser) -> None:
@@ -42,7 +53,7 @@ def add_arguments(parser) -> None:
                              "frames calibrated one by one and aggregated, as the calibrated "
                              "export scores them (without it, each video's score is calibrated: "
                              "exact for videos of one frame only)")
-    parser.add_argument("--min-precision", type=probability, default=0.8,
+    parser.add_argument("--min-precision", type=verdict_precision, default=0.8,
                         help="precision the verdicts outside the uncertain band must reach on "
                              "--uncertain-scores (default: %(default)s)")
     parser.add_argument("--precision-confidence", type=probability, default=BAND_CONFIDENCE,
