@@ -125,15 +125,16 @@ def check_types(cls, data: dict[str, Any], where: str = "") -> None:
             continue
         if _fits(hint, value) is False:
             raise ValueError(f"{where}{name} must be {_expected(hint)}, got {value!r}")
-        inner = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             check_types(hint, value, f"{where}{name}.")
-        elif typing.get_origin(hint) is list and inner and isinstance(value, (list, tuple)):
+        elif typing.get_origin(hint) is list and isinstance(value, (list, tuple)):
+            (inner,) = typing.get_args(hint)
             for i, item in enumerate(value):
-                if isinstance(item, dict):
-                    check_types(inner[0], item, f"{where}{name}[{i}].")
-                elif not isinstance(item, inner[0]):
-                    raise ValueError(f"{where}{name}[{i}] must be {_expected(inner[0])}, "
+                if dataclasses.is_dataclass(inner) and isinstance(item, dict):
+                    check_types(inner, item, f"{where}{name}[{i}].")
+                elif (not isinstance(item, inner) if dataclasses.is_dataclass(inner)
+                      else _fits(inner, item) is False):
+                    raise ValueError(f"{where}{name}[{i}] must be {_expected(inner)}, "
                                      f"got {item!r}")
 
 

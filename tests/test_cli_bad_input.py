@@ -146,6 +146,24 @@ def test_detect_artifact_folder_that_is_a_file_fails_before_the_model(tmp_path, 
         assert error_lines(caplog) == [f"{flag} {taken}: {taken} is a file, not a folder"]
 
 
+def test_detect_with_nothing_to_score_is_an_error_before_the_model(tmp_path, caplog,
+                                                                   monkeypatch):
+    from dfd_app.detect import pipeline
+
+    monkeypatch.setattr(pipeline, "build_context", lambda **kw: pytest.fail("model loaded"))
+    empty = tmp_path / "videos"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a video")
+    listed = tmp_path / "list.txt"
+    listed.write_text("# nothing yet\n")
+    for argv in ([str(empty)], ["--list", str(listed)], ["--crops", str(empty)]):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert cli.main(["detect", *argv]) == 2  # not an empty table and exit 0
+        (line,) = error_lines(caplog)
+        assert line.startswith("nothing to score: no ") and argv[-1] in line
+
+
 def test_audit_out_that_is_a_folder_fails_before_measuring(tmp_path, caplog, monkeypatch):
     from data_prep import audit
 
@@ -170,11 +188,12 @@ def test_a_keras_file_that_is_not_a_zip_is_named_as_damaged(tmp_path):
 
 @pytest.fixture
 def stacker_file(tmp_path):
-    from dfd.evaluation.stacker import Stacker, build_features, video_labels
+    from dfd.evaluation import stacking
+    from dfd.evaluation.stacker import build_features, video_labels
 
     tables = {n: pd.read_csv(video_table(tmp_path / f"{n}.csv", s), dtype={"video_id": str})
               for n, s in (("a", 0), ("b", 1))}
-    st = Stacker.fit(build_features(tables), video_labels(tables))
+    st = stacking.fit(build_features(tables), video_labels(tables))
     return st.save(tmp_path / "stacker.json")
 
 
@@ -184,6 +203,11 @@ def stacker_file(tmp_path):
     ({"coef": [1.0]}, "coef has 1 value(s) for 2 feature(s) ['a', 'b']"),
     ({"scaler_scale": [1.0, 0.0]}, "scaler_scale must be > 0"),
     ({"intercept": None}, "intercept must be a number, got None"),
+    ({"coef": [1.0, "x"]}, "coef[1] must be a number, got 'x'"),
+    ({"coef": [1.0, float("nan")]}, "coef must be finite numbers, got [1.0, nan]"),
+    ({"feature_names": ["a", 2]}, "feature_names[1] must be a string, got 2"),
+    ({"n_train": True}, "n_train must be a whole number, got True"),
+    ({"n_train_fake": -1}, "n_train_fake must be >= 0, got -1"),
 ])
 def test_a_bad_stacker_file_is_one_line_naming_it(stacker_file, tmp_path, caplog, change, says):
     d = json.loads(stacker_file.read_text())

@@ -5,6 +5,7 @@ release, and ``-q`` quiets TensorFlow too."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -348,9 +349,21 @@ def test_detect_counts_its_inputs_for_the_bar(tmp_path, monkeypatch):
 def test_shared_option_helpers_load_no_heavy_library():
     """Every command's parser uses dfd_app.cli.common: its help must not wait for
     scikit-learn, pandas or TensorFlow (the evaluation's choices live in a light module)."""
-    code = ("import sys, dfd_app.cli.common; "
-            "print(sorted(m for m in ('sklearn', 'pandas', 'tensorflow') if m in sys.modules))")
+    assert loaded_by("dfd_app.cli.common", ("sklearn", "pandas", "tensorflow")) == []
+
+
+def loaded_by(modules: str, heavy) -> list[str]:
+    """Which of ``heavy`` a fresh interpreter has loaded after importing ``modules``."""
+    code = (f"import json, sys, {modules}; "
+            f"print(json.dumps(sorted(m for m in {tuple(heavy)!r} if m in sys.modules)))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]", res.stdout
+    return json.loads(res.stdout)
+
+
+def test_detect_and_serve_load_no_scikit_learn():
+    """Applying a stacker needs numpy alone (dfd.evaluation.stacker) and the per-frame plot no
+    curves (dfd.evaluation.figures): scikit-learn's second of import is for fitting only."""
+    modules = "dfd_app.detect.pipeline, dfd_app.detect.artifacts, dfd_app.serve.service"
+    assert loaded_by(modules, ("sklearn",)) == []

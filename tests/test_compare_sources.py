@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,22 @@ def test_source_matching_and_trained_on(tmp_path):
         cmp.trained_on(tmp_path / "old")
     with pytest.raises(ValueError, match="'no/such/run'"):
         cmp.trained_on("no/such/run")
+    for path_like in ("~/runs/x", "./lite0", "preset.json", "model.keras", "runs\\x"):
+        with pytest.raises(ValueError, match="neither an existing run folder"):
+            cmp.trained_on(path_like)
+
+
+def test_a_trained_on_source_that_matches_no_tested_source_is_named(caplog):
+    tests = {"m": _videos(0)}
+    with caplog.at_level(logging.WARNING, logger="dfd.evaluation.compare"):
+        per = cmp.per_source_table(tests, {"m": cmp.trained_on("dfcd")}, bootstrap=0)
+    assert set(per["kind"]) == {"cross-source"}
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith("trained-on for m: ['dfcd'] match(es) no tested source")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dfd.evaluation.compare"):
+        cmp.per_source_table(tests, {"m": cmp.trained_on("dfdc+celebdf")}, bootstrap=0)
+    assert "['celebdf']" in caplog.text and "dfdc'" not in caplog.text.split("tested")[0]
 
 
 def test_per_source_auc_kind_and_interval():

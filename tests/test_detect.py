@@ -167,7 +167,8 @@ def test_bad_model_output_is_an_error_row():
 
 def test_stack_scorer_matches_the_stacker():
     pd = pytest.importorskip("pandas")
-    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.evaluation import stacking
+    from dfd.evaluation.stacker import build_features
     from dfd.inference.scorers import ModelLoadError, StackScorer
 
     rng = np.random.default_rng(0)
@@ -175,7 +176,7 @@ def test_stack_scorer_matches_the_stacker():
                                "track": 0, "frame_index": np.tile([0, 1, 2], 20),
                                "p_fake": rng.random(60)}) for n in ("a", "b")}
     y = pd.Series({f"v{i}": i % 2 for i in range(20)})
-    stacker = Stacker.fit(build_features(frames), y)
+    stacker = stacking.fit(build_features(frames), y)
     scorers = {"a": lambda f: np.full(len(f), 0.8), "b": lambda f: np.full(len(f), 0.3)}
     ss = StackScorer(stacker, scorers)
     per = ss.score_models(np.zeros((3, 256, 256, 3), np.uint8))
@@ -291,14 +292,15 @@ def test_json_line_has_no_nan():
 
 def test_load_stacker_round_trip(tmp_path, monkeypatch):
     pd = pytest.importorskip("pandas")
-    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.evaluation import stacking
+    from dfd.evaluation.stacker import build_features
     from dfd.inference import scorers as models
 
     rng = np.random.default_rng(1)
     frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(12)], 2),
                                "track": 0, "frame_index": np.tile([0, 1], 12),
                                "p_fake": rng.random(24)}) for n in ("a", "b")}
-    path = Stacker.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(12)})) \
+    path = stacking.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(12)})) \
         .save(tmp_path / "stacker.json")
     loaded = []
     monkeypatch.setattr(models, "load_scorer",
@@ -333,12 +335,13 @@ def _recording_scorer(name, margin, centre=0.0):
 def _two_model_stacker(names, rng):
     """A stacker fitted on random frame tables of the two models ``names``."""
     pd = pytest.importorskip("pandas")
-    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.evaluation import stacking
+    from dfd.evaluation.stacker import build_features
 
     frames = {n: pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(10)], 2),
                                "track": 0, "frame_index": np.tile([0, 1], 10),
                                "p_fake": rng.random(20)}) for n in names}
-    return Stacker.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(10)}))
+    return stacking.fit(build_features(frames), pd.Series({f"v{i}": i % 2 for i in range(10)}))
 
 
 def test_each_model_gets_faces_framed_as_it_was_trained():
@@ -544,7 +547,8 @@ def test_a_stacker_over_a_frame_and_a_temporal_model(tmp_path):
     pd = pytest.importorskip("pandas")
     import keras
 
-    from dfd.evaluation.stacker import Stacker, build_features
+    from dfd.evaluation import stacking
+    from dfd.evaluation.stacker import build_features
     from dfd.inference.scorers import ModelLoadError, StackScorer, load_scorer
     from tests.test_temporal_model import FACE, build
 
@@ -560,7 +564,7 @@ def test_a_stacker_over_a_frame_and_a_temporal_model(tmp_path):
                            "p_fake": np.clip(np.repeat(y, 3) * 0.3 + rng.random(90) * 0.6, 0, 1)})
     videos = pd.DataFrame({"video_id": ids, "label": y, "status": "ok",
                            "p_fake": np.clip(y * 0.2 + rng.random(30) * 0.7, 0, 1)})
-    stacker = Stacker.fit(build_features({"meso": frames, "lstm": videos}),
+    stacker = stacking.fit(build_features({"meso": frames, "lstm": videos}),
                           pd.Series(y, index=ids))
     meso = BrightnessScorer()
     ss = StackScorer(stacker, {"meso": meso, "lstm": clip})

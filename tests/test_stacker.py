@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dfd.evaluation import stacker as S
+from dfd.evaluation import stacking
 
 
 def _split(n, seed, prefix):
@@ -33,7 +34,7 @@ def _split(n, seed, prefix):
 def test_stacker_beats_or_equals_best_input():
     train, ytr = _split(400, 1, "tr")
     test, yte = _split(400, 2, "te")
-    st = S.Stacker.fit(S.build_features(train), ytr)
+    st = stacking.fit(S.build_features(train), ytr)
     feats = S.build_features(test)
     p = st.predict_features(feats)
     auc = roc_auc_score(yte.loc[feats.index], p)
@@ -47,7 +48,7 @@ def test_stacker_beats_or_equals_best_input():
 def test_json_round_trip_identical_and_equal_to_sklearn(tmp_path):
     train, ytr = _split(200, 3, "tr")
     feats = S.build_features(train)
-    st = S.Stacker.fit(feats, ytr, C=0.5)
+    st = stacking.fit(feats, ytr, C=0.5)
     path = st.save(tmp_path / "stacker.json")
     d = json.loads(path.read_text())
     assert d["n_train"] == 200 and set(d["versions"]) >= {"sklearn", "numpy", "dfd-tf"}
@@ -55,7 +56,7 @@ def test_json_round_trip_identical_and_equal_to_sklearn(tmp_path):
     assert back == st
     X = feats.to_numpy(float)
     np.testing.assert_array_equal(back.predict_proba(X), st.predict_proba(X))
-    pipe = S.make_pipeline(0.5).fit(X, ytr.loc[feats.index].to_numpy())
+    pipe = stacking.make_pipeline(0.5).fit(X, ytr.loc[feats.index].to_numpy())
     np.testing.assert_allclose(back.predict_proba(X), pipe.predict_proba(X)[:, 1], rtol=0, atol=1e-12)
 
 
@@ -100,7 +101,7 @@ def test_frame_table_may_lack_no_face_videos_and_they_become_failures():
 
 def test_predict_needs_the_stackers_features():
     train, ytr = _split(60, 5, "tr")
-    st = S.Stacker.fit(S.build_features(train), ytr)
+    st = stacking.fit(S.build_features(train), ytr)
     with pytest.raises(S.MissingScoresError, match="'c'"):
         st.predict_features(S.build_features({k: train[k] for k in "ab"}))
 
@@ -108,27 +109,27 @@ def test_predict_needs_the_stackers_features():
 def test_oof_scores_cover_labelled_videos():
     train, ytr = _split(120, 6, "tr")
     feats = S.build_features(train)
-    oof = S.oof_predict(feats, ytr, n_splits=4)
+    oof = stacking.oof_predict(feats, ytr, n_splits=4)
     assert len(oof) == 120 and oof.between(0, 1).all()
     assert roc_auc_score(ytr.loc[oof.index], oof) > 0.8
     assert oof.attrs["folds"] == 4
     # more folds asked than the smaller class has videos: as many as it has, and said so
     few = ytr.copy()
     few[few.index[few == 1][7:]] = 0  # 7 FAKE videos left
-    assert S.oof_predict(feats, few, n_splits=50).attrs["folds"] == 7
+    assert stacking.oof_predict(feats, few, n_splits=50).attrs["folds"] == 7
 
 
 def test_fit_needs_both_classes():
     train, ytr = _split(30, 7, "tr")
     with pytest.raises(ValueError, match="REAL and FAKE"):
-        S.Stacker.fit(S.build_features(train), pd.Series(1, index=ytr.index))
+        stacking.fit(S.build_features(train), pd.Series(1, index=ytr.index))
 
 
 def test_stacker_knows_the_videos_it_was_fitted_on(tmp_path):
     train, ytr = _split(120, 5, "tr")
     other, yo = _split(120, 6, "te")
     feats = S.build_features(train)
-    st = S.Stacker.fit(feats, ytr)
+    st = stacking.fit(feats, ytr)
     assert st.fit_videos.startswith("sha256:")
     assert st.fitted_on(feats, ytr) is True
     assert st.fitted_on(feats.iloc[::-1], ytr) is True  # order does not matter

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from dfd import presets, schema
-from dfd.evaluation import report
+from dfd.evaluation import report, stacking
 from dfd.evaluation.metrics import apply_labels, evaluate, prepare
 from dfd.evaluation.policies import DEFAULT_CLIP
 from dfd.evaluation.stacker import (
@@ -26,7 +26,6 @@ from dfd.evaluation.stacker import (
     build_features,
     input_status,
     is_frame_table,
-    oof_predict,
     stacked_table,
     video_labels,
 )
@@ -97,7 +96,7 @@ def stacker_val_scores(vtables: dict, vlabels: pd.Series, stacker: Stacker,
         return direct
     log.info("stacker threshold chosen on 5-fold out-of-fold scores of the validation videos "
              "(%s)", "it was fitted on them" if same else "its fit set is not recorded")
-    oof = oof_predict(sub, vlabels, C=stacker.C)
+    oof = stacking.oof_predict(sub, vlabels, C=stacker.C)
     table = stacked_table(sub.loc[oof.index], oof, vlabels, status=input_status(vtables))
     table.attrs["threshold_scores"] = "out-of-fold"
     return table
@@ -219,14 +218,14 @@ def fit_stacker(models, labels_path=None, C: float = 1.0, seed: int = 0, oof: in
     out-of-fold video table (None without ``oof``)."""
     tables, labels = read_models(models, labels_path)
     feats = build_features(tables)
-    st = Stacker.fit(feats, labels, C=C, seed=seed)
+    st = stacking.fit(feats, labels, C=C, seed=seed)
     y = labels.reindex(feats.index)
     lab = y.isin([REAL, FAKE]).to_numpy()
     report = {"input_auc": {c: _auc(y[lab], feats.loc[lab, c].to_numpy(float)) for c in feats.columns}}
     report["input_auc"]["average"] = _auc(y[lab], average_scores(feats)[lab].to_numpy(float))
     oof_table = None
     if oof:
-        scores = oof_predict(feats, labels, oof, C, seed)
+        scores = stacking.oof_predict(feats, labels, oof, C, seed)
         report["oof_auc"] = _auc(labels.reindex(scores.index).to_numpy(int), scores.to_numpy())
         report["oof_folds"] = scores.attrs["folds"]  # fewer than asked where a class is small
         oof_table = stacked_table(feats.loc[scores.index], scores, labels, aggregation="stack-oof")
@@ -258,7 +257,7 @@ def trained_on(spec) -> dict:
     only). Returns ``{"fake_sources": [...], "train_sources": [...] or None, "train_split":
     ...}``: ``train_sources`` (whose faces, real or fake, it trained on) and ``train_split``
     (the manifest split they came from; ``"all"`` for every split) are known from a preset
-    only; a list given as text leaves them ``None`` (unknown)."""
+    only; a list given as text leaves them ``None`` (unknown) and adds ``"as_text": True``."""
     text = str(spec)
     path = Path(text).expanduser()
     if path.exists():
@@ -273,10 +272,27 @@ def trained_on(spec) -> dict:
     if text.strip().lower() == "none":
         return {"fake_sources": [], "train_sources": None, "train_split": None}
     names = [n.strip() for n in text.split("+") if n.strip()]
-    if not names or any(("/" in n or n.endswith(".json")) for n in names):
+    if not names or any(_looks_like_a_path(n) for n in names):
         raise ValueError(f"trained-on {text!r} is neither an existing run folder / preset.json "
                          "nor a list of sources like dfdc+ffpp (or 'none')")
-    return {"fake_sources": names, "train_sources": None, "train_split": None}
+    return {"fake_sources": names, "train_sources": None, "train_split": None, "as_text": True}
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return (any(c in name for c in "/\\") or name.startswith(("~", "."))
+            or name.endswith((".json", ".keras")))
+
+
+def _warn_unmatched(trained: dict, sources) -> None:
+    """A source named as text (``--trained-on m=dfdc``) that matches no tested source is most
+    likely a typo, or a run folder's name: every source then reads as cross-source."""
+    for name, t in trained.items():
+        stray = [n for n in (t["fake_sources"] if t.get("as_text") else [])
+                 if not any(source_matches(s, [n]) for s in sources)]
+        if stray:
+            log.warning("trained-on for %s: %s match(es) no tested source %s; a typo, or a run "
+                        "folder that is not there? (every source counts as cross-source for it)",
+                        name, stray, sorted(sources))
 
 
 def auc_ci(y, p, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
@@ -316,6 +332,8 @@ def per_source_table(tests: dict, trained: dict | None = None, bootstrap: int = 
     if unknown:
         raise ValueError(f"trained-on given for {unknown}, which match no model; models are "
                          f"{sorted(tests)}")
+    _warn_unmatched(trained, {str(s) for t in tests.values() if "source" in t.columns
+                              for s in t["source"].dropna().unique()})
     rows = []
     for name, t in tests.items():
         if "source" not in t.columns:

@@ -2,8 +2,9 @@
 
 Every function takes plain arrays, writes one PNG and returns its path:
 confusion matrix (counts and row-normalised), ROC curves of several models on one figure
-(AUC in the legend), precision-recall curves (AP in the legend), score histograms by class,
-and one video's per-frame score timeline with the decision threshold.
+(AUC in the legend), precision-recall curves (AP in the legend) and score histograms by class.
+One video's per-frame score timeline is in :mod:`dfd.evaluation.figures`, which needs no
+scikit-learn (``dfd detect --plot`` draws it).
 """
 
 from __future__ import annotations
@@ -19,28 +20,10 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from dfd.labels import FAKE, REAL, label_name, verdict
+from dfd.evaluation.figures import FAKE_COLOR, REAL_COLOR, pyplot, save
+from dfd.labels import FAKE, REAL, label_name
 
 log = logging.getLogger(__name__)
-
-REAL_COLOR, FAKE_COLOR = "#1f77b4", "#d62728"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
 
 
 def _two_classes(y) -> bool:
@@ -54,7 +37,7 @@ def _no_curve(ax) -> None:
 
 def plot_confusion(cm, path, threshold: float, title: str = "Confusion matrix") -> Path:
     """Counts and row-normalised rates side by side; rows true REAL/FAKE, columns predicted."""
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(cm, dtype=float)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -75,12 +58,12 @@ def plot_confusion(cm, path, threshold: float, title: str = "Confusion matrix") 
         ax.set_title(sub, fontsize=10)
     fig.suptitle(f"{title} (FAKE when P(fake) \u2265 {threshold:.3g})")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_roc(curves: dict, path, title: str = "ROC curves (video level)") -> Path:
     """``curves`` maps a model name to ``(labels, scores)``; one line each, AUC in the legend."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance (AUC 0.500)")
     for name, (y, p) in curves.items():
@@ -97,12 +80,12 @@ def plot_roc(curves: dict, path, title: str = "ROC curves (video level)") -> Pat
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_pr(curves: dict, path, title: str = "Precision-recall curves (FAKE positive)") -> Path:
     """Precision-recall curves, AP in the legend, the FAKE prevalence as the chance line."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.2))
     prevalence = None
     for name, (y, p) in curves.items():
@@ -122,12 +105,12 @@ def plot_pr(curves: dict, path, title: str = "Precision-recall curves (FAKE posi
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_hist(y, p, path, threshold: float, title: str = "Scores by class") -> Path:
     """Histograms of P(fake) for REAL and FAKE videos with the threshold marked."""
-    plt = _plt()
+    plt = pyplot()
     y, p = np.asarray(y), np.asarray(p, dtype=float)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     bins = np.linspace(0, 1, 26)
@@ -137,30 +120,4 @@ def plot_hist(y, p, path, threshold: float, title: str = "Scores by class") -> P
     ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     ax.set(xlim=(0, 1), xlabel="P(fake)", ylabel="videos", title=title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _save(fig, path)
-
-
-def plot_timeline(frame_index, p, path, threshold: float, video_id: str, label: str = "",
-                  video_score: float | None = None, track=None) -> Path:
-    """One video's per-frame P(fake) over time (one line per face track), threshold dashed."""
-    plt = _plt()
-    frame_index, p = np.asarray(frame_index), np.asarray(p, dtype=float)
-    track = np.zeros(len(p), int) if track is None else np.asarray(track)
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
-    for t in np.unique(track):
-        sel = track == t
-        order = np.argsort(frame_index[sel])
-        ax.plot(frame_index[sel][order], p[sel][order], marker="o", ms=3, lw=1.2,
-                label=f"track {t}" if len(np.unique(track)) > 1 else "face score")
-    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
-    if video_score is not None and np.isfinite(video_score):
-        ax.axhline(video_score, color=FAKE_COLOR, ls=":", lw=1.2, label=f"video score {video_score:.3f}")
-    ax.set(ylim=(-0.02, 1.02), xlabel="frame index", ylabel="P(fake)")
-    called = ""
-    if video_score is not None and np.isfinite(video_score):
-        called = f", called {verdict(video_score, threshold)}"
-    ax.set_title(f"Per-frame scores of {video_id}" + (f" (true {label}{called})" if label else ""),
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfd.evaluation import plots
+from dfd.evaluation import figures, plots
 from dfd.evaluation.metrics import SCORE_METRICS, THRESHOLD_METRICS
 from dfd.labels import FAKE, label_name
 
@@ -63,7 +63,7 @@ def render_figures(out_dir, curves: dict, main: str, metrics: dict, frames: pd.D
             f = frames[fvid == str(row.video_id)]
             if f.empty:
                 continue
-            figs[f"timeline_{i}"] = plots.plot_timeline(
+            figs[f"timeline_{i}"] = figures.plot_timeline(
                 f["frame_index"], f["p_fake"], out / f"timeline_{i}.png", thr, str(row.video_id),
                 label_name(int(row.label)), row.p_fake, f["track"] if "track" in f else None)
     return figs

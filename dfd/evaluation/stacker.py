@@ -7,32 +7,28 @@ Features (:func:`build_features`), joined on ``video_id``:
 * a **frame table** (one row per face) gives ``NAME:mean``, ``NAME:vote`` and ``NAME:max``,
   aggregated by :func:`dfd.scores.aggregate`.
 
-The stacker (``StandardScaler`` + ``LogisticRegression``) must be fitted on videos the base
-models never trained on: a dedicated split, or use :func:`oof_predict` for honest
-out-of-fold scores. :class:`Stacker` predicts from its JSON with numpy alone (no pickle).
+The stacker (``StandardScaler`` + ``LogisticRegression``, fitted by :mod:`dfd.evaluation.stacking`,
+the only part that needs scikit-learn) must be fitted on videos the base models never trained
+on: a dedicated split, or use :func:`dfd.evaluation.stacking.oof_predict` for honest
+out-of-fold scores. :class:`Stacker` predicts from its JSON with numpy alone (no pickle), so
+that ``dfd detect`` and ``dfd serve`` do not load scikit-learn.
 The original study's plain average is kept as the named baseline ``average``
 (:func:`average_scores`): the mean over models of each model's primary score.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import logging
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sklearn
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
+from dfd.config import check_types
 from dfd.labels import FAKE, REAL, UNKNOWN, parse_label
 from dfd.scores import STATUS_OK, VIDEO_COLUMNS, aggregate
 
@@ -118,20 +114,7 @@ def average_scores(feats: pd.DataFrame) -> pd.Series:
     return feats[primary_columns(feats.columns)].mean(axis=1, skipna=False).rename("average")
 
 
-def _versions() -> dict:
-    try:
-        pkg = version("dfd-tf")
-    except Exception:  # noqa: BLE001 - not installed (source checkout)
-        pkg = "unknown"
-    return {"sklearn": sklearn.__version__, "numpy": np.__version__, "dfd-tf": pkg}
-
-
-def make_pipeline(C: float = 1.0, seed: int = 0):
-    return Pipeline([("scale", StandardScaler()),
-                     ("lr", LogisticRegression(C=C, max_iter=1000, random_state=seed))])
-
-
-def _usable(feats: pd.DataFrame, y) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+def usable_rows(feats: pd.DataFrame, y) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     if isinstance(y, dict):
         y = pd.Series(y)
     y = y.reindex(feats.index) if isinstance(y, pd.Series) else pd.Series(np.asarray(y), feats.index)
@@ -164,25 +147,12 @@ class Stacker:
     format: str = FORMAT
     fit_videos: str = ""  # videos_fingerprint() of the videos it was fitted on ("" = unknown)
 
-    @classmethod
-    def fit(cls, feats: pd.DataFrame, y, C: float = 1.0, seed: int = 0) -> Stacker:
-        """Fit on a feature frame (:func:`build_features`) and labels (Series by video or array)."""
-        X, yy, idx = _usable(feats, y)
-        pipe = make_pipeline(C, seed).fit(X, yy)
-        sc, lr = pipe.named_steps["scale"], pipe.named_steps["lr"]
-        return cls(feature_names=list(map(str, feats.columns)), coef=lr.coef_[0].tolist(),
-                   intercept=float(lr.intercept_[0]), scaler_mean=sc.mean_.tolist(),
-                   scaler_scale=sc.scale_.tolist(), n_train=int(len(yy)),
-                   n_train_fake=int((yy == FAKE).sum()), C=float(C), versions=_versions(),
-                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   fit_videos=videos_fingerprint(idx))
-
     def fitted_on(self, feats: pd.DataFrame, y) -> bool | None:
         """Whether the usable videos of ``feats`` are exactly those it was fitted on (None:
         a stacker saved without a fingerprint)."""
         if not self.fit_videos:
             return None
-        _, _, idx = _usable(feats[self.feature_names], y)
+        _, _, idx = usable_rows(feats[self.feature_names], y)
         return videos_fingerprint(idx) == self.fit_videos
 
     def decision(self, X) -> np.ndarray:
@@ -238,6 +208,7 @@ class Stacker:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ValueError(f"stacker file {path} lacks field(s) {missing}")
+        check_types(cls, d, f"stacker file {path}: ")
         _check_numbers(path, d)
         return cls(**d)
 
@@ -246,54 +217,38 @@ class Stacker:
         return sorted({c.split(":")[0] for c in self.feature_names})
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
-
-
 def _check_numbers(path: Path, d: dict) -> None:
-    """The fields a stacker predicts with: names, and finite numbers of matching lengths."""
+    """What the field types (:func:`dfd.config.check_types`) do not say: names given, numbers
+    finite, lengths matching the names, scales > 0, counts >= 0."""
+    for key, what in (("feature_names", "names"), ("coef", "numbers"),
+                      ("scaler_mean", "numbers"), ("scaler_scale", "numbers")):
+        if not isinstance(d[key], list):  # check_types takes one string for a one-item list
+            raise ValueError(f"stacker file {path}: {key} must be a list of {what}, got "
+                             f"{d[key]!r}")
     names = d["feature_names"]
-    if (not isinstance(names, list) or not names
-            or not all(isinstance(n, str) and n for n in names)):
+    if not names or not all(names):
         raise ValueError(f"stacker file {path}: feature_names must be a non-empty list of "
                          f"names, got {names!r}")
     for key in ("coef", "scaler_mean", "scaler_scale"):
-        v = d[key]
-        if not isinstance(v, list) or not all(_is_number(x) for x in v):
-            raise ValueError(f"stacker file {path}: {key} must be a list of numbers, got {v!r}")
-        if len(v) != len(names):
-            raise ValueError(f"stacker file {path}: {key} has {len(v)} value(s) for "
+        if not all(np.isfinite(d[key])):
+            raise ValueError(f"stacker file {path}: {key} must be finite numbers, got {d[key]!r}")
+        if len(d[key]) != len(names):
+            raise ValueError(f"stacker file {path}: {key} has {len(d[key])} value(s) for "
                              f"{len(names)} feature(s) {names}")
     if not all(x > 0 for x in d["scaler_scale"]):
         raise ValueError(f"stacker file {path}: scaler_scale must be > 0, got {d['scaler_scale']!r}")
     for key in ("intercept", "C"):
-        if key in d and not _is_number(d[key]):
-            raise ValueError(f"stacker file {path}: {key} must be a number, got {d[key]!r}")
+        if key in d and not np.isfinite(d[key]):
+            raise ValueError(f"stacker file {path}: {key} must be a finite number, got {d[key]!r}")
     for key in ("n_train", "n_train_fake"):
-        if not isinstance(d[key], int) or isinstance(d[key], bool) or d[key] < 0:
-            raise ValueError(f"stacker file {path}: {key} must be a whole number >= 0, got "
-                             f"{d[key]!r}")
+        if d[key] < 0:
+            raise ValueError(f"stacker file {path}: {key} must be >= 0, got {d[key]!r}")
 
 
 def videos_fingerprint(video_ids) -> str:
     """sha256 of the sorted video ids: names a fit set without storing it."""
     text = "\n".join(sorted(map(str, video_ids)))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def oof_predict(feats: pd.DataFrame, y, n_splits: int = 5, C: float = 1.0,
-                seed: int = 0) -> pd.Series:
-    """Out-of-fold stacker scores (stratified K-fold) for honest reporting on the fit set;
-    ``n_splits`` folds, or as many as the smaller class has videos (``.attrs["folds"]``)."""
-    X, yy, idx = _usable(feats, y)
-    k = min(n_splits, int(np.bincount(yy, minlength=2).min()))
-    if k < 2:
-        raise ValueError(f"out-of-fold scores need >= 2 videos of each class; got {np.bincount(yy).tolist()}")
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    p = cross_val_predict(make_pipeline(C, seed), X, yy, cv=cv, method="predict_proba")[:, 1]
-    out = pd.Series(p, index=idx, name="p_fake")
-    out.attrs["folds"] = k
-    return out
 
 
 def input_status(tables: dict[str, pd.DataFrame]) -> pd.Series:

@@ -111,6 +111,15 @@ def run(args) -> int:
     except ValueError as err:
         log.error("%s", err)
         return 2
+    # listed first (cheap: names only): nothing to score fails before the model loads, and
+    # the bar has a total and an ETA
+    extensions = (inputs_mod.IMAGE_EXTENSIONS if args.crops else inputs_mod.VIDEO_EXTENSIONS)
+    items = list(inputs_mod.iter_inputs(args.inputs, args.list, extensions))
+    unit = "face" if args.crops else "video"
+    if not items:
+        log.error("nothing to score: no %s files (%s) in %s", unit,
+                  ", ".join(sorted(extensions)), " ".join(map(str, [*args.inputs, *args.list])))
+        return 2
     use_weights_dir(args.weights_dir)
     try:
         ctx = pipeline.build_context(
@@ -125,10 +134,6 @@ def run(args) -> int:
     except (ModelLoadError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
-    # listed first (cheap: names only) so that the bar has a total and an ETA
-    items = list(inputs_mod.iter_inputs(args.inputs, args.list, inputs_mod.IMAGE_EXTENSIONS
-                                        if args.crops else inputs_mod.VIDEO_EXTENSIONS))
-    unit = "face" if args.crops else "video"
     try:
         status = output.detect_to(items, ctx, args.out, args.format,
                                   progress.bar(len(items), f"{unit}s", unit))

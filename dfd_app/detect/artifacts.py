@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dfd.evaluation.plots import plot_timeline
+from dfd.evaluation.figures import plot_timeline
 
 log = logging.getLogger(__name__)
 
