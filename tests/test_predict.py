@@ -57,6 +57,20 @@ def test_score_faces_shapes_and_errors(model):
         score_faces(model, np.zeros((1, 16, 16, 3), np.uint8))
 
 
+def test_the_input_contract_is_read_from_the_model_else_the_signature(model):
+    from dfd.inference.frames import as_scorer, input_size
+    from dfd.inference.loading import Scorer
+    from dfd.presets import ModelPreset
+
+    assert as_scorer(model).faces_shape == [None, SIZE, SIZE, 3]
+    assert input_size(as_scorer(model)) == (SIZE, SIZE)
+    signed = ModelPreset(name="export", extra={"inputs": {"faces": {"shape": [None, 8, 12, 3]}}})
+    exported = Scorer(lambda x: x, "export", "frames", preset=signed)
+    assert exported.faces_shape == [None, 8, 12, 3] and input_size(exported) == (8, 12)
+    unknown = Scorer(lambda x: x, "fn", "frames", preset=ModelPreset(name="fn"))
+    assert unknown.faces_shape is None and input_size(unknown) is None
+
+
 def test_predict_frames_scores_every_face(model, shards):
     frames = predict_frames(model, shards, batch_size=3)
     assert list(frames.columns) == FRAME_COLUMNS and len(frames) == 8  # unknown kept

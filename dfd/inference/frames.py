@@ -44,11 +44,8 @@ def as_scorer(model, batch_size: int = 64, weights_dir=None):
 
 def input_size(scorer) -> tuple[int, int] | None:
     """The ``(height, width)`` a scorer's model takes, None when any size goes."""
-    if scorer.model is not None:
-        shape = scorer.model.inputs[0].shape
-    elif scorer.info and "faces" in scorer.info.get("inputs", {}):
-        shape = scorer.info["inputs"]["faces"]["shape"]
-    else:
+    shape = scorer.faces_shape
+    if shape is None:
         return None
     h, w = shape[-3], shape[-2]
     return (int(h), int(w)) if h and w else None

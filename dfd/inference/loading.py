@@ -74,6 +74,20 @@ class Scorer:
     def __repr__(self):
         return f"Scorer(name={self.name!r}, kind={self.kind!r}, runtime={self.runtime!r})"
 
+    @property
+    def faces_shape(self) -> list | None:
+        """The shape of the model's faces input: ``[N, H, W, 3]``, a temporal model's
+        ``[N, T, H, W, 3]``, None for a free dimension. Read from the model itself, else from
+        an export's recorded signature (``inputs`` of its preset); None when neither says.
+        The one place the input contract is read from a loaded model."""
+        model = self.model
+        if model is not None and getattr(model, "inputs", None):
+            inp = model.input["faces"] if isinstance(model.input, dict) else model.inputs[0]
+            return list(inp.shape)
+        if self.info and "faces" in (self.info.get("inputs") or {}):
+            return list(self.info["inputs"]["faces"]["shape"])
+        return None
+
     def __call__(self, faces, mask=None) -> np.ndarray:
         faces = _as_uint8(faces)
         if self.n_inputs == 2 and mask is None:

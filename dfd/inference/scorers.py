@@ -154,12 +154,7 @@ def _resize(faces: np.ndarray, side: int | None) -> np.ndarray:
 
 def _frame_side(scorer) -> int | None:
     """The fixed square side of a single-face scorer's input (None: not fixed / unknown)."""
-    model = getattr(scorer, "model", None)
-    shape = None
-    if model is not None and getattr(model, "inputs", None):
-        shape = list(model.inputs[0].shape)
-    elif getattr(scorer, "info", None) and "faces" in scorer.info.get("inputs", {}):
-        shape = scorer.info["inputs"]["faces"]["shape"]
+    shape = scorer.faces_shape
     if not shape or len(shape) != 4 or not shape[1] or shape[1] != shape[2]:
         return None
     return int(shape[1])
@@ -167,13 +162,7 @@ def _frame_side(scorer) -> int | None:
 
 def _clip_shape(scorer) -> tuple[int, int | None]:
     """``(T, fixed face side or None)`` of a temporal scorer's ``faces`` input."""
-    shape = None
-    model = getattr(scorer, "model", None)
-    if model is not None:
-        inp = model.input["faces"] if isinstance(model.input, dict) else model.inputs[0]
-        shape = list(inp.shape)
-    elif scorer.info and "faces" in scorer.info.get("inputs", {}):
-        shape = scorer.info["inputs"]["faces"]["shape"]
+    shape = scorer.faces_shape
     if not shape or len(shape) != 5 or not shape[1]:
         raise ModelLoadError(f"temporal model {scorer.name!r} has no fixed clip length in its "
                              f"faces input (shape {shape})")
