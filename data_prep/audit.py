@@ -38,12 +38,13 @@ from sklearn.metrics import roc_auc_score
 
 from data_prep.prep import iter_images
 from dfd import progress
+from dfd.image_stats import SIDE, laplacian, middle_variance
 
 log = logging.getLogger(__name__)
 
 #: The side every image is resized to before the texture figures, so that crop sets of
-#: different sizes are compared on one scale (the models see faces at such sizes too).
-AUDIT_SIDE = 256
+#: different sizes are compared on one scale (dfd.image_stats: sharpness is measured there).
+AUDIT_SIDE = SIDE
 
 #: name -> what it measures; the order of the summary's rows.
 STATS = {
@@ -103,10 +104,8 @@ def image_stats(bgr: np.ndarray, data: bytes | None = None) -> dict:
                          f"{getattr(bgr, 'shape', None)}")
     h, w = bgr.shape[:2]
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    g = cv2.resize(grey, (AUDIT_SIDE, AUDIT_SIDE), interpolation=cv2.INTER_LINEAR)
-    lap = cv2.Laplacian(g.astype(np.float32), cv2.CV_32F, ksize=1)
+    lap = laplacian(grey, AUDIT_SIDE)
     n = AUDIT_SIDE
-    middle = lap[n // 4:-n // 4, n // 4:-n // 4]
     inner = np.abs(lap[int(n * 0.3):int(n * 0.75), int(n * 0.3):int(n * 0.7)]).mean()
     sides = np.concatenate([np.abs(lap[int(n * 0.3):int(n * 0.8), :int(n * 0.12)]).ravel(),
                             np.abs(lap[int(n * 0.3):int(n * 0.8), -int(n * 0.12):]).ravel()]).mean()
@@ -115,7 +114,7 @@ def image_stats(bgr: np.ndarray, data: bytes | None = None) -> dict:
     return {
         "width": float(w),
         "jpeg_quant": np.nan if quant is None else quant,
-        "sharpness": float(middle.var()),
+        "sharpness": middle_variance(lap),
         "inner_outer": float(np.log((inner + 1e-3) / (sides + 1e-3))),
         "brightness": float(grey.mean()),
         "saturation": float(hsv[..., 1].mean()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from dfd_app.detect import quality
 
@@ -52,3 +53,12 @@ def test_facts_and_warnings(tmp_path):
     assert good["warnings"] == []
     unknown = quality.facts(tmp_path / "missing.mp4", None, [], {}, 0, 0)
     assert unknown["face_px"] is None and unknown["bpp"] is None and unknown["warnings"] == []
+
+
+def test_sharpness_is_the_figure_dfd_audit_reports():
+    from data_prep.audit import image_stats
+
+    for i in range(3):
+        face = cv2.GaussianBlur(_face(i), (0, 0), i) if i else _face(i)
+        audit = image_stats(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))["sharpness"]
+        assert quality.sharpness(face[None]) == pytest.approx(audit, rel=1e-6)

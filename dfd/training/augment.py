@@ -31,6 +31,7 @@ import math
 import av
 import numpy as np
 
+from dfd.image_stats import middle_half
 from dfd.training.config import AugmentConfig
 
 
@@ -199,20 +200,15 @@ def _laplacian(x):
             - 4.0 * x[..., 1:-1, 1:-1])
 
 
-def _middle(h: int) -> tuple[int, int]:
-    """First row and size of the middle half of a side of ``h`` pixels (``dfd audit``'s)."""
-    return h // 4, h - 2 * (h // 4)
-
-
 def sharpness(x):
-    """Per face: variance of the Laplacian over the middle half of the grey face, the
-    ``sharpness`` figure of ``dfd audit`` at the faces' own size. ``x``: uint8 faces
+    """Per face: :mod:`dfd.image_stats`'s sharpness (variance of the Laplacian over the middle
+    half of the grey face, as ``dfd audit`` measures it) at the faces' own size. ``x``: uint8 faces
     ``[N, H, W, 3]`` (H, W >= 8); returns float32 ``[N]``."""
     import tensorflow as tf
 
     x = tf.convert_to_tensor(x)
     h, w = int(x.shape[1]), int(x.shape[2])
-    (r0, rh), (c0, cw) = _middle(h), _middle(w)
+    (r0, rh), (c0, cw) = middle_half(h), middle_half(w)
     g = tf.pad(_grey(x), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")[..., 0]
     lap = _laplacian(g[:, r0:r0 + rh + 2, c0:c0 + cw + 2])
     return tf.math.reduce_variance(lap, axis=[1, 2])
@@ -225,7 +221,7 @@ def _candidate_sharpness(x):
     import tensorflow as tf
 
     h, w = int(x.shape[1]), int(x.shape[2])
-    (r0, rh), (c0, cw) = _middle(h), _middle(w)
+    (r0, rh), (c0, cw) = middle_half(h), middle_half(w)
     m = _RADIUS + 1
     grey = tf.pad(_grey(x), [[0, 0], [m, m], [m, m], [0, 0]], mode="REFLECT")
     region = grey[:, r0:r0 + rh + 2 * m, c0:c0 + cw + 2 * m, 0]  # the middle, margin m

@@ -5,9 +5,9 @@ compressed faces badly; a video where few sampled frames show a face is judged o
 Each result row carries (``None`` where unknown):
 
 * ``face_px``: median side of the face boxes in source-frame pixels;
-* ``sharpness``: median variance of the Laplacian of the faces as scored, grey and resized to
-  :data:`SHARPNESS_SIZE` pixels (so that it reads the same whatever the model's input size):
-  low = blurred or upscaled from a small face;
+* ``sharpness``: median sharpness of the faces as scored (:mod:`dfd.image_stats`: variance of
+  the Laplacian over the middle half of the grey face at 256 px, whatever the model's input
+  size, as ``dfd audit`` measures it): low = blurred or upscaled from a small face;
 * ``bpp``: the file's bits per pixel per frame (``8 * bytes / (frames * width * height)``), an
   estimate of compression: low = heavy compression;
 * ``frames_with_face`` / ``n_frames``: sampled frames where a face was found.
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dfd import image_stats
+
 #: below these, a fact is reported as a warning
 MIN_FACE_PX = 100
 MIN_SHARPNESS = 20.0
 MIN_BPP = 0.02
 MIN_FACE_SHARE = 0.5
-#: faces are measured at this side (MesoNet's input, the scale of MIN_SHARPNESS and of dfd audit)
-SHARPNESS_SIZE = 256
 
 
 def face_px(boxes) -> float | None:
@@ -38,22 +38,10 @@ def face_px(boxes) -> float | None:
 
 
 def sharpness(faces: np.ndarray) -> float | None:
-    """Median variance of the Laplacian of grey faces (``uint8 [N, S, S, 3]``), each resized
-    to :data:`SHARPNESS_SIZE` (bilinear) first."""
-    import cv2
-
+    """Median sharpness (:func:`dfd.image_stats.sharpness`) of uint8 RGB faces ``[N, S, S, 3]``."""
     if faces is None or len(faces) == 0:
         return None
-
-    def one(face):
-        grey = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY)
-        if grey.shape != (SHARPNESS_SIZE, SHARPNESS_SIZE):
-            grey = cv2.resize(grey, (SHARPNESS_SIZE, SHARPNESS_SIZE),
-                              interpolation=cv2.INTER_LINEAR)
-        return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-    vals = [one(f) for f in faces]
-    return float(np.median(vals))
+    return float(np.median([image_stats.sharpness(f) for f in faces]))
 
 
 def bits_per_pixel(path, frame_count, width, height) -> float | None:
