@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import time
 import types
@@ -75,8 +76,8 @@ def _fits(hint, value) -> bool | None:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
+    if hint is str:  # a path from a Python caller is a string's worth
+        return isinstance(value, (str, os.PathLike))
     if hint is tuple or origin is tuple:
         if not isinstance(value, (list, tuple)):
             return False

@@ -208,6 +208,7 @@ def stacker_file(tmp_path):
     ({"feature_names": ["a", 2]}, "feature_names[1] must be a string, got 2"),
     ({"n_train": True}, "n_train must be a whole number, got True"),
     ({"n_train_fake": -1}, "n_train_fake must be >= 0, got -1"),
+    ({"coef": [1.0, 10 ** 400]}, "coef must be finite numbers"),
 ])
 def test_a_bad_stacker_file_is_one_line_naming_it(stacker_file, tmp_path, caplog, change, says):
     d = json.loads(stacker_file.read_text())

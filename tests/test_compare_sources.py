@@ -53,7 +53,8 @@ def test_source_matching_and_trained_on(tmp_path):
         cmp.trained_on(tmp_path / "old")
     with pytest.raises(ValueError, match="'no/such/run'"):
         cmp.trained_on("no/such/run")
-    for path_like in ("~/runs/x", "./lite0", "preset.json", "model.keras", "runs\\x"):
+    for path_like in ("~/runs/x", "./lite0", "preset.json", "model.keras", "Meso4_DF.h5",
+                      "runs\\x"):
         with pytest.raises(ValueError, match="neither an existing run folder"):
             cmp.trained_on(path_like)
 
@@ -152,6 +153,10 @@ def test_dfd_compare_writes_per_source_and_clip_tables(tmp_path, capsys):
     assert clips.loc[0, "n"] == 2 and clips.loc[0, "n_unscored"] == 3
     out = capsys.readouterr().out
     assert "In-source vs cross-source" in out and "Labelled clips" in out
+    # a --trained-on that cannot be read fails before any figure is computed or written
+    rc = cli.main(["compare", "--model", f"dfdc={a}", "--trained-on", "dfdc=runs/gone",
+                   "--out", str(tmp_path / "bad")])
+    assert rc == 2 and not (tmp_path / "bad").exists()
 
 
 def test_a_paired_interval_sees_what_two_unpaired_ones_cannot():

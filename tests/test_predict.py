@@ -69,6 +69,21 @@ def test_the_input_contract_is_read_from_the_model_else_the_signature(model):
     assert exported.faces_shape == [None, 8, 12, 3] and input_size(exported) == (8, 12)
     unknown = Scorer(lambda x: x, "fn", "frames", preset=ModelPreset(name="fn"))
     assert unknown.faces_shape is None and input_size(unknown) is None
+    no_shape = ModelPreset(name="e", extra={"inputs": {"faces": {"dtype": "uint8"}}})
+    assert Scorer(lambda x: x, "e", "frames", preset=no_shape).faces_shape is None
+
+
+def test_a_clip_models_contract_is_read_from_its_faces_input():
+    import keras
+
+    from dfd.inference.loading import Scorer
+
+    faces = keras.Input((4, SIZE, SIZE, 3), name="faces")
+    mask = keras.Input((4,), name="mask")
+    out = keras.layers.Dense(1)(keras.layers.Flatten()(faces))
+    clip_model = keras.Model({"mask": mask, "faces": faces}, out)
+    assert Scorer(clip_model, "c", "clips", model=clip_model).faces_shape == \
+        [None, 4, SIZE, SIZE, 3]
 
 
 def test_predict_frames_scores_every_face(model, shards):

@@ -598,7 +598,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     candidates = dict(c.split("=", 1) for c in args.candidate)
-    trained = {n: trained_on(s) for n, s in (t.split("=", 1) for t in args.trained_on)}
+    try:
+        trained = {n: trained_on(s) for n, s in (t.split("=", 1) for t in args.trained_on)}
+    except ValueError as err:
+        raise SystemExit(f"--trained-on: {err}") from None
     missing = sorted(set(candidates) - set(trained))
     if missing:
         raise SystemExit(f"--trained-on missing for {missing}")

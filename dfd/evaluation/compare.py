@@ -143,6 +143,7 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     Returns ``{"table", "markdown", "report", "results", "per_source", "summary"[, "clips"]
     [, "paired"]}``.
     """
+    trained = {n: trained_on(spec) for n, spec in (trained or [])}  # a bad one before any work
     tables, labels = read_models(models, labels_path)
     val_specs = dict(vals)
     unknown = sorted(set(val_specs) - set(tables))
@@ -175,8 +176,7 @@ def compare(models, vals, out, labels_path=None, stacker_path=None, average: boo
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "comparison.csv", index=False)
     md = to_markdown(table)
-    gen = generalisation({n: tests[n] for n in tables},
-                         {n: trained_on(spec) for n, spec in (trained or [])},
+    gen = generalisation({n: tests[n] for n in tables}, trained,
                          dict(clips or []), clip_data, threshold, bootstrap, seed, missing,
                          reference)
     extra_tables = {}
@@ -280,12 +280,14 @@ def trained_on(spec) -> dict:
 
 def _looks_like_a_path(name: str) -> bool:
     return (any(c in name for c in "/\\") or name.startswith(("~", "."))
-            or name.endswith((".json", ".keras")))
+            or name.endswith((".json", ".keras", ".h5")))
 
 
 def _warn_unmatched(trained: dict, sources) -> None:
     """A source named as text (``--trained-on m=dfdc``) that matches no tested source is most
     likely a typo, or a run folder's name: every source then reads as cross-source."""
+    if not sources:  # no table says its source: per_source_table warns of that instead
+        return
     for name, t in trained.items():
         stray = [n for n in (t["fake_sources"] if t.get("as_text") else [])
                  if not any(source_matches(s, [n]) for s in sources)]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -115,6 +116,9 @@ def average_scores(feats: pd.DataFrame) -> pd.Series:
 
 
 def usable_rows(feats: pd.DataFrame, y) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """``(X, y, video ids)`` of the videos with every feature and a REAL/FAKE label (a
+    warning counts those left out for a missing feature); a ValueError unless both classes
+    are there."""
     if isinstance(y, dict):
         y = pd.Series(y)
     y = y.reindex(feats.index) if isinstance(y, pd.Series) else pd.Series(np.asarray(y), feats.index)
@@ -217,6 +221,14 @@ class Stacker:
         return sorted({c.split(":")[0] for c in self.feature_names})
 
 
+def _finite(x) -> bool:
+    """Whether a number read from JSON is finite (an integer too large for a float is not)."""
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, OverflowError):
+        return False
+
+
 def _check_numbers(path: Path, d: dict) -> None:
     """What the field types (:func:`dfd.config.check_types`) do not say: names given, numbers
     finite, lengths matching the names, scales > 0, counts >= 0."""
@@ -230,7 +242,7 @@ def _check_numbers(path: Path, d: dict) -> None:
         raise ValueError(f"stacker file {path}: feature_names must be a non-empty list of "
                          f"names, got {names!r}")
     for key in ("coef", "scaler_mean", "scaler_scale"):
-        if not all(np.isfinite(d[key])):
+        if not all(map(_finite, d[key])):
             raise ValueError(f"stacker file {path}: {key} must be finite numbers, got {d[key]!r}")
         if len(d[key]) != len(names):
             raise ValueError(f"stacker file {path}: {key} has {len(d[key])} value(s) for "
@@ -238,7 +250,7 @@ def _check_numbers(path: Path, d: dict) -> None:
     if not all(x > 0 for x in d["scaler_scale"]):
         raise ValueError(f"stacker file {path}: scaler_scale must be > 0, got {d['scaler_scale']!r}")
     for key in ("intercept", "C"):
-        if key in d and not np.isfinite(d[key]):
+        if key in d and not _finite(d[key]):
             raise ValueError(f"stacker file {path}: {key} must be a finite number, got {d[key]!r}")
     for key in ("n_train", "n_train_fake"):
         if d[key] < 0:

@@ -35,8 +35,8 @@ def make_pipeline(C: float = 1.0, seed: int = 0) -> Pipeline:
 
 def fit(feats: pd.DataFrame, y, C: float = 1.0, seed: int = 0) -> Stacker:
     """A stacker fitted on a feature frame (:func:`~dfd.evaluation.stacker.build_features`)
-    and labels (a Series by video, or an array); videos without every feature or a label are
-    left out (a warning counts them)."""
+    and labels (a Series by video, or an array); videos without every feature (a warning counts
+    them) or without a REAL/FAKE label are left out."""
     X, yy, idx = usable_rows(feats, y)
     pipe = make_pipeline(C, seed).fit(X, yy)
     sc, lr = pipe.named_steps["scale"], pipe.named_steps["lr"]

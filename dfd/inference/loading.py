@@ -82,11 +82,11 @@ class Scorer:
         The one place the input contract is read from a loaded model."""
         model = self.model
         if model is not None and getattr(model, "inputs", None):
-            inp = model.input["faces"] if isinstance(model.input, dict) else model.inputs[0]
+            inp = (model.input.get("faces", model.inputs[0]) if isinstance(model.input, dict)
+                   else model.inputs[0])
             return list(inp.shape)
-        if self.info and "faces" in (self.info.get("inputs") or {}):
-            return list(self.info["inputs"]["faces"]["shape"])
-        return None
+        shape = ((self.info or {}).get("inputs") or {}).get("faces", {}).get("shape")
+        return list(shape) if shape else None
 
     def __call__(self, faces, mask=None) -> np.ndarray:
         faces = _as_uint8(faces)

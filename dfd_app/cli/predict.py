@@ -56,14 +56,13 @@ def add_arguments(parser) -> None:
 def _predict_clips(scorer, source, args):
     """Clip table and video table of a temporal model (several clips per long video)."""
     face_size = None  # a Keras model tells its own fixed input side, if any
+    shape = scorer.faces_shape or [None] * 3
+    clip_len = args.clip_len or shape[1]
+    if not clip_len:
+        raise SystemExit(f"cannot tell the clip length of {args.model}: give --clip-len")
     if scorer.model is not None:
         model = scorer.model
-        clip_len = args.clip_len or int(model.input["faces"].shape[1])
     else:
-        shape = ((scorer.info or {}).get("inputs", {}).get("faces", {}).get("shape") or [None] * 3)
-        clip_len = args.clip_len or shape[1]
-        if not clip_len:
-            raise SystemExit(f"cannot tell the clip length of {args.model}: give --clip-len")
         face_size = shape[2] if len(shape) > 2 and shape[2] else None
 
         def model(x):
