@@ -121,6 +121,20 @@ def test_a_tie_goes_to_the_candidate_given_first(tool, tmp_path):
         assert name == order[0] and list(table["model"]) == list(order)
 
 
+def test_the_model_shipped_now_stays_unless_beaten_by_more_than_the_margin(tool, tmp_path):
+    _cache(tmp_path, "shipped", 1.0, 1.0, 0)
+    _cache(tmp_path, "challenger", 1.1, 1.1, 0)
+    held = tool.Held("no-shards", tmp_path)
+    models = {"shipped": "a.keras", "challenger": "b.keras"}
+    name, table = tool.choose(models, {n: SBI for n in models}, held, ("stored",))
+    means = table.set_index("model")["mean"]
+    lead = means["challenger"] - means["shipped"]
+    assert name == "challenger" and lead > 0
+    for margin, chosen in ((lead * 2, "shipped"), (lead / 2, "challenger")):
+        name, again = tool.choose(models, {n: SBI for n in models}, held, ("stored",), margin)
+        assert name == chosen and again.equals(table)  # the table is the same either way
+
+
 def test_a_candidate_that_may_have_trained_on_its_validation_faces_is_refused(tool, tmp_path):
     _cache(tmp_path, "x", 1.0, 1.0, 0)
     held = tool.Held("no-shards", tmp_path)
@@ -303,6 +317,11 @@ def test_the_card_shows_each_condition_of_the_choice_and_of_the_tests(tool, tmp_
     assert "at its one-sided 95% lower confidence bound" in tool.card(
         name, bound, selection, figures, "", None, "", conditions)
     assert "mean over 2 conditions: `stored`, `h264:40`" in text
+    assert "--margin" not in text
+    kept = tool.card(name, preset, selection, figures, "", None, "", conditions, margin=0.01,
+                     incumbent="old")
+    assert "`old`, the default before, stays the default unless another candidate beats its " \
+           "mean by more than 0.01" in kept
     each = f"({row[f'{FFPP} stored']:.3f} / {row[f'{FFPP} h264:40']:.3f})"
     assert f"| **{name}** | none | " in text and each in text
     assert "| dfd_default | FaceForensics++ test split | cross-source | `h264:40` | 0.550 |" in text

@@ -18,8 +18,10 @@ faces of FF++'s ``train`` groups (self-blended fakes made from them): all candid
 judged on the same videos, and none on a video it trained on), each source's
 ROC-AUC the mean over ``--condition`` s: by default the faces as stored and re-coded with H.264
 at CRF 23 and 40 (FF++'s c23 and c40 levels; :mod:`dfd.evaluation.robustness`), since what a
-user uploads has been compressed again. Nothing on a ``test`` split chooses anything. The best
-candidate is then
+user uploads has been compressed again. Nothing on a ``test`` split chooses anything. With
+``--margin M`` the first ``--candidate`` (the default shipped now) is kept unless another's
+mean beats its own by more than M (a lead within what a second training seed moves the mean
+is noise). The chosen candidate is then
 
 1. calibrated (Platt scaling fitted on those cross-source validation videos under every
    condition, folded into its output layer: a P(fake) for uploads, not for the faces as
@@ -196,15 +198,18 @@ def upload_scores(model: str, name: str, held: Held, seen: list[str],
     return pd.concat(rows, ignore_index=True)
 
 
-def choose(candidates: dict, trained: dict, held: Held,
-           conditions=UPLOAD_CONDITIONS) -> tuple[str, pd.DataFrame]:
+def choose(candidates: dict, trained: dict, held: Held, conditions=UPLOAD_CONDITIONS,
+           margin: float = 0.0) -> tuple[str, pd.DataFrame]:
     """The candidate with the best mean cross-source validation ROC-AUC, and the table of all.
 
     A source's figure is the mean of its ROC-AUC under each of ``conditions`` (the videos as
     stored and re-coded as uploads are: :data:`UPLOAD_CONDITIONS`); the mean is over the
     sources whose fakes it never saw, so a candidate that saw one source's fakes is judged on
     the others alone. Each source's videos are the same for every candidate
-    (:func:`selection_parts`). An exact tie goes to the candidate given first.
+    (:func:`selection_parts`). An exact tie goes to the candidate given first. With
+    ``margin``, the candidate given first (the model shipped now) stays unless another's mean
+    exceeds its own by more than ``margin``: a lead smaller than what a second training seed
+    moves the mean by is noise, and a new default is new verdicts for every user.
     """
     for name in candidates:
         check_judgeable(name, trained[name])
@@ -236,7 +241,13 @@ def choose(candidates: dict, trained: dict, held: Held,
         raise SystemExit("no candidate has a source it never trained on")
     table = pd.DataFrame(rows).sort_values("mean", ascending=False, ignore_index=True,
                                            kind="stable")
-    return str(table["model"].iloc[0]), table
+    best, first = str(table["model"].iloc[0]), next(iter(candidates))
+    means = table.set_index("model")["mean"]
+    if best != first and first in means.index and means[best] - means[first] <= margin:
+        log.info("%s leads %s by %.4f, within the margin of %.4f: %s stays", best, first,
+                 means[best] - means[first], margin, first)
+        return first, table
+    return best, table
 
 
 def same_model(a: Path, b: Path) -> bool:
@@ -427,9 +438,11 @@ def _given(got: dict) -> str:
 
 def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: str,
          run_config: dict | None, append: str, conditions=("stored",),
-         parts=WITH_FFPP_TRAIN, unaveraged: bool = False) -> str:
+         parts=WITH_FFPP_TRAIN, unaveraged: bool = False, margin: float = 0.0,
+         incumbent: str = "") -> str:
     """MODEL_CARD.md: the default, how it was chosen, its figures, its band, then ``append``
-    (``unaveraged``: the model is its run's last-epoch weights, see :func:`training`)."""
+    (``unaveraged``: the model is its run's last-epoch weights, see :func:`training`;
+    ``margin``: :func:`choose`'s, with ``incumbent`` its first candidate)."""
     cfg = run_config or {}
     band, cal = preset.uncertain or {}, preset.calibration or {}
     per, paired = figures["per_source"], figures.get("paired")
@@ -464,6 +477,9 @@ def card(name: str, preset, selection: pd.DataFrame, figures: dict, reference: s
            "c23 and c40 levels being CRF 23 and 40; `dfd.evaluation.robustness`). Uploads are "
            "compressed again on their way to a user; a detector that only works on the "
            "faces as stored is not what a user gets:"),
+        *(["", f"`{incumbent}`, the default before, stays the default unless another "
+            f"candidate beats its mean by more than {margin:g} (`--margin`: about what a "
+            "second training seed moves the mean by)."] if margin else []),
         "", "| candidate | fakes trained on | "
         + " | ".join(SOURCES.get(s, s) for s in SOURCES) + " | mean |",
         "|---|---|" + "---|" * len(SOURCES) + "---|"]
@@ -582,6 +598,9 @@ def main() -> int:
     ap.add_argument("--card-append", type=Path, help="markdown added to the card's end "
                     "(default: the sections of the card now shipped that are not about the "
                     "default, kept as they are)")
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="the first --candidate (the model shipped now) stays unless another's "
+                         "validation mean beats it by more than this (default 0: the best one)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--condition", action="append", dest="conditions", metavar="KIND[:VALUE]",
                     help="the conditions a candidate is judged under, each counting equally "
@@ -589,6 +608,8 @@ def main() -> int:
                          "re-coded at FaceForensics++'s c23 and c40 levels); see "
                          "dfd.evaluation.robustness")
     args = ap.parse_args()
+    if not 0.0 <= args.margin < 0.5:
+        raise SystemExit(f"--margin must be in [0, 0.5), got {args.margin}")
     conditions = tuple(args.conditions or UPLOAD_CONDITIONS)
     try:
         for c in conditions:
@@ -607,7 +628,7 @@ def main() -> int:
         raise SystemExit(f"--trained-on missing for {missing}")
 
     held = Held(args.shards, out)
-    name, selection = choose(candidates, trained, held, conditions)
+    name, selection = choose(candidates, trained, held, conditions, args.margin)
     log.info("cross-source validation ROC-AUC:\n%s", selection.to_string())
     model = candidates[name]
     run_dir = Path(model).parent
@@ -660,7 +681,8 @@ def main() -> int:
     else:  # the other shipped models' sections of the card stay
         append = other_sections(card_path.read_text() if card_path.is_file() else "")
     text = card(name, preset, selection, figures, args.reference or "", run_config, append,
-                conditions, parts, unaveraged=Path(model).name == averaging.UNAVERAGED_MODEL)
+                conditions, parts, unaveraged=Path(model).name == averaging.UNAVERAGED_MODEL,
+                margin=args.margin, incumbent=next(iter(candidates)))
     card_path.write_text(text)
     (out / "MODEL_CARD.md").write_text(text)
     (out / "figures.json").write_text(json.dumps(
