@@ -96,7 +96,7 @@ def jpeg_luma_quant(data: bytes) -> float | None:
     return None
 
 
-def image_stats(bgr: np.ndarray, data: bytes | None = None) -> dict:
+def measure_image(bgr: np.ndarray, data: bytes | None = None) -> dict:
     """The figures of :data:`STATS` for one decoded BGR image (``data``: its file's bytes, for
     the JPEG table)."""
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or min(bgr.shape[:2]) < 8:
@@ -191,7 +191,7 @@ def _measure(item: dict, data: bytes | None, reason: str) -> dict:
             bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise ValueError(f"{len(data)} bytes are not a decodable image")
-            row.update(image_stats(bgr, data))
+            row.update(measure_image(bgr, data))
         except ValueError as err:
             row["error"] = str(err)
     return row

@@ -59,16 +59,20 @@ def json_safe(obj):
 
 
 _JSON_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+_JSON_PLURALS = {bool: "true or false values", int: "whole numbers", float: "numbers",
+                 str: "strings"}
 
 
-def _fits(hint, value) -> bool | None:
+def _fits(hint, value, strict: bool = False) -> bool | None:
     """Whether a JSON ``value`` fits the annotation ``hint``: True, False, or None where the
-    annotation is not one this check reads (it then passes)."""
+    annotation is not one this check reads (it then passes). ``strict``: a list field takes a
+    list only and a dict field an object only (a file the package wrote), not the command
+    line's shorthands (one string for a one-item list, null for empty, a dict's text form)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return type(None) in args or None
-        found = [_fits(a, value) for a in args if a is not type(None)]
+        found = [_fits(a, value, strict) for a in args if a is not type(None)]
         return True if any(found) else (None if None in found else False)
     if hint is bool:
         return isinstance(value, bool)
@@ -84,7 +88,11 @@ def _fits(hint, value) -> bool | None:
         if args and args[-1] is not Ellipsis and len(args) != len(value):
             return False
         each = args[:1] * len(value) if args and args[-1] is Ellipsis else args
-        return all(_fits(a, v) is not False for a, v in zip(each, value))
+        return all(_fits(a, v, strict) is not False for a, v in zip(each, value))
+    if strict and (hint is list or origin is list):
+        return isinstance(value, (list, tuple))
+    if strict and (hint is dict or origin is dict):
+        return isinstance(value, dict)
     # null for a list or a dict: left to the dataclass (TrainConfig reads it as empty)
     if hint is list or origin is list:  # a single string is taken for a one-item list
         return value is None or isinstance(value, (list, tuple, str))
@@ -93,6 +101,10 @@ def _fits(hint, value) -> bool | None:
     if dataclasses.is_dataclass(hint):
         return isinstance(value, (dict, hint))
     return None
+
+
+def _plural(hint) -> str:
+    return _JSON_PLURALS.get(hint) or f"items of {_expected(hint)}"
 
 
 def _expected(hint) -> str:
@@ -104,9 +116,9 @@ def _expected(hint) -> str:
     if hint is tuple or origin is tuple:
         if args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} ({', '.join(_expected(a) for a in args)})"
-        return "a list" + (f" of {_expected(args[0])}s" if args else "")
+        return "a list" + (f" of {_plural(args[0])}" if args else "")
     if hint is list or origin is list:
-        return "a list"
+        return "a list" + (f" of {_plural(args[0])}" if args else "")
     if hint is dict or origin is dict:
         return "an object"
     if dataclasses.is_dataclass(hint):
@@ -114,27 +126,28 @@ def _expected(hint) -> str:
     return str(hint)
 
 
-def check_types(cls, data: dict[str, Any], where: str = "") -> None:
+def check_types(cls, data: dict[str, Any], where: str = "", strict: bool = False) -> None:
     """A ValueError naming the field, its value and the type it needs, for the first value of
     ``data`` (as read from JSON or the command line) that does not fit its field of the
     dataclass ``cls``; nested sections (a dataclass field, a list of them) are checked too.
-    Fields whose annotations this check cannot read pass."""
+    Fields whose annotations this check cannot read pass. ``strict`` (for files the package
+    wrote): no shorthands, a list field must hold a list (see :func:`_fits`)."""
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
         hint = hints.get(name)
         if hint is None:
             continue
-        if _fits(hint, value) is False:
+        if _fits(hint, value, strict) is False:
             raise ValueError(f"{where}{name} must be {_expected(hint)}, got {value!r}")
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            check_types(hint, value, f"{where}{name}.")
+            check_types(hint, value, f"{where}{name}.", strict)
         elif typing.get_origin(hint) is list and isinstance(value, (list, tuple)):
             (inner,) = typing.get_args(hint)
             for i, item in enumerate(value):
                 if dataclasses.is_dataclass(inner) and isinstance(item, dict):
-                    check_types(inner, item, f"{where}{name}[{i}].")
+                    check_types(inner, item, f"{where}{name}[{i}].", strict)
                 elif (not isinstance(item, inner) if dataclasses.is_dataclass(inner)
-                      else _fits(inner, item) is False):
+                      else _fits(inner, item, strict) is False):
                     raise ValueError(f"{where}{name}[{i}] must be {_expected(inner)}, "
                                      f"got {item!r}")
 

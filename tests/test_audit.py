@@ -36,22 +36,22 @@ def test_jpeg_luma_quant_reads_the_table_and_refuses_other_bytes():
     assert audit.jpeg_luma_quant(_jpeg(img)[:40]) is None  # cut before its table ends
 
 
-def test_image_stats_see_blur_and_a_blurred_inner_face():
+def test_measure_image_sees_blur_and_a_blurred_inner_face():
     img = _face(1)
-    plain = audit.image_stats(img)
+    plain = audit.measure_image(img)
     assert set(plain) == set(audit.STATS)
-    blurred = audit.image_stats(cv2.GaussianBlur(img, (9, 9), 2.0))
+    blurred = audit.measure_image(cv2.GaussianBlur(img, (9, 9), 2.0))
     assert blurred["sharpness"] < 0.5 * plain["sharpness"]
     inner = img.copy()  # blur only the middle: what a swapped, smoother face looks like
     s = slice(20, 76)
     inner[s, s] = cv2.GaussianBlur(img, (9, 9), 2.0)[s, s]
-    assert audit.image_stats(inner)["inner_outer"] < plain["inner_outer"] - 0.3
+    assert audit.measure_image(inner)["inner_outer"] < plain["inner_outer"] - 0.3
     assert abs(blurred["brightness"] - plain["brightness"]) < 2
-    assert np.isnan(plain["jpeg_quant"]) and audit.image_stats(img, _jpeg(img))["jpeg_quant"] > 0
+    assert np.isnan(plain["jpeg_quant"]) and audit.measure_image(img, _jpeg(img))["jpeg_quant"] > 0
     with pytest.raises(ValueError, match="colour image"):
-        audit.image_stats(np.zeros((4, 4, 3), np.uint8))
+        audit.measure_image(np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="colour image"):
-        audit.image_stats(np.zeros((32, 32), np.uint8))
+        audit.measure_image(np.zeros((32, 32), np.uint8))
 
 
 @pytest.fixture

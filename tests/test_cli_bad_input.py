@@ -158,10 +158,32 @@ def test_detect_with_nothing_to_score_is_an_error_before_the_model(tmp_path, cap
     listed.write_text("# nothing yet\n")
     for argv in ([str(empty)], ["--list", str(listed)], ["--crops", str(empty)]):
         caplog.clear()
-        with caplog.at_level(logging.ERROR):
+        with caplog.at_level(logging.WARNING):
             assert cli.main(["detect", *argv]) == 2  # not an empty table and exit 0
         (line,) = error_lines(caplog)
         assert line.startswith("nothing to score: no ") and argv[-1] in line
+        # one line says it: no warning about the empty folder before the error
+        assert [r.levelno for r in caplog.records if r.levelno >= logging.WARNING] == [
+            logging.ERROR]
+
+
+def test_detect_names_an_empty_folder_once_and_scores_the_rest(tmp_path, caplog, monkeypatch):
+    from dfd_app.detect import pipeline
+
+    class Loaded(Exception):
+        pass
+
+    def build_context(**kw):
+        raise Loaded
+
+    monkeypatch.setattr(pipeline, "build_context", build_context)
+    empty = tmp_path / "videos"
+    empty.mkdir()
+    with caplog.at_level(logging.WARNING), pytest.raises(Loaded):
+        cli.main(["detect", str(empty), str(tmp_path / "missing.mp4")])
+    (rec,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert rec.levelno == logging.WARNING
+    assert str(empty) in rec.getMessage() and "the other 1 input(s)" in rec.getMessage()
 
 
 def test_audit_out_that_is_a_folder_fails_before_measuring(tmp_path, caplog, monkeypatch):
@@ -200,6 +222,8 @@ def stacker_file(tmp_path):
 @pytest.mark.parametrize("change, says", [
     ({"bogus": 1}, "unknown field(s) ['bogus']"),
     ({"coef": "abc"}, "coef must be a list of numbers, got 'abc'"),
+    ({"feature_names": "a"}, "feature_names must be a list of strings, got 'a'"),
+    ({"fit_report": "{}"}, "fit_report must be an object, got '{}'"),
     ({"coef": [1.0]}, "coef has 1 value(s) for 2 feature(s) ['a', 'b']"),
     ({"scaler_scale": [1.0, 0.0]}, "scaler_scale must be > 0"),
     ({"intercept": None}, "intercept must be a number, got None"),
@@ -263,6 +287,21 @@ def test_a_config_with_null_lists_is_read_as_empty():
 
     cfg = config_from_dict(TrainConfig, {"train": ["x"], "val": None, "mix": None})
     assert cfg.val == [] and cfg.mix == {}
+
+
+def test_strict_types_refuse_the_command_lines_shorthands():
+    from dfd.config import check_types
+    from dfd.training.config import TrainConfig
+
+    loose = {"train": "shards", "val": None, "mix": "dfdc=1"}
+    check_types(TrainConfig, loose)  # the command line's forms pass
+    for key, says in (("train", "train must be a list of strings, got 'shards'"),
+                      ("val", "val must be a list of strings, got None"),
+                      ("mix", "mix must be an object, got 'dfdc=1'")):
+        with pytest.raises(ValueError) as err:
+            check_types(TrainConfig, {key: loose[key]}, strict=True)
+        assert str(err.value) == says
+    check_types(TrainConfig, {"train": ["a"], "val": [], "mix": {"dfdc": 1.0}}, strict=True)
 
 
 # ------------------------------------------------------------------ dfd serve

@@ -56,9 +56,9 @@ def test_facts_and_warnings(tmp_path):
 
 
 def test_sharpness_is_the_figure_dfd_audit_reports():
-    from data_prep.audit import image_stats
+    from data_prep.audit import measure_image
 
     for i in range(3):
         face = cv2.GaussianBlur(_face(i), (0, 0), i) if i else _face(i)
-        audit = image_stats(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))["sharpness"]
+        audit = measure_image(cv2.cvtColor(face, cv2.COLOR_RGB2BGR))["sharpness"]
         assert quality.sharpness(face[None]) == pytest.approx(audit, rel=1e-6)

@@ -25,12 +25,12 @@ def _batch(n_real=8, n_fake=8, seed=0):
 
 def test_sharpness_is_the_audit_figure():
     cv2 = pytest.importorskip("cv2")
-    from data_prep.audit import image_stats
+    from data_prep.audit import measure_image
 
     x = _faces(3, size=256)
     x[1] = blur(x[1], 1.2).numpy()
     got = sharpness(x).numpy()
-    want = [image_stats(cv2.cvtColor(im, cv2.COLOR_RGB2BGR))["sharpness"] for im in x]
+    want = [measure_image(cv2.cvtColor(im, cv2.COLOR_RGB2BGR))["sharpness"] for im in x]
     np.testing.assert_allclose(got, want, rtol=0.01)
     assert got[1] < 0.5 * got[0]
 

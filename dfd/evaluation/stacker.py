@@ -212,7 +212,7 @@ class Stacker:
                    and f.default is MISSING and f.default_factory is MISSING]
         if missing:
             raise ValueError(f"stacker file {path} lacks field(s) {missing}")
-        check_types(cls, d, f"stacker file {path}: ")
+        check_types(cls, d, f"stacker file {path}: ", strict=True)
         _check_numbers(path, d)
         return cls(**d)
 
@@ -232,11 +232,6 @@ def _finite(x) -> bool:
 def _check_numbers(path: Path, d: dict) -> None:
     """What the field types (:func:`dfd.config.check_types`) do not say: names given, numbers
     finite, lengths matching the names, scales > 0, counts >= 0."""
-    for key, what in (("feature_names", "names"), ("coef", "numbers"),
-                      ("scaler_mean", "numbers"), ("scaler_scale", "numbers")):
-        if not isinstance(d[key], list):  # check_types takes one string for a one-item list
-            raise ValueError(f"stacker file {path}: {key} must be a list of {what}, got "
-                             f"{d[key]!r}")
     names = d["feature_names"]
     if not names or not all(names):
         raise ValueError(f"stacker file {path}: feature_names must be a non-empty list of "

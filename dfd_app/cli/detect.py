@@ -114,12 +114,17 @@ def run(args) -> int:
     # listed first (cheap: names only): nothing to score fails before the model loads, and
     # the bar has a total and an ETA
     extensions = (inputs_mod.IMAGE_EXTENSIONS if args.crops else inputs_mod.VIDEO_EXTENSIONS)
-    items = list(inputs_mod.iter_inputs(args.inputs, args.list, extensions))
+    empty: list[str] = []
+    items = list(inputs_mod.iter_inputs(args.inputs, args.list, extensions, empty))
     unit = "face" if args.crops else "video"
+    kinds = ", ".join(sorted(extensions))
     if not items:
-        log.error("nothing to score: no %s files (%s) in %s", unit,
-                  ", ".join(sorted(extensions)), " ".join(map(str, [*args.inputs, *args.list])))
+        log.error("nothing to score: no %s files (%s) in %s", unit, kinds,
+                  " ".join(map(str, [*args.inputs, *args.list])))
         return 2
+    if empty:
+        log.warning("no %s files (%s) in %s; scoring the other %d input(s)", unit, kinds,
+                    ", ".join(empty), len(items))
     use_weights_dir(args.weights_dir)
     try:
         ctx = pipeline.build_context(

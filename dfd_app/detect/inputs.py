@@ -5,6 +5,9 @@ With ``extensions=IMAGE_EXTENSIONS`` (``dfd detect --crops``) folders yield face
 :func:`iter_inputs` yields one :class:`InputItem` per video, lazily, so a folder of a
 million videos costs constant memory. A missing path or an unreadable list file is yielded as
 an item with an ``error`` (reported as a ``status=error`` row) instead of stopping the batch.
+A folder that holds no such files is logged (WARNING), or, when the caller passes a list as
+``empty``, added to it so that the caller reports it once (``dfd detect``: one line, an error
+when nothing at all is left to score).
 
 Hidden files and folders (names starting with ``.``, such as macOS's ``._clip.mp4``
 resource forks) are not searched in folders; each one skipped is logged (INFO). Named
@@ -81,9 +84,10 @@ def read_list_file(path: str | Path) -> Iterator[str]:
             yield str(p if p.is_absolute() or entry.startswith("~") else base / p)
 
 
-def _expand_one(value: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
+def _expand_one(value: str, extensions=VIDEO_EXTENSIONS,
+                empty: list[str] | None = None) -> Iterator[InputItem]:
     if value.startswith("@"):
-        yield from iter_list(value[1:], extensions)
+        yield from iter_list(value[1:], extensions, empty)
         return
     if "\0" in value:
         yield InputItem(value, error="not a file name (it holds a NUL byte)")
@@ -99,7 +103,9 @@ def _expand_one(value: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
         for v in walk_videos(p, extensions):
             n += 1
             yield InputItem(str(v))
-        if n == 0:
+        if n == 0 and empty is not None:
+            empty.append(_shown(p))
+        elif n == 0:
             log.warning("no files (%s) under %s", ", ".join(sorted(extensions)), _shown(p))
     elif exists:
         yield InputItem(str(p))
@@ -107,21 +113,22 @@ def _expand_one(value: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
         yield InputItem(str(p), error=f"no such file or folder: {p}")
 
 
-def iter_list(list_path: str, extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
+def iter_list(list_path: str, extensions=VIDEO_EXTENSIONS,
+              empty: list[str] | None = None) -> Iterator[InputItem]:
     """Items named in a list file (each entry may itself be a file or a folder)."""
     try:
         entries = read_list_file(list_path)
         for entry in entries:
-            yield from _expand_one(entry, extensions)
+            yield from _expand_one(entry, extensions, empty)
     except OSError as err:
         yield InputItem(str(list_path), error=f"cannot read list file {list_path}: {err.strerror or err}")
 
 
 def iter_inputs(inputs: Iterable[str], list_files: Iterable[str] = (),
-                extensions=VIDEO_EXTENSIONS) -> Iterator[InputItem]:
+                extensions=VIDEO_EXTENSIONS, empty: list[str] | None = None) -> Iterator[InputItem]:
     """All videos (or ``extensions`` files) named by ``inputs`` (files, folders,
-    ``@list.txt``) and ``list_files``."""
+    ``@list.txt``) and ``list_files``; folders without any go to ``empty`` when it is given."""
     for value in inputs:
-        yield from _expand_one(str(value), extensions)
+        yield from _expand_one(str(value), extensions, empty)
     for lf in list_files:
-        yield from iter_list(str(lf), extensions)
+        yield from iter_list(str(lf), extensions, empty)
