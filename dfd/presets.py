@@ -156,8 +156,12 @@ def read_preset(path) -> ModelPreset | None:
     """The preset of a model folder / file: ``preset.json`` in the folder or beside the file,
     else an older ``model_info.json``, else the one a SavedModel carries as its asset
     (``assets/preset.json``); an export folder ``OUT`` is read at its highest version
-    ``OUT/<n>``. None when there is none. A broken file is a ``ValueError`` naming it."""
+    ``OUT/<n>``; a ``.json`` file given itself (a preset under another name, such as a
+    package asset's ``<stem>.json``) is read as the preset. None when there is none. A broken
+    file is a ``ValueError`` naming it."""
     p = resolve_export(path)
+    if p.is_file() and p.suffix.lower() == ".json":
+        return preset_from_json(p.read_text(), str(p))
     folder = p if p.is_dir() else p.parent
     for f in (folder / PRESET_FILE, folder / "model_info.json", folder / "assets" / PRESET_FILE):
         if f.is_file():

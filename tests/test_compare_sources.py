@@ -12,6 +12,7 @@ import pytest
 from dfd import presets
 from dfd.evaluation import compare as cmp
 from dfd_app.cli import main as cli
+from mesonet_tf.weights import ASSETS_DIR
 
 
 def _videos(seed, good_on=("csv:dfdc_faces",), n=40):
@@ -45,6 +46,13 @@ def test_source_matching_and_trained_on(tmp_path):
         name="r", extra={"train_sources": ["csv:dfdc_faces"], "fake_sources": [],
                          "train_split": "train"}), tmp_path / "split")
     assert cmp.trained_on(tmp_path / "split")["train_split"] == "train"
+    # a preset under another name, given by its own path (a shipped model's <stem>.json)
+    (tmp_path / "split" / "preset.json").rename(tmp_path / "shipped.json")
+    assert cmp.trained_on(tmp_path / "shipped.json")["train_split"] == "train"
+    # the shipped default, by its file or its preset: self-blended fakes of DFDC's train faces
+    for f in ("dfd_default.keras", "dfd_default.json"):
+        got = cmp.trained_on(ASSETS_DIR / f)
+        assert got["fake_sources"] == [] and got["train_sources"] == ["csv:dfdc_faces"]
     # a list given as text says whose fakes, not whose real faces nor which split
     assert cmp.trained_on("none")["train_sources"] is None
     assert cmp.trained_on("dfdc")["train_split"] is None

@@ -251,8 +251,9 @@ def source_matches(source: str, names) -> bool:
 
 
 def trained_on(spec) -> dict:
-    """What a model trained on, from ``spec``: a run folder, ``preset.json`` or model file
-    whose preset records ``fake_sources`` (``dfd train`` writes it); or a list of the sources
+    """What a model trained on, from ``spec``: a run folder, preset file (``preset.json``, or
+    a shipped model's ``<stem>.json``) or model file (a run's, or a registered one) whose
+    preset records ``fake_sources`` (``dfd train`` writes it); or a list of the sources
     whose fakes it saw, ``"dfdc+ffpp"`` (``"none"``: no source's, e.g. self-blended fakes
     only). Returns ``{"fake_sources": [...], "train_sources": [...] or None, "train_split":
     ...}``: ``train_sources`` (whose faces, real or fake, it trained on) and ``train_split``
@@ -260,8 +261,8 @@ def trained_on(spec) -> dict:
     only; a list given as text leaves them ``None`` (unknown) and adds ``"as_text": True``."""
     text = str(spec)
     path = Path(text).expanduser()
-    if path.exists():
-        preset = presets.read_preset(path)
+    if path.exists():  # a run's preset, else a registered model's (a package asset)
+        preset = presets.read_preset(path) or presets.find_by_path(path)
         if preset is None or "fake_sources" not in preset.extra:
             raise ValueError(f"{text!r} records no 'fake_sources' (a preset.json of a run of "
                              "dfd train does); give the sources instead, e.g. dfdc+ffpp")
