@@ -40,6 +40,12 @@ is noise). The chosen candidate is then
    ``--card-append`` gives the card's end).
 
 Scores are cached under ``--out/scores`` (delete a file to recompute it).
+
+``--compare-only`` ships nothing: it makes the choice as above, then scores every candidate
+on the test splits (and all FF++ videos where it never saw FF++) under each condition, with
+paired differences against the first candidate, and writes the tables to ``--out``
+(``selection.csv``, ``compare-per-source.csv``, ``compare-paired.csv``): how a new run
+compares with the shipped default before anything is committed.
 """
 
 from __future__ import annotations
@@ -325,19 +331,31 @@ def ship(model: str, name: str, cross: pd.DataFrame, run_preset, out: Path,
     return preset
 
 
-def under_conditions(models: dict, cached: dict, seen: dict, held: Held, conditions,
-                     bootstrap: int) -> pd.DataFrame:
+def compare_candidates(models: dict, seen: dict, held: Held, conditions, bootstrap: int,
+                       cached: dict | None = None, reference: str | None = None
+                       ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Per model, test set and condition: the ROC-AUC of the test split's sources and of all
-    FF++ videos (for models that never saw its fakes), with intervals."""
-    parts = []
+    FF++ videos (for the models that never saw its fakes), with intervals; with ``reference``
+    (one of ``models``) each other model's paired difference from it on the same videos.
+    Returns ``(per_source, paired or None)``, column ``condition``; ``cached``: the names the
+    models' score files go under (default: their own)."""
+    cached = cached or {m: m for m in models}
+    per, paired = [], []
     for c in conditions:
         tests = {m: held.table(spec, cached[m], "test", c) for m, spec in models.items()}
-        tests.update({f"{m} (all FF++)": held.table(spec, cached[m], "ffpp-all", c)
-                      for m, spec in models.items() if not saw_ffpp_faces(seen[m])})
-        got = generalisation(tests, {k: seen[k.rsplit(" (", 1)[0]] for k in tests},
-                             bootstrap=bootstrap)["per_source"]
-        parts.append(got.assign(condition=c))
-    return pd.concat(parts, ignore_index=True)
+        all_ff = {f"{m} (all FF++)": held.table(spec, cached[m], "ffpp-all", c)
+                  for m, spec in models.items() if not saw_ffpp_faces(seen[m])}
+        for group, ref in ((tests, reference), (all_ff, f"{reference} (all FF++)")):
+            if not group:
+                continue
+            got = generalisation(group, {k: seen[k.rsplit(" (", 1)[0]] for k in group},
+                                 bootstrap=bootstrap,
+                                 reference=ref if ref in group and len(group) > 1 else None)
+            per.append(got["per_source"].assign(condition=c))
+            if "paired" in got:
+                paired.append(got["paired"].assign(condition=c))
+    return (pd.concat(per, ignore_index=True),
+            pd.concat(paired, ignore_index=True) if paired else None)
 
 
 def verdict_check(model: str, name: str, seen: dict, held: Held, conditions,
@@ -601,6 +619,9 @@ def main() -> int:
     ap.add_argument("--margin", type=float, default=0.0,
                     help="the first --candidate (the model shipped now) stays unless another's "
                          "validation mean beats it by more than this (default 0: the best one)")
+    ap.add_argument("--compare-only", action="store_true",
+                    help="ship nothing: the choice, then every candidate's test figures and "
+                         "paired differences against the first, written to --out")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--condition", action="append", dest="conditions", metavar="KIND[:VALUE]",
                     help="the conditions a candidate is judged under, each counting equally "
@@ -630,6 +651,19 @@ def main() -> int:
     held = Held(args.shards, out)
     name, selection = choose(candidates, trained, held, conditions, args.margin)
     log.info("cross-source validation ROC-AUC:\n%s", selection.to_string())
+    if args.compare_only:
+        out.mkdir(parents=True, exist_ok=True)
+        selection.to_csv(out / "selection.csv", index=False)
+        per, paired = compare_candidates(candidates, trained, held, conditions, args.bootstrap,
+                                         reference=next(iter(candidates)))
+        per.to_csv(out / "compare-per-source.csv", index=False)
+        log.info("test figures:\n%s", per.to_string())
+        if paired is not None:
+            paired.to_csv(out / "compare-paired.csv", index=False)
+            log.info("against %s (paired):\n%s", next(iter(candidates)), paired.to_string())
+        log.info("chosen by the rule: %s; nothing shipped (--compare-only); tables in %s",
+                 name, out)
+        return 0
     model = candidates[name]
     run_dir = Path(model).parent
     parts = selection_parts({n: trained[n] for n in candidates})
@@ -663,8 +697,8 @@ def main() -> int:
         for key in ("per_source", "paired"):
             if key in more:
                 figures[key] = pd.concat([figures.get(key), more[key]], ignore_index=True)
-    figures["conditions"] = under_conditions(models, cached, seen, held, conditions,
-                                             args.bootstrap)
+    figures["conditions"] = compare_candidates(models, seen, held, conditions, args.bootstrap,
+                                               cached)[0]
     figures["verdicts"] = verdict_check(shipped, cached[DEFAULT_STEM], trained[name], held,
                                         conditions, preset.uncertain or {})
     if args.clips:
