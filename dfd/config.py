@@ -104,7 +104,26 @@ def _fits(hint, value, strict: bool = False) -> bool | None:
 
 
 def _plural(hint) -> str:
-    return _JSON_PLURALS.get(hint) or f"items of {_expected(hint)}"
+    """What a list of ``hint`` holds, in words ("numbers", "objects of Phase fields"); "" where
+    there are no words for it (the message then says "a list")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = ["nulls" if a is type(None) else _plural(a) for a in args]
+        return " or ".join(words) if all(words) else ""
+    if hint in _JSON_PLURALS:
+        return _JSON_PLURALS[hint]
+    if dataclasses.is_dataclass(hint):
+        return f"objects of {hint.__name__} fields"
+    if hint is list or typing.get_origin(hint) is list or hint is tuple or origin is tuple:
+        return "lists"
+    if hint is dict or origin is dict:
+        return "objects"
+    return ""
+
+
+def _a_list_of(hint) -> str:
+    words = _plural(hint)
+    return "a list" + (f" of {words}" if words else "")
 
 
 def _expected(hint) -> str:
@@ -116,9 +135,9 @@ def _expected(hint) -> str:
     if hint is tuple or origin is tuple:
         if args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} ({', '.join(_expected(a) for a in args)})"
-        return "a list" + (f" of {_plural(args[0])}" if args else "")
+        return _a_list_of(args[0]) if args else "a list"
     if hint is list or origin is list:
-        return "a list" + (f" of {_plural(args[0])}" if args else "")
+        return _a_list_of(args[0]) if args else "a list"
     if hint is dict or origin is dict:
         return "an object"
     if dataclasses.is_dataclass(hint):
@@ -139,6 +158,11 @@ def check_types(cls, data: dict[str, Any], where: str = "", strict: bool = False
             continue
         if _fits(hint, value, strict) is False:
             raise ValueError(f"{where}{name} must be {_expected(hint)}, got {value!r}")
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and value is not None:
+            # an optional section or list: its items are checked as the section's own
+            inner_hints = [a for a in typing.get_args(hint) if a is not type(None)]
+            if len(inner_hints) == 1:
+                hint = inner_hints[0]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             check_types(hint, value, f"{where}{name}.", strict)
         elif typing.get_origin(hint) is list and isinstance(value, (list, tuple)):

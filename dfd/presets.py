@@ -147,7 +147,10 @@ def resolve_export(path) -> Path:
 def preset_from_json(text: str, where: str = "preset") -> ModelPreset:
     """A preset from its JSON text; a broken one is a ``ValueError`` naming ``where``."""
     try:
-        return ModelPreset.from_dict(json.loads(text))
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
+        return ModelPreset.from_dict(data)
     except (json.JSONDecodeError, TypeError, AttributeError) as err:
         raise ValueError(f"model metadata {where} is not a valid preset: {err}") from None
 
@@ -156,11 +159,11 @@ def read_preset(path) -> ModelPreset | None:
     """The preset of a model folder / file: ``preset.json`` in the folder or beside the file,
     else an older ``model_info.json``, else the one a SavedModel carries as its asset
     (``assets/preset.json``); an export folder ``OUT`` is read at its highest version
-    ``OUT/<n>``; a ``.json`` file given itself (a preset under another name, such as a
-    package asset's ``<stem>.json``) is read as the preset. None when there is none. A broken
-    file is a ``ValueError`` naming it."""
+    ``OUT/<n>``; a package asset's ``<stem>.json`` (beside its ``<stem>.keras``), given itself,
+    is read as the preset. None when there is none. A broken file is a ``ValueError`` naming
+    it."""
     p = resolve_export(path)
-    if p.is_file() and p.suffix.lower() == ".json":
+    if p.is_file() and p.suffix.lower() == ".json" and p.with_suffix(".keras").is_file():
         return preset_from_json(p.read_text(), str(p))
     folder = p if p.is_dir() else p.parent
     for f in (folder / PRESET_FILE, folder / "model_info.json", folder / "assets" / PRESET_FILE):

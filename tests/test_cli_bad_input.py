@@ -4,6 +4,7 @@ and a non-zero exit, before any long work, never a traceback, a silent default o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -183,7 +184,7 @@ def test_detect_names_an_empty_folder_once_and_scores_the_rest(tmp_path, caplog,
         cli.main(["detect", str(empty), str(tmp_path / "missing.mp4")])
     (rec,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert rec.levelno == logging.WARNING
-    assert str(empty) in rec.getMessage() and "the other 1 input(s)" in rec.getMessage()
+    assert str(empty) in rec.getMessage() and "the 1 item(s) of the other inputs" in rec.getMessage()
 
 
 def test_audit_out_that_is_a_folder_fails_before_measuring(tmp_path, caplog, monkeypatch):
@@ -302,6 +303,34 @@ def test_strict_types_refuse_the_command_lines_shorthands():
             check_types(TrainConfig, {key: loose[key]}, strict=True)
         assert str(err.value) == says
     check_types(TrainConfig, {"train": ["a"], "val": [], "mix": {"dfdc": 1.0}}, strict=True)
+
+
+@dataclasses.dataclass
+class _Part:
+    a: int = 0
+
+
+@dataclasses.dataclass
+class _Parts:
+    xs: list[int] | None = None
+    parts: list[_Part] = dataclasses.field(default_factory=list)
+    maybe: list[int | None] = dataclasses.field(default_factory=list)
+    one: _Part | None = None
+
+
+@pytest.mark.parametrize("data, says", [
+    ({"xs": [1, "x"]}, "xs[1] must be a whole number, got 'x'"),  # inside an optional list
+    ({"xs": "x"}, "xs must be a list of whole numbers or null, got 'x'"),
+    ({"parts": "p"}, "parts must be a list of objects of _Part fields, got 'p'"),
+    ({"maybe": "q"}, "maybe must be a list of whole numbers or nulls, got 'q'"),
+    ({"one": {"a": "z"}}, "one.a must be a whole number, got 'z'"),  # an optional section
+])
+def test_type_errors_name_what_the_field_holds(data, says):
+    from dfd.config import check_types
+
+    with pytest.raises(ValueError) as err:
+        check_types(_Parts, data, strict=True)
+    assert str(err.value) == says
 
 
 # ------------------------------------------------------------------ dfd serve

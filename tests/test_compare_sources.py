@@ -46,9 +46,17 @@ def test_source_matching_and_trained_on(tmp_path):
         name="r", extra={"train_sources": ["csv:dfdc_faces"], "fake_sources": [],
                          "train_split": "train"}), tmp_path / "split")
     assert cmp.trained_on(tmp_path / "split")["train_split"] == "train"
-    # a preset under another name, given by its own path (a shipped model's <stem>.json)
+    # any file of a run folder stands for the run (its preset.json), a .json file too
+    (tmp_path / "split" / "config.json").write_text('{"config": {}}')
+    assert cmp.trained_on(tmp_path / "split" / "config.json")["train_split"] == "train"
+    # a package asset's preset, <stem>.json beside <stem>.keras, given by its own path
     (tmp_path / "split" / "preset.json").rename(tmp_path / "shipped.json")
+    (tmp_path / "shipped.keras").write_bytes(b"")
     assert cmp.trained_on(tmp_path / "shipped.json")["train_split"] == "train"
+    (tmp_path / "shipped.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="shipped.json is not a valid preset: it holds a JSON "
+                                         "list, not an object"):
+        cmp.trained_on(tmp_path / "shipped.json")
     # the shipped default, by its file or its preset: self-blended fakes of DFDC's train faces
     for f in ("dfd_default.keras", "dfd_default.json"):
         got = cmp.trained_on(ASSETS_DIR / f)

@@ -423,8 +423,6 @@ def test_compare_only_ships_nothing_and_pairs_every_candidate_with_the_first(too
         presets.write_preset(presets.ModelPreset(name=name, extra={
             "train_sources": [DFDC], "fake_sources": [], "train_split": "train"}),
             tmp_path / name)
-    assets = tmp_path / "assets"
-    monkeypatch.setattr(tool, "ASSETS_DIR", assets)
     monkeypatch.setattr(tool, "ship", lambda *a, **k: pytest.fail("shipped"))
     monkeypatch.setattr("sys.argv", [
         "ship_default.py", "--shards", str(tmp_path / "no-shards"), "--out", str(out),
@@ -432,7 +430,6 @@ def test_compare_only_ships_nothing_and_pairs_every_candidate_with_the_first(too
         "--candidate", "shipped=a.keras", "--trained-on", f"shipped={tmp_path / 'shipped'}",
         "--candidate", "new=b.keras", "--trained-on", f"new={tmp_path / 'new'}"])
     assert tool.main() == 0
-    assert not assets.exists()
     assert list(pd.read_csv(out / "selection.csv")["model"]) == ["new", "shipped"]
     per = pd.read_csv(out / "compare-per-source.csv")
     assert set(per["model"]) == {"shipped", "new", "shipped (all FF++)", "new (all FF++)"}
@@ -443,4 +440,10 @@ def test_compare_only_ships_nothing_and_pairs_every_candidate_with_the_first(too
     ref = pd.read_csv(out / "scores" / "shipped-ffpp-all.csv")
     want = roc_auc_score(table["label"], table["p_fake"]) - roc_auc_score(ref["label"],
                                                                            ref["p_fake"])
-    assert row.filter(like="diff").iloc[0] == pytest.approx(want)
+    assert row["difference"] == pytest.approx(want)
+    # the choice's arguments for shipping are refused with it, before any work
+    for extra in (["--reference", "dfdc_meso4"], ["--clips", "clips.txt"]):
+        monkeypatch.setattr("sys.argv", ["ship_default.py", "--shards", "x", "--out", "y",
+                                         "--candidate", "a=a.keras", "--compare-only", *extra])
+        with pytest.raises(SystemExit, match="--compare-only compares the candidates"):
+            tool.main()

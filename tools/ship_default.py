@@ -73,7 +73,8 @@ from dfd.evaluation.compare import (
     auc_ci,
     clip_labels,
     clip_table,
-    generalisation,
+    paired_table,
+    per_source_table,
     source_matches,
     trained_on,
 )
@@ -336,24 +337,22 @@ def compare_candidates(models: dict, seen: dict, held: Held, conditions, bootstr
                        ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Per model, test set and condition: the ROC-AUC of the test split's sources and of all
     FF++ videos (for the models that never saw its fakes), with intervals; with ``reference``
-    (one of ``models``) each other model's paired difference from it on the same videos.
-    Returns ``(per_source, paired or None)``, column ``condition``; ``cached``: the names the
-    models' score files go under (default: their own)."""
+    (one of ``models``) each other model's paired difference from it on the same videos, the
+    test split and all FF++ apart. Returns ``(per_source, paired or None)``, column
+    ``condition``; ``cached``: the names the models' score files go under (default: their
+    own)."""
     cached = cached or {m: m for m in models}
     per, paired = [], []
     for c in conditions:
         tests = {m: held.table(spec, cached[m], "test", c) for m, spec in models.items()}
         all_ff = {f"{m} (all FF++)": held.table(spec, cached[m], "ffpp-all", c)
                   for m, spec in models.items() if not saw_ffpp_faces(seen[m])}
+        both = {**tests, **all_ff}
+        per.append(per_source_table(both, {k: seen[k.rsplit(" (", 1)[0]] for k in both},
+                                    bootstrap).assign(condition=c))
         for group, ref in ((tests, reference), (all_ff, f"{reference} (all FF++)")):
-            if not group:
-                continue
-            got = generalisation(group, {k: seen[k.rsplit(" (", 1)[0]] for k in group},
-                                 bootstrap=bootstrap,
-                                 reference=ref if ref in group and len(group) > 1 else None)
-            per.append(got["per_source"].assign(condition=c))
-            if "paired" in got:
-                paired.append(got["paired"].assign(condition=c))
+            if reference is not None and ref in group and len(group) > 1:
+                paired.append(paired_table(group, ref, bootstrap).assign(condition=c))
     return (pd.concat(per, ignore_index=True),
             pd.concat(paired, ignore_index=True) if paired else None)
 
@@ -629,6 +628,9 @@ def main() -> int:
                          "re-coded at FaceForensics++'s c23 and c40 levels); see "
                          "dfd.evaluation.robustness")
     args = ap.parse_args()
+    if args.compare_only and (args.reference or args.clips or args.card_append):
+        raise SystemExit("--compare-only compares the candidates with the first one and ships "
+                         "nothing: --reference, --clips and --card-append are for shipping")
     if not 0.0 <= args.margin < 0.5:
         raise SystemExit(f"--margin must be in [0, 0.5), got {args.margin}")
     conditions = tuple(args.conditions or UPLOAD_CONDITIONS)
@@ -682,23 +684,16 @@ def main() -> int:
     # (a new calibration is a new file)
     cached = {m: (f"{DEFAULT_STEM}.{name}.{preset.sha256[:8]}" if m == DEFAULT_STEM else m)
               for m in models}
-    split_tests = {m: scores(spec, cached[m], args.shards, out, "test", split="test")
-                   for m, spec in models.items()}
-    figures = generalisation(split_tests, seen, bootstrap=args.bootstrap,
-                             reference=args.reference)
-    # all FF++ videos, for the models that never saw its fakes (paired likewise)
-    all_ff = {f"{m} (all FF++)": scores(spec, cached[m], args.shards, out, "ffpp-all",
-                                        only_source=FFPP)
-              for m, spec in models.items() if not saw_ffpp_faces(seen[m])}
-    if all_ff:
-        ref = f"{args.reference} (all FF++)" if f"{args.reference} (all FF++)" in all_ff else None
-        more = generalisation(all_ff, {k: seen[k.rsplit(" (", 1)[0]] for k in all_ff},
-                              bootstrap=args.bootstrap, reference=ref)
-        for key in ("per_source", "paired"):
-            if key in more:
-                figures[key] = pd.concat([figures.get(key), more[key]], ignore_index=True)
-    figures["conditions"] = compare_candidates(models, seen, held, conditions, args.bootstrap,
-                                               cached)[0]
+    # the test split, and all FF++ videos for the models that never saw its fakes, as stored
+    # (the card's main table, paired with the reference) and under each condition
+    per, paired = compare_candidates(models, seen, held, tuple(dict.fromkeys(
+        ("stored", *conditions))), args.bootstrap, cached, args.reference)
+    figures = {"per_source": per[per["condition"] == "stored"].drop(columns="condition")
+               .reset_index(drop=True),
+               "conditions": per[per["condition"].isin(conditions)].reset_index(drop=True)}
+    if paired is not None:
+        figures["paired"] = (paired[paired["condition"] == "stored"].drop(columns="condition")
+                             .reset_index(drop=True))
     figures["verdicts"] = verdict_check(shipped, cached[DEFAULT_STEM], trained[name], held,
                                         conditions, preset.uncertain or {})
     if args.clips:

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trained-on", type=model_spec, action="append", default=[],
                    metavar="NAME=RUN|SOURCES",
                    help="what a model trained on: its run folder / preset.json (dfd train "
-                        "records it), or the sources whose fakes it saw, e.g. dfdc+ffpp "
+                        "records it), a shipped model's file, or the sources whose fakes it saw, e.g. dfdc+ffpp "
                         "('none': self-blended only); sets in- vs cross-source per source")
     p.add_argument("--clips", type=model_spec, action="append", default=[], metavar="NAME=CSV",
                    help="a model's dfd detect table on the labelled clips; repeat per model")

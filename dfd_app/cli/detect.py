@@ -123,8 +123,8 @@ def run(args) -> int:
                   " ".join(map(str, [*args.inputs, *args.list])))
         return 2
     if empty:
-        log.warning("no %s files (%s) in %s; scoring the other %d input(s)", unit, kinds,
-                    ", ".join(empty), len(items))
+        log.warning("no %s files (%s) in %s; going on with the %d item(s) of the other "
+                    "inputs", unit, kinds, ", ".join(empty), len(items))
     use_weights_dir(args.weights_dir)
     try:
         ctx = pipeline.build_context(
