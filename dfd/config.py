@@ -114,7 +114,7 @@ def _plural(hint) -> str:
         return _JSON_PLURALS[hint]
     if dataclasses.is_dataclass(hint):
         return f"objects of {hint.__name__} fields"
-    if hint is list or typing.get_origin(hint) is list or hint is tuple or origin is tuple:
+    if hint in (list, tuple) or origin in (list, tuple):
         return "lists"
     if hint is dict or origin is dict:
         return "objects"
